@@ -1,0 +1,312 @@
+// backend_cpu.cpp — the CPU backend: F32 tensors in host memory, threads over all
+// cores, SIMD inner loops from kernels.h (AVX2+FMA when the CPU has it).
+// Linear weights are packed into 16-column panels by prepare_weight(); a weight that
+// was not prepared is packed on the fly (slow, but correct).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/ops_reference.h"
+#include "cpu/thread_pool.h"
+#include "engine/backend.h"
+
+namespace esolm {
+namespace {
+
+// calloc: large blocks come from fresh zero pages without a memset. The kernels use
+// unaligned loads, so 16-byte alignment is enough.
+void* aligned_zero_alloc(size_t bytes) {
+  return std::calloc(bytes == 0 ? 1 : bytes, 1);
+}
+
+struct PackedInfo {
+  int64_t n = 0, k = 0;
+};
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(int n_threads, bool reference)
+      : pool_(reference ? 1 : n_threads), reference_(reference), kernels_(cpu_kernels()) {}
+  ~CpuBackend() override {
+    for (auto& kv : packed_) (void)kv;
+  }
+
+  const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
+  DType activation_dtype() const override { return DType::f32; }
+  DType weight_dtype() const override { return DType::f32; }
+  const char* kernels_name() const { return reference_ ? "reference" : kernels_.name; }
+
+  Status alloc(Tensor& t, DType dtype, int64_t rows, int64_t cols) override {
+    if (rows < 0 || cols < 0) return Status::error(Code::invalid_arg, "negative tensor shape");
+    if (dtype == DType::bf16) return Status::error(Code::internal, "cpu backend stores no bf16");
+    t.dtype = dtype;
+    t.rows = rows;
+    t.cols = cols;
+    t.data = aligned_zero_alloc(t.bytes());
+    if (!t.data) {
+      t = Tensor{};
+      return Status::error(Code::out_of_memory,
+                           "cannot allocate " + std::to_string(rows * cols * 4) + " bytes");
+    }
+    return Status::ok();
+  }
+
+  void release(Tensor& t) override {
+    if (t.data) {
+      std::lock_guard<std::mutex> lk(packed_mutex_);
+      packed_.erase(t.data);
+      std::free(t.data);
+    }
+    t = Tensor{};
+  }
+
+  Status upload_f32(Tensor& t, const float* host, int64_t count) override {
+    if (t.dtype != DType::f32 || count != t.numel())
+      return Status::error(Code::internal, "upload_f32: size or dtype mismatch");
+    std::memcpy(t.data, host, size_t(count) * 4);
+    return Status::ok();
+  }
+  Status upload_i32(Tensor& t, const int32_t* host, int64_t count) override {
+    if (t.dtype != DType::i32 || count > t.numel())
+      return Status::error(Code::internal, "upload_i32: size or dtype mismatch");
+    std::memcpy(t.data, host, size_t(count) * 4);
+    return Status::ok();
+  }
+  Status download_f32(const Tensor& t, int64_t row0, int64_t n_rows, float* host) override {
+    if (t.dtype != DType::f32 || row0 < 0 || row0 + n_rows > t.rows)
+      return Status::error(Code::internal, "download_f32: range or dtype mismatch");
+    const PackedInfo* pk = packed_info(t);
+    if (!pk) {
+      std::memcpy(host, static_cast<const float*>(t.data) + row0 * t.cols,
+                  size_t(n_rows * t.cols) * 4);
+      return Status::ok();
+    }
+    const float* p = static_cast<const float*>(t.data);
+    for (int64_t r = row0; r < row0 + n_rows; ++r)
+      for (int64_t c = 0; c < t.cols; ++c)
+        host[(r - row0) * t.cols + c] = p[(r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel];
+    return Status::ok();
+  }
+  Status synchronize() override { return Status::ok(); }
+
+  Status prepare_weight(Tensor& W) override {
+    if (reference_ || W.dtype != DType::f32) return Status::ok();
+    if (packed_info(W)) return Status::ok();
+    float* packed = pack(W);
+    if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
+    std::free(W.data);
+    W.data = packed;
+    std::lock_guard<std::mutex> lk(packed_mutex_);
+    packed_[W.data] = PackedInfo{W.rows, W.cols};
+    return Status::ok();
+  }
+
+  Status embed(const Tensor& table, const Tensor& tokens, Tensor& x) override {
+    const int64_t d = table.cols;
+    if (x.cols != d || x.rows < tokens.rows) return Status::error(Code::internal, "embed: shape");
+    const int32_t* tok = static_cast<const int32_t*>(tokens.data);
+    const float* tab = static_cast<const float*>(table.data);
+    float* out = static_cast<float*>(x.data);
+    for (int64_t r = 0; r < tokens.rows; ++r) {
+      int32_t t = tok[r];
+      if (t < 0 || t >= table.rows) return Status::error(Code::invalid_arg, "token id out of range");
+      std::memcpy(out + r * d, tab + int64_t(t) * d, size_t(d) * 4);
+    }
+    return Status::ok();
+  }
+
+  Status layernorm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override {
+    if (reference_) return layernorm_reference(x, w, b, y);
+    const int64_t d = x.cols, rows = x.rows;
+    const float* xp = static_cast<const float*>(x.data);
+    const float* wp = static_cast<const float*>(w.data);
+    const float* bp = b.empty() ? nullptr : static_cast<const float*>(b.data);
+    float* yp = static_cast<float*>(y.data);
+    const int64_t chunk = 16;
+    pool_.parallel_for((rows + chunk - 1) / chunk, [&](int64_t c) {
+      for (int64_t r = c * chunk; r < std::min(rows, (c + 1) * chunk); ++r) {
+        const float* xr = xp + r * d;
+        float* yr = yp + r * d;
+        double mean = 0;
+        for (int64_t i = 0; i < d; ++i) mean += xr[i];
+        mean /= double(d);
+        double var = 0;
+        for (int64_t i = 0; i < d; ++i) {
+          double t = xr[i] - mean;
+          var += t * t;
+        }
+        var /= double(d);
+        const float rstd = float(1.0 / std::sqrt(var + 1e-5));
+        const float m = float(mean);
+        for (int64_t i = 0; i < d; ++i) {
+          float v = (xr[i] - m) * rstd * wp[i];
+          yr[i] = bp ? v + bp[i] : v;
+        }
+      }
+    });
+    return Status::ok();
+  }
+
+  Status linear(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
+                Epilogue ep) override {
+    if (in.cols != W.cols || out.cols != W.rows || out.rows < in.rows)
+      return Status::error(Code::internal, "linear: shape mismatch");
+    if (reference_) return linear_reference(in, W, bias, out, ep);
+    const PackedInfo* pk = packed_info(W);
+    float* tmp = nullptr;
+    const float* panels = static_cast<const float*>(W.data);
+    if (!pk) {
+      tmp = pack(W);
+      if (!tmp) return Status::error(Code::out_of_memory, "cannot pack weight");
+      panels = tmp;
+    }
+    const int64_t n = W.rows, k = W.cols, rows = in.rows;
+    const int64_t n_panels = (n + kPanel - 1) / kPanel;
+    // Task = a group of panels over all rows (B stays hot in L2, A streams from L3).
+    // Rows are also split when there are few panel groups, so both cores stay busy.
+    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
+    int64_t row_split = 1;
+    if (n_groups < 4 * pool_.size() && rows >= 96) row_split = std::min<int64_t>(rows / 48, 8);
+    const int64_t rows_per = (rows + row_split - 1) / row_split;
+    const float* a = static_cast<const float*>(in.data);
+    float* c = static_cast<float*>(out.data);
+    const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
+    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
+                              : ep == Epilogue::gelu ? EpilogueKind::gelu
+                                                     : EpilogueKind::add_to;
+    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
+      const int64_t g = task / row_split, rs = task % row_split;
+      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
+      if (r0 >= r1) return;
+      for (int64_t p = g * panels_per_task; p < std::min(n_panels, (g + 1) * panels_per_task); ++p) {
+        GemmPanelArgs args;
+        args.a = a + r0 * k;
+        args.lda = k;
+        args.rows = r1 - r0;
+        args.panel = panels + p * kPanel * k;
+        args.k = int(k);
+        args.c = c + r0 * out.cols + p * kPanel;
+        args.ldc = out.cols;
+        args.ncols = int(std::min<int64_t>(kPanel, n - p * kPanel));
+        args.bias = bp ? bp + p * kPanel : nullptr;
+        args.ep = kind;
+        kernels_.gemm_panel(args);
+      }
+    });
+    std::free(tmp);
+    return Status::ok();
+  }
+
+  Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n, int n_heads,
+                        int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
+                        Tensor& v_cache) override {
+    return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out,
+                                    k_cache, v_cache);
+  }
+
+  Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                   const AttnParams& p, Tensor& out) override {
+    if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
+    const int d = p.n_heads * p.head_dim;
+    // One task per (sequence, head): K and V are packed once and reused by every row.
+    const int64_t tasks = int64_t(p.batch) * p.n_heads;
+    const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
+    const float* qp = static_cast<const float*>(q.data);
+    const float* kp = static_cast<const float*>(k_cache.data);
+    const float* vp = static_cast<const float*>(v_cache.data);
+    const int32_t* clean = p.clean ? static_cast<const int32_t*>(p.clean->data) : nullptr;
+    float* op = static_cast<float*>(out.data);
+    pool_.parallel_for(tasks, [&](int64_t t) {
+      thread_local std::vector<float> buf;
+      if (buf.size() < scratch_floats) buf.resize(scratch_floats);
+      const int h = int(t % p.n_heads);
+      const int b = int(t / p.n_heads);
+      AttnRowsArgs a;
+      a.q = qp + (int64_t(b) * p.n_q) * d + h * p.head_dim;
+      a.q_stride = d;
+      a.k = kp + int64_t(b) * p.capacity * d + h * p.head_dim;
+      a.v = vp + int64_t(b) * p.capacity * d + h * p.head_dim;
+      a.kv_stride = d;
+      a.out = op + (int64_t(b) * p.n_q) * d + h * p.head_dim;
+      a.out_stride = d;
+      a.head_dim = p.head_dim;
+      a.r0 = 0;
+      a.r1 = p.n_q;
+      a.q_slot0 = p.q_slot0;
+      a.n_kv = p.n_kv;
+      a.mode = int(p.mode);
+      a.clean = clean ? clean + int64_t(b) * p.capacity : nullptr;
+      a.scale = float(1.0 / std::sqrt(double(p.head_dim)));
+      a.scratch = buf.data();
+      kernels_.attn_rows(a);
+    });
+    return Status::ok();
+  }
+
+  Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override {
+    const int32_t* idx = static_cast<const int32_t*>(index.data);
+    const size_t row_bytes = size_t(x.cols) * dtype_size(x.dtype);
+    for (int64_t i = 0; i < index.rows; ++i) {
+      if (idx[i] < 0 || idx[i] >= x.rows) return Status::error(Code::internal, "gather_rows: index");
+      std::memcpy(static_cast<char*>(out.data) + i * row_bytes,
+                  static_cast<const char*>(x.data) + idx[i] * row_bytes, row_bytes);
+    }
+    return Status::ok();
+  }
+
+ private:
+  const PackedInfo* packed_info(const Tensor& t) {
+    std::lock_guard<std::mutex> lk(packed_mutex_);
+    auto it = packed_.find(t.data);
+    return it == packed_.end() ? nullptr : &it->second;
+  }
+
+  // W [n, k] -> panels [ceil(n/16)][k][16], zero-padded.
+  float* pack(const Tensor& W) {
+    const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
+    float* out = static_cast<float*>(aligned_zero_alloc(size_t(n_panels * kPanel * k) * 4));
+    if (!out) return nullptr;
+    const float* w = static_cast<const float*>(W.data);
+    pool_.parallel_for(n_panels, [&](int64_t p) {
+      float* dst = out + p * kPanel * k;
+      for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
+        const float* src = w + (p * kPanel + j) * k;
+        for (int64_t kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = src[kk];
+      }
+    });
+    return out;
+  }
+
+  ThreadPool pool_;
+  bool reference_;
+  const CpuKernels& kernels_;
+  std::mutex packed_mutex_;
+  std::unordered_map<const void*, PackedInfo> packed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> create_cpu_backend(int n_threads) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false));
+}
+
+std::unique_ptr<Backend> create_cpu_reference_backend() {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true));
+}
+
+const char* cpu_kernels_in_use() { return cpu_kernels().name; }
+
+const char* cpu_backend_kernels(const Backend& be) {
+  const auto* c = dynamic_cast<const CpuBackend*>(&be);
+  return c ? c->kernels_name() : "";
+}
+
+}  // namespace esolm

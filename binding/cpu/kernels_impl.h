@@ -1,0 +1,257 @@
+// kernels_impl.h — generic CPU kernels written with GCC vector extensions (8 floats).
+// Included by kernels_portable.cpp and simd/kernels_avx2.cpp inside different
+// namespaces; the compiler maps v8f to SSE pairs or to AVX2 ymm registers.
+// Numerics: fp32 accumulate; exp is a Cody–Waite + degree-6 polynomial (rel err ~2e-7).
+#pragma once
+#pragma GCC diagnostic ignored "-Wpsabi"
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+using esolm::GemmPanelArgs;
+using esolm::AttnRowsArgs;
+using esolm::EpilogueKind;
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f ld8(const float* p) { v8f v; std::memcpy(&v, p, 32); return v; }
+static inline void st8(float* p, v8f v) { std::memcpy(p, &v, 32); }
+static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
+static inline float hsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// e^x for x in float range; x <= -87 gives 0.
+static inline v8f exp8(v8f x) {
+  const v8f lo = splat(-87.0f), hi = splat(88.0f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  v8f n = x * splat(1.44269504088896341f);
+  n = __builtin_convertvector(__builtin_convertvector(n + (n >= 0 ? splat(0.5f) : splat(-0.5f)), v8i), v8f);
+  v8f r = x - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.0f / 720.0f);
+  p = p * r + splat(1.0f / 120.0f);
+  p = p * r + splat(1.0f / 24.0f);
+  p = p * r + splat(1.0f / 6.0f);
+  p = p * r + splat(0.5f);
+  p = p * r + splat(1.0f);
+  p = p * r + splat(1.0f);
+  v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+  v8f scale;
+  std::memcpy(&scale, &e, 32);
+  v8f res = p * scale;
+  return x <= lo ? splat(0.0f) : res;
+}
+
+static inline v8f gelu8(v8f u) {
+  // 0.5 u (1 + tanh(s (u + 0.044715 u^3))), tanh(y) = 1 - 2 / (e^{2y} + 1)
+  v8f y = splat(0.7978845608028654f) * (u + splat(0.044715f) * u * u * u);
+  v8f t = splat(1.0f) - splat(2.0f) / (exp8(y + y) + splat(1.0f));
+  return splat(0.5f) * u * (splat(1.0f) + t);
+}
+
+template <int MR>
+static inline void gemm_block(const float* a, int64_t lda, const float* panel, int k, v8f acc[][2]) {
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
+  for (int kk = 0; kk < k; ++kk) {
+    v8f b0 = ld8(panel + kk * 16), b1 = ld8(panel + kk * 16 + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      v8f av = splat(a[r * lda + kk]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+}
+
+template <int MR>
+static inline void gemm_store(const GemmPanelArgs& g, int64_t r0, v8f acc[][2]) {
+  for (int r = 0; r < MR; ++r) {
+    float* c = g.c + (r0 + r) * g.ldc;
+    alignas(32) float tmp[16];
+    v8f y0 = acc[r][0], y1 = acc[r][1];
+    if (g.bias && g.ncols == 16) {
+      y0 += ld8(g.bias);
+      y1 += ld8(g.bias + 8);
+    } else if (g.bias) {
+      st8(tmp, y0);
+      st8(tmp + 8, y1);
+      for (int j = 0; j < g.ncols; ++j) tmp[j] += g.bias[j];
+      y0 = ld8(tmp);
+      y1 = ld8(tmp + 8);
+    }
+    if (g.ep == EpilogueKind::gelu) {
+      y0 = gelu8(y0);
+      y1 = gelu8(y1);
+    }
+    if (g.ncols == 16) {
+      if (g.ep == EpilogueKind::add_to) {
+        y0 += ld8(c);
+        y1 += ld8(c + 8);
+      }
+      st8(c, y0);
+      st8(c + 8, y1);
+    } else {
+      st8(tmp, y0);
+      st8(tmp + 8, y1);
+      if (g.ep == EpilogueKind::add_to)
+        for (int j = 0; j < g.ncols; ++j) c[j] += tmp[j];
+      else
+        for (int j = 0; j < g.ncols; ++j) c[j] = tmp[j];
+    }
+  }
+}
+
+static void gemm_panel_impl(const GemmPanelArgs& g) {
+  constexpr int MR = 6;
+  v8f acc[MR][2];
+  int64_t r = 0;
+  for (; r + MR <= g.rows; r += MR) {
+    gemm_block<MR>(g.a + r * g.lda, g.lda, g.panel, g.k, acc);
+    gemm_store<MR>(g, r, acc);
+  }
+  switch (g.rows - r) {
+    case 5: gemm_block<5>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<5>(g, r, acc); break;
+    case 4: gemm_block<4>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<4>(g, r, acc); break;
+    case 3: gemm_block<3>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<3>(g, r, acc); break;
+    case 2: gemm_block<2>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<2>(g, r, acc); break;
+    case 1: gemm_block<1>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<1>(g, r, acc); break;
+    default: break;
+  }
+}
+
+// Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
+static inline bool attn_visible(const AttnRowsArgs& a, int qs, int s) {
+  switch (a.mode) {
+    case 0: return s <= qs;                                  // causal
+    case 1: return true;                                     // bidirectional
+    case 2: return s <= qs || (a.clean[qs] && a.clean[s]);   // mixed2
+    default: {                                               // sequential
+      int half = a.n_kv / 2;
+      if (qs < half) return s <= qs;
+      return s < qs - half || s == qs;
+    }
+  }
+}
+
+// Keys at or past the returned slot are never visible from query slot qs.
+static inline int attn_key_end(const AttnRowsArgs& a, int qs) {
+  int e = (a.mode == 0 || a.mode == 3) ? qs + 1 : a.n_kv;
+  return e < a.n_kv ? e : a.n_kv;
+}
+
+// Attention of query rows [r0, r1) of one (sequence, head) as two small GEMMs per
+// block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
+// then O = P·V with V packed as 16-column panels — the same micro-kernel as linear().
+static void attn_rows_impl(const AttnRowsArgs& a) {
+  const int hd = a.head_dim;
+  int max_end = 0;
+  for (int r = a.r0; r < a.r1; ++r) {
+    int e = attn_key_end(a, a.q_slot0 + r);
+    max_end = e > max_end ? e : max_end;
+  }
+  if (max_end <= 0) return;
+  const int n_kp = (max_end + 15) / 16;       // key panels for S
+  const int n_vp = (hd + 15) / 16;            // column panels for O
+  const int ld_s = n_kp * 16;
+  constexpr int kRows = 48;                   // query rows per block (multiple of 6)
+  float* kp = a.scratch;                                  // [n_kp][hd][16]
+  float* vp = kp + size_t(n_kp) * hd * 16;                // [n_vp][ld_s][16]
+  float* sm = vp + size_t(n_vp) * ld_s * 16;              // [kRows][ld_s]
+  for (int p = 0; p < n_kp; ++p)
+    for (int j = 0; j < 16; ++j) {
+      const int s = p * 16 + j;
+      float* dst = kp + size_t(p) * hd * 16 + j;
+      if (s < max_end) {
+        const float* src = a.k + int64_t(s) * a.kv_stride;
+        for (int d = 0; d < hd; ++d) dst[d * 16] = src[d];
+      } else {
+        for (int d = 0; d < hd; ++d) dst[d * 16] = 0.0f;
+      }
+    }
+  for (int p = 0; p < n_vp; ++p)
+    for (int s = 0; s < ld_s; ++s) {
+      float* dst = vp + (size_t(p) * ld_s + s) * 16;
+      const int c0 = p * 16;
+      for (int j = 0; j < 16; ++j)
+        dst[j] = (s < max_end && c0 + j < hd) ? a.v[int64_t(s) * a.kv_stride + c0 + j] : 0.0f;
+    }
+  const float neg = -std::numeric_limits<float>::infinity();
+  for (int b0 = a.r0; b0 < a.r1; b0 += kRows) {
+    const int b1 = b0 + kRows < a.r1 ? b0 + kRows : a.r1;
+    int cend = 0;
+    for (int r = b0; r < b1; ++r) {
+      int e = attn_key_end(a, a.q_slot0 + r);
+      cend = e > cend ? e : cend;
+    }
+    const int cp = (cend + 15) / 16;
+    for (int p = 0; p < cp; ++p) {
+      GemmPanelArgs g;
+      g.a = a.q + int64_t(b0) * a.q_stride;
+      g.lda = a.q_stride;
+      g.rows = b1 - b0;
+      g.panel = kp + size_t(p) * hd * 16;
+      g.k = hd;
+      g.c = sm + p * 16;
+      g.ldc = ld_s;
+      g.ncols = 16;
+      g.bias = nullptr;
+      g.ep = EpilogueKind::store;
+      gemm_panel_impl(g);
+    }
+    const int kk = cp * 16;  // reduction length of P·V (zero-padded keys)
+    for (int r = b0; r < b1; ++r) {
+      float* row = sm + size_t(r - b0) * ld_s;
+      const int qs = a.q_slot0 + r;
+      const int end = attn_key_end(a, qs);
+      const v8f sc = splat(a.scale);
+      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * sc);
+      if (a.mode == 2 || a.mode == 3)
+        for (int s = 0; s < end; ++s)
+          if (!attn_visible(a, qs, s)) row[s] = neg;
+      for (int s = end; s < kk; ++s) row[s] = neg;
+      v8f mx = splat(neg);
+      for (int s = 0; s < kk; s += 8) {
+        v8f x = ld8(row + s);
+        mx = x > mx ? x : mx;
+      }
+      float m = mx[0];
+      for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
+      v8f sum = splat(0.0f);
+      const v8f mv = splat(m), ninf = splat(neg);
+      for (int s = 0; s < kk; s += 8) {
+        v8f x = ld8(row + s);
+        v8f e = exp8(x - mv);
+        e = x == ninf ? splat(0.0f) : e;
+        st8(row + s, e);
+        sum += e;
+      }
+      const v8f inv = splat(1.0f / hsum(sum));
+      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * inv);
+    }
+    for (int p = 0; p < n_vp; ++p) {
+      GemmPanelArgs g;
+      g.a = sm;
+      g.lda = ld_s;
+      g.rows = b1 - b0;
+      g.panel = vp + size_t(p) * ld_s * 16;
+      g.k = kk;
+      g.c = a.out + int64_t(b0) * a.out_stride + p * 16;
+      g.ldc = a.out_stride;
+      g.ncols = hd - p * 16 < 16 ? hd - p * 16 : 16;
+      g.bias = nullptr;
+      g.ep = EpilogueKind::store;
+      gemm_panel_impl(g);
+    }
+  }
+}
+
+// Scratch floats attn_rows_impl needs for n_kv keys and head_dim hd.
+static inline size_t attn_scratch_floats(int n_kv, int hd) {
+  const size_t ld_s = size_t((n_kv + 15) / 16) * 16, n_vp = size_t((hd + 15) / 16);
+  return ld_s * hd + n_vp * ld_s * 16 + 48 * ld_s + 64;
+}

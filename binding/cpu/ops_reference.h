@@ -1,0 +1,26 @@
+// ops_reference.h — the simplest correct version of each backend op on host F32
+// tensors: plain loops, float64 accumulation, one thread. They are the oracles that
+// the fast CPU kernels and the CUDA kernels are tested against, and rope_qkv_store is
+// also used as-is by the CPU backend (it is cheap).
+#pragma once
+#include "engine/backend.h"
+
+namespace esolm {
+
+Status layernorm_reference(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
+Status linear_reference(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
+                        Epilogue ep);
+Status rope_qkv_store_reference(const Tensor& qkv, const Tensor& positions, int batch, int n,
+                                int n_heads, int slot0, int capacity, Tensor& q_out,
+                                Tensor& k_cache, Tensor& v_cache);
+Status attention_reference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const AttnParams& p, Tensor& out);
+// Is key slot s visible from query slot qs under p (backend.h AttnMode)?
+bool attention_visible(const AttnParams& p, const int32_t* clean_seq, int qs, int s);
+double gelu_tanh(double u);
+
+const char* cpu_kernels_in_use();
+// Kernel set a CPU backend instance uses ("" for other backends).
+const char* cpu_backend_kernels(const Backend& be);
+
+}  // namespace esolm

@@ -1,0 +1,39 @@
+// thread_pool.h — a fixed pool of worker threads for the CPU backend.
+// parallel_for(n, fn) runs fn(i) for i in [0, n) on all threads (the caller included)
+// and returns when every task is done. Calls from different threads are serialised:
+// the pool runs one parallel_for at a time.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace esolm {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);  // 0 = std::thread::hardware_concurrency()
+  ~ThreadPool();
+  int size() const { return int(workers_.size()) + 1; }
+  void parallel_for(int64_t n_tasks, const std::function<void(int64_t)>& fn);
+
+ private:
+  void worker_loop();
+  void run_tasks();
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+  std::mutex m_;
+  std::condition_variable cv_start_, cv_done_;
+  const std::function<void(int64_t)>* fn_ = nullptr;
+  int64_t n_tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace esolm

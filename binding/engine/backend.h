@@ -1,0 +1,124 @@
+// backend.h — the one interface between the engine and a compute device.
+//
+// The model's forward pass (model.cpp), the cache rules and the generate loop are
+// written once against this interface; cpu/ and cuda/ implement it. A Tensor is a
+// row-major 2-D array in the backend's memory. The engine never touches tensor data
+// directly: it goes through upload/download.
+//
+// Numerics contract: the residual stream (embed output, linear AddTo targets) is F32
+// on every backend. Activations a backend creates itself (alloc_activation) use the
+// backend's preferred dtype: F32 on the CPU, BF16 on CUDA. Logits are always F32.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "status.h"
+
+namespace esolm {
+
+enum class DType { f32, bf16, i32 };
+
+inline size_t dtype_size(DType t) { return t == DType::bf16 ? 2 : 4; }
+
+struct Tensor {
+  void* data = nullptr;  // backend memory (host memory for the CPU backend)
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  bool empty() const { return data == nullptr; }
+  int64_t numel() const { return rows * cols; }
+  size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+};
+
+// Epilogue of linear(): what happens to y = in · Wᵀ + bias.
+enum class Epilogue {
+  store,    // out = y
+  gelu,     // out = GELU_tanh(y)
+  add_to,   // out += y   (out is the F32 residual stream)
+};
+
+// Which (query, key) pairs attend. Slots are indices into one sequence's KV rows.
+// Query row r of a sequence sits at slot q_slot0 + r.
+enum class AttnMode {
+  causal,         // key slot <= query slot
+  bidirectional,  // every key slot < n_kv
+  mixed2,         // causal, plus clean<->clean pairs (Eso-LM (A)); needs `clean`
+  sequential,     // 2N input [x-half | z-half], half = n_kv / 2: x row i sees x j <= i;
+                  // z row i (slot half + i) sees x j < i and itself. Eso-LM sequential phase.
+};
+
+struct AttnParams {
+  int batch = 1;
+  int n_q = 0;          // query rows per sequence
+  int q_slot0 = 0;      // slot of query row 0
+  int n_kv = 0;         // key slots [0, n_kv) per sequence are valid
+  int n_heads = 1;
+  int head_dim = 64;
+  int capacity = 0;     // slots per sequence in the K/V tensors
+  AttnMode mode = AttnMode::causal;
+  const Tensor* clean = nullptr;  // mixed2 only: I32 [batch, capacity], 1 = clean token
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory ---------------------------------------------------------------
+  // Allocate rows x cols of dtype (zero-filled). On failure returns out_of_memory.
+  virtual Status alloc(Tensor& t, DType dtype, int64_t rows, int64_t cols) = 0;
+  virtual void release(Tensor& t) = 0;  // no-op on an empty tensor; leaves t empty
+  // Activation dtype this backend prefers for LayerNorm outputs, q/k/v, MLP hidden.
+  virtual DType activation_dtype() const = 0;
+  // Dtype for weight matrices (embedding, linear weights). Vectors (norm, bias) are F32.
+  virtual DType weight_dtype() const = 0;
+  // Host F32 -> tensor (converted to t.dtype); `count` must equal t.numel().
+  virtual Status upload_f32(Tensor& t, const float* host, int64_t count) = 0;
+  virtual Status upload_i32(Tensor& t, const int32_t* host, int64_t count) = 0;
+  // Tensor -> host F32 (converted from t.dtype). Rows [row0, row0 + n_rows).
+  virtual Status download_f32(const Tensor& t, int64_t row0, int64_t n_rows, float* host) = 0;
+  virtual Status synchronize() = 0;
+  // (optional) Called once for each linear weight W [n, k] after upload; a backend may
+  // re-layout it (the CPU backend packs panels). Defaults to nothing.
+  virtual Status prepare_weight(Tensor& W) { (void)W; return Status::ok(); }
+
+  // ---- ops ------------------------------------------------------------------
+  // x[r] = table[tokens[r]]        table [V, d] (weight dtype), tokens I32 [rows, 1], x F32 [rows, d]
+  virtual Status embed(const Tensor& table, const Tensor& tokens, Tensor& x) = 0;
+
+  // y = LN(x) * w + b (eps 1e-5, biased variance, two-pass). x F32 [rows, d];
+  // w, b F32 [1, d] (b may be empty); y [rows, d] in activation dtype.
+  virtual Status layernorm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
+
+  // y = in · Wᵀ + bias, then the epilogue. in [rows, k]; W [n, k]; bias F32 [1, n] or empty;
+  // out [rows, n]. `rows` is in.rows.
+  virtual Status linear(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
+                        Epilogue ep) = 0;
+
+  // Split qkv [batch*n, 3d] (cols q | k | v), apply rotary to q and k by `positions`
+  // (I32 [batch*n, 1], original token positions; half-split rotate, base 10000 over the
+  // full head dim), write q to q_out [batch*n, d] and k, v into the caches
+  // k_cache/v_cache [batch*capacity, d] at slots [slot0, slot0 + n) of each sequence.
+  virtual Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n,
+                                int n_heads, int slot0, int capacity, Tensor& q_out,
+                                Tensor& k_cache, Tensor& v_cache) = 0;
+
+  // out[b, r] = softmax(q·kᵀ / sqrt(head_dim) + mask) · v over visible slots.
+  // q [batch*n_q, d]; caches [batch*capacity, d]; out [batch*n_q, d] activation dtype.
+  virtual Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const AttnParams& p, Tensor& out) = 0;
+
+  // out[i] = x[index[i]]   (row gather; x and out same dtype/cols; index I32 [m, 1])
+  virtual Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) = 0;
+};
+
+// Factories. create_cuda_backend is defined only in the CUDA addon (ESOLM_WITH_CUDA).
+std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */);
+// Plain loops with float64 accumulation, one thread: the oracle for kernel tests.
+std::unique_ptr<Backend> create_cpu_reference_backend();
+#ifdef ESOLM_WITH_CUDA
+std::unique_ptr<Backend> create_cuda_backend(int device, Status& status);
+#endif
+
+}  // namespace esolm

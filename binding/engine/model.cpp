@@ -1,0 +1,533 @@
+// model.cpp — weight folding and the one forward pass (see model.h).
+//
+// Per block, on any backend:  h = LN1(x); qkv = h·Wqkvᵀ; rotary + K/V into the cache;
+// a = attention(q, cache); x += a·Woutᵀ; h = LN2(x); m = GELU(h·W1ᵀ + b1);
+// x += m·W2ᵀ + b2.  The adaLN modulation (constant because sigma = 0) lives in the LN
+// scales/biases and in Wout, W2, b2 (gates), folded here in float64.
+#include "engine/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+namespace esolm {
+namespace {
+
+Tensor view_rows(const Tensor& t, int64_t rows) {
+  Tensor v = t;
+  v.rows = rows;
+  return v;
+}
+
+Status shape_error(const std::string& name, const std::vector<int64_t>& want,
+                   const std::vector<int64_t>& got) {
+  auto fmt = [](const std::vector<int64_t>& s) {
+    std::string o = "[";
+    for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+    return o + "]";
+  };
+  return Status::error(Code::bad_weights,
+                       "tensor '" + name + "' has shape " + fmt(got) + ", expected " + fmt(want));
+}
+
+}  // namespace
+
+const char* attn_mode_name(AttnMode m) {
+  switch (m) {
+    case AttnMode::causal: return "causal";
+    case AttnMode::bidirectional: return "bidirectional";
+    case AttnMode::mixed2: return "mixed2";
+    case AttnMode::sequential: return "sequential";
+  }
+  return "?";
+}
+
+bool parse_attn_mode(const std::string& s, AttnMode& out) {
+  if (s == "causal") out = AttnMode::causal;
+  else if (s == "bidirectional") out = AttnMode::bidirectional;
+  else if (s == "mixed2") out = AttnMode::mixed2;
+  else if (s == "sequential") out = AttnMode::sequential;
+  else return false;
+  return true;
+}
+
+bool parse_arch(const std::string& s, Arch& out) {
+  if (s == "esolm") out = Arch::esolm;
+  else if (s == "mdlm") out = Arch::mdlm;
+  else if (s == "ar") out = Arch::ar;
+  else return false;
+  return true;
+}
+
+// Expected tensors (without the `backbone.` prefix) and their shapes.
+static std::map<std::string, std::vector<int64_t>> expected_shapes(const ModelConfig& c) {
+  const int64_t d = c.hidden_size, V = c.vocab_size, f = c.mlp_hidden(), cd = c.cond_dim;
+  std::map<std::string, std::vector<int64_t>> m;
+  m["vocab_embed.embedding"] = {V, d};
+  for (int i = 0; i < c.n_blocks; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    m[p + "norm1.weight"] = {d};
+    m[p + "attn_qkv.weight"] = {3 * d, d};
+    m[p + "attn_out.weight"] = {d, d};
+    m[p + "norm2.weight"] = {d};
+    m[p + "mlp.0.weight"] = {f, d};
+    m[p + "mlp.0.bias"] = {f};
+    m[p + "mlp.2.weight"] = {d, f};
+    m[p + "mlp.2.bias"] = {d};
+    if (c.has_adaln()) {
+      m[p + "adaLN_modulation.weight"] = {6 * d, cd};
+      m[p + "adaLN_modulation.bias"] = {6 * d};
+    }
+  }
+  m["output_layer.norm_final.weight"] = {d};
+  m["output_layer.linear.weight"] = {V, d};
+  m["output_layer.linear.bias"] = {V};
+  if (c.has_adaln()) {
+    m["output_layer.adaLN_modulation.weight"] = {2 * d, cd};
+    m["output_layer.adaLN_modulation.bias"] = {2 * d};
+    m["sigma_map.mlp.0.weight"] = {cd, -1};  // frequency embedding width (256) from the file
+    m["sigma_map.mlp.0.bias"] = {cd};
+    m["sigma_map.mlp.2.weight"] = {cd, cd};
+    m["sigma_map.mlp.2.bias"] = {cd};
+  }
+  return m;
+}
+
+Status Model::create(const ModelConfig& cfg, HostWeights&& weights, Backend* backend,
+                     std::unique_ptr<Model>& out) {
+  ESOLM_TRY(cfg.validate());
+  if (!backend) return Status::error(Code::internal, "no backend");
+  // Validate names, shapes and values before touching the backend.
+  auto want = expected_shapes(cfg);
+  for (auto& kv : want) {
+    auto it = weights.find(kv.first);
+    if (it == weights.end())
+      return Status::error(Code::bad_weights, "missing tensor '" + kv.first + "'");
+    const auto& got = it->second.shape;
+    bool ok = got.size() == kv.second.size();
+    for (size_t i = 0; ok && i < got.size(); ++i) ok = kv.second[i] < 0 ? got[i] > 0 : got[i] == kv.second[i];
+    if (!ok) return shape_error(kv.first, kv.second, got);
+    int64_t numel = 1;
+    for (auto s : got) numel *= s;
+    if (int64_t(it->second.data.size()) != numel)
+      return Status::error(Code::bad_weights, "tensor '" + kv.first + "' has the wrong element count");
+    for (float v : it->second.data)
+      if (!std::isfinite(v))
+        return Status::error(Code::bad_weights, "tensor '" + kv.first + "' contains NaN or Inf");
+  }
+  for (auto& kv : weights)
+    if (!want.count(kv.first) && kv.first != "rotary_emb.inv_freq")
+      return Status::error(Code::bad_weights, "unexpected tensor '" + kv.first + "'");
+
+  std::unique_ptr<Model> m(new Model());
+  m->cfg_ = cfg;
+  m->be_ = backend;
+  Status s = m->fold_and_upload(weights);
+  if (!s) return s;
+  out = std::move(m);
+  return Status::ok();
+}
+
+Model::~Model() {
+  if (!be_) return;
+  release_workspace();
+  if (scratch_) release_cache(*scratch_);
+  be_->release(embed_);
+  be_->release(lnf_w_);
+  be_->release(lnf_b_);
+  be_->release(head_w_);
+  be_->release(head_b_);
+  for (auto& l : layers_)
+    for (Tensor* t : {&l.ln1_w, &l.ln1_b, &l.qkv_w, &l.out_w, &l.ln2_w, &l.ln2_b, &l.fc1_w,
+                      &l.fc1_b, &l.fc2_w, &l.fc2_b})
+      be_->release(*t);
+}
+
+Status Model::fold_and_upload(HostWeights& w) {
+  const int d = cfg_.hidden_size;
+  Backend& be = *be_;
+  auto upload = [&](Tensor& t, DType dt, int64_t rows, int64_t cols, const float* src,
+                    bool is_linear) -> Status {
+    ESOLM_TRY(be.alloc(t, dt, rows, cols));
+    ESOLM_TRY(be.upload_f32(t, src, rows * cols));
+    if (is_linear) ESOLM_TRY(be.prepare_weight(t));
+    return Status::ok();
+  };
+  auto take = [&](const std::string& name) -> HostTensor& { return w.at(name); };
+  const DType wd = be.weight_dtype();
+
+  // Constant conditioning c (sigma = 0): e = [cos 0]*half ++ [sin 0]*half.
+  std::vector<double> c;
+  if (cfg_.has_adaln()) {
+    const HostTensor& w1 = take("sigma_map.mlp.0.weight");
+    const HostTensor& b1 = take("sigma_map.mlp.0.bias");
+    const HostTensor& w2 = take("sigma_map.mlp.2.weight");
+    const HostTensor& b2 = take("sigma_map.mlp.2.bias");
+    const int64_t cd = cfg_.cond_dim, freq = w1.shape[1], half = freq / 2;
+    auto silu = [](double x) { return x / (1.0 + std::exp(-x)); };
+    std::vector<double> h(cd);
+    for (int64_t i = 0; i < cd; ++i) {
+      double a = b1.data[i];
+      for (int64_t j = 0; j < half; ++j) a += w1.data[i * freq + j];  // cos(0) = 1 columns
+      h[i] = silu(a);
+    }
+    c.assign(cd, 0.0);
+    for (int64_t i = 0; i < cd; ++i) {
+      double a = b2.data[i];
+      for (int64_t j = 0; j < cd; ++j) a += w2.data[i * cd + j] * h[j];
+      c[i] = silu(a);
+    }
+  }
+  // mod = W·c + b for an adaLN linear of `rows` outputs.
+  auto modulation = [&](const std::string& prefix, int64_t rows) {
+    const HostTensor& W = take(prefix + ".weight");
+    const HostTensor& B = take(prefix + ".bias");
+    const int64_t cd = cfg_.cond_dim;
+    std::vector<double> m(rows);
+    for (int64_t i = 0; i < rows; ++i) {
+      double a = B.data[i];
+      for (int64_t j = 0; j < cd; ++j) a += W.data[i * cd + j] * c[j];
+      m[i] = a;
+    }
+    return m;
+  };
+
+  {
+    HostTensor& e = take("vocab_embed.embedding");
+    ESOLM_TRY(upload(embed_, wd, cfg_.vocab_size, d, e.data.data(), false));
+    e.data = {};
+  }
+  std::vector<float> ln_w(d), ln_b(d);
+  layers_.resize(cfg_.n_blocks);
+  for (int i = 0; i < cfg_.n_blocks; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    LayerWeights& L = layers_[i];
+    std::vector<double> mod;  // shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
+    if (cfg_.has_adaln()) mod = modulation(p + "adaLN_modulation", 6 * int64_t(d));
+    auto part = [&](int chunk, int j, double dflt) { return mod.empty() ? dflt : mod[chunk * d + j]; };
+
+    const HostTensor& n1 = take(p + "norm1.weight");
+    for (int j = 0; j < d; ++j) {
+      ln_w[j] = float(double(n1.data[j]) * (1.0 + part(1, j, 0.0)));
+      ln_b[j] = float(part(0, j, 0.0));
+    }
+    ESOLM_TRY(upload(L.ln1_w, DType::f32, 1, d, ln_w.data(), false));
+    ESOLM_TRY(upload(L.ln1_b, DType::f32, 1, d, ln_b.data(), false));
+
+    HostTensor& qkv = take(p + "attn_qkv.weight");
+    ESOLM_TRY(upload(L.qkv_w, wd, 3 * int64_t(d), d, qkv.data.data(), true));
+    qkv.data = {};
+
+    HostTensor& wo = take(p + "attn_out.weight");
+    for (int r = 0; r < d; ++r) {
+      const double g = part(2, r, 1.0);
+      for (int k = 0; k < d; ++k) wo.data[size_t(r) * d + k] = float(double(wo.data[size_t(r) * d + k]) * g);
+    }
+    ESOLM_TRY(upload(L.out_w, wd, d, d, wo.data.data(), true));
+    wo.data = {};
+
+    const HostTensor& n2 = take(p + "norm2.weight");
+    for (int j = 0; j < d; ++j) {
+      ln_w[j] = float(double(n2.data[j]) * (1.0 + part(4, j, 0.0)));
+      ln_b[j] = float(part(3, j, 0.0));
+    }
+    ESOLM_TRY(upload(L.ln2_w, DType::f32, 1, d, ln_w.data(), false));
+    ESOLM_TRY(upload(L.ln2_b, DType::f32, 1, d, ln_b.data(), false));
+
+    const int64_t f = cfg_.mlp_hidden();
+    HostTensor& w1 = take(p + "mlp.0.weight");
+    ESOLM_TRY(upload(L.fc1_w, wd, f, d, w1.data.data(), true));
+    w1.data = {};
+    const HostTensor& b1 = take(p + "mlp.0.bias");
+    ESOLM_TRY(upload(L.fc1_b, DType::f32, 1, f, b1.data.data(), false));
+
+    HostTensor& w2 = take(p + "mlp.2.weight");
+    HostTensor& b2 = take(p + "mlp.2.bias");
+    for (int r = 0; r < d; ++r) {
+      const double g = part(5, r, 1.0);
+      for (int64_t k = 0; k < f; ++k) w2.data[size_t(r) * f + k] = float(double(w2.data[size_t(r) * f + k]) * g);
+      b2.data[r] = float(double(b2.data[r]) * g);
+    }
+    ESOLM_TRY(upload(L.fc2_w, wd, d, f, w2.data.data(), true));
+    w2.data = {};
+    ESOLM_TRY(upload(L.fc2_b, DType::f32, 1, d, b2.data.data(), false));
+  }
+
+  std::vector<double> fmod;  // shift_f, scale_f
+  if (cfg_.has_adaln()) fmod = modulation("output_layer.adaLN_modulation", 2 * int64_t(d));
+  const HostTensor& nf = take("output_layer.norm_final.weight");
+  for (int j = 0; j < d; ++j) {
+    ln_w[j] = float(double(nf.data[j]) * (1.0 + (fmod.empty() ? 0.0 : fmod[d + j])));
+    ln_b[j] = float(fmod.empty() ? 0.0 : fmod[j]);
+  }
+  ESOLM_TRY(upload(lnf_w_, DType::f32, 1, d, ln_w.data(), false));
+  ESOLM_TRY(upload(lnf_b_, DType::f32, 1, d, ln_b.data(), false));
+  HostTensor& hw = take("output_layer.linear.weight");
+  ESOLM_TRY(upload(head_w_, wd, cfg_.vocab_size, d, hw.data.data(), true));
+  hw.data = {};
+  const HostTensor& hb = take("output_layer.linear.bias");
+  ESOLM_TRY(upload(head_b_, DType::f32, 1, cfg_.vocab_size, hb.data.data(), false));
+  return be.synchronize();
+}
+
+Status Model::ensure_workspace(int64_t rows) {
+  if (rows <= ws_rows_) return Status::ok();
+  release_workspace();
+  const int64_t d = cfg_.hidden_size;
+  const DType act = be_->activation_dtype();
+  Status s = Status::ok();
+  auto a = [&](Tensor& t, DType dt, int64_t cols) {
+    if (s) s = be_->alloc(t, dt, rows, cols);
+  };
+  a(x_, DType::f32, d);
+  a(h_, act, d);
+  a(qkv_, act, 3 * d);
+  a(q_, act, d);
+  a(att_, act, d);
+  a(mlp_, act, cfg_.mlp_hidden());
+  a(tok_, DType::i32, 1);
+  a(pos_, DType::i32, 1);
+  if (!s) {
+    release_workspace();
+    return s;
+  }
+  ws_rows_ = rows;
+  return Status::ok();
+}
+
+void Model::release_workspace() {
+  for (Tensor* t : {&x_, &h_, &qkv_, &q_, &att_, &mlp_, &tok_, &pos_, &head_idx_, &head_x_, &head_h_,
+                    &head_logits_})
+    be_->release(*t);
+  ws_rows_ = 0;
+}
+
+Status Model::check_tokens(const int32_t* tokens, int64_t count) const {
+  for (int64_t i = 0; i < count; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+      return Status::error(Code::invalid_arg, "token id " + std::to_string(tokens[i]) + " at index " +
+                                                  std::to_string(i) + " is outside [0, " +
+                                                  std::to_string(cfg_.vocab_size) + ")");
+  return Status::ok();
+}
+
+static Status check_positions(const int32_t* pos, int64_t count, int length) {
+  for (int64_t i = 0; i < count; ++i)
+    if (pos[i] < 0 || pos[i] >= length)
+      return Status::error(Code::invalid_arg, "position " + std::to_string(pos[i]) + " at index " +
+                                                  std::to_string(i) + " is outside [0, " +
+                                                  std::to_string(length) + ")");
+  return Status::ok();
+}
+
+Status Model::run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                         int slot0, KVCache& cache, const AttnParams& attn) {
+  Backend& be = *be_;
+  const int64_t rows = int64_t(batch) * n;
+  ESOLM_TRY(ensure_workspace(rows));
+  Tensor tok = view_rows(tok_, rows), pos = view_rows(pos_, rows);
+  ESOLM_TRY(be.upload_i32(tok, tokens, rows));
+  ESOLM_TRY(be.upload_i32(pos, positions, rows));
+  Tensor x = view_rows(x_, rows), h = view_rows(h_, rows), qkv = view_rows(qkv_, rows),
+         q = view_rows(q_, rows), att = view_rows(att_, rows), mlp = view_rows(mlp_, rows);
+  ESOLM_TRY(be.embed(embed_, tok, x));
+  for (int l = 0; l < cfg_.n_blocks; ++l) {
+    const LayerWeights& L = layers_[l];
+    ESOLM_TRY(be.layernorm(x, L.ln1_w, L.ln1_b, h));
+    ESOLM_TRY(be.linear(h, L.qkv_w, Tensor{}, qkv, Epilogue::store));
+    ESOLM_TRY(be.rope_qkv_store(qkv, pos, batch, n, cfg_.n_heads, slot0, cache.capacity, q,
+                                cache.k[l], cache.v[l]));
+    ESOLM_TRY(be.attention(q, cache.k[l], cache.v[l], attn, att));
+    ESOLM_TRY(be.linear(att, L.out_w, Tensor{}, x, Epilogue::add_to));
+    ESOLM_TRY(be.layernorm(x, L.ln2_w, L.ln2_b, h));
+    ESOLM_TRY(be.linear(h, L.fc1_w, L.fc1_b, mlp, Epilogue::gelu));
+    ESOLM_TRY(be.linear(mlp, L.fc2_w, L.fc2_b, x, Epilogue::add_to));
+  }
+  return Status::ok();
+}
+
+Status Model::run_head(const std::vector<int32_t>& rows, float* logits) {
+  Backend& be = *be_;
+  const int64_t d = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t chunk = 128;  // bounds the F32 logits buffer to chunk * V floats
+  const int64_t m_all = int64_t(rows.size());
+  if (m_all == 0) return Status::ok();
+  Tensor& idx = head_idx_;
+  Tensor& xs = head_x_;
+  Tensor& hs = head_h_;
+  Tensor& lg = head_logits_;
+  const int64_t m_max = std::min(chunk, m_all);
+  Status s = Status::ok();
+  if (lg.rows < m_max) {
+    for (Tensor* t : {&idx, &xs, &hs, &lg}) be.release(*t);
+    s = be.alloc(idx, DType::i32, m_max, 1);
+    if (s) s = be.alloc(xs, DType::f32, m_max, d);
+    if (s) s = be.alloc(hs, be.activation_dtype(), m_max, d);
+    if (s) s = be.alloc(lg, DType::f32, m_max, V);
+    if (!s) for (Tensor* t : {&idx, &xs, &hs, &lg}) be.release(*t);
+  }
+  for (int64_t r0 = 0; s && r0 < m_all; r0 += chunk) {
+    const int64_t m = std::min(chunk, m_all - r0);
+    Tensor iv = view_rows(idx, m), xv = view_rows(xs, m), hv = view_rows(hs, m), lv = view_rows(lg, m);
+    s = be.upload_i32(iv, rows.data() + r0, m);
+    if (s) s = be.gather_rows(view_rows(x_, ws_rows_), iv, xv);
+    if (s) s = be.layernorm(xv, lnf_w_, lnf_b_, hv);
+    if (s) s = be.linear(hv, head_w_, head_b_, lv, Epilogue::store);
+    if (s) s = be.download_f32(lv, 0, m, logits + r0 * V);
+  }
+  return s;
+}
+
+Status Model::create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out) {
+  if (batch <= 0 || capacity <= 0)
+    return Status::error(Code::invalid_arg, "cache batch and capacity must be positive");
+  std::unique_ptr<KVCache> c(new KVCache());
+  c->batch = batch;
+  c->capacity = capacity;
+  c->k.resize(cfg_.n_blocks);
+  c->v.resize(cfg_.n_blocks);
+  const DType kv_dtype = be_->activation_dtype();
+  for (int l = 0; l < cfg_.n_blocks; ++l) {
+    Status s = be_->alloc(c->k[l], kv_dtype, int64_t(batch) * capacity, cfg_.hidden_size);
+    if (s) s = be_->alloc(c->v[l], kv_dtype, int64_t(batch) * capacity, cfg_.hidden_size);
+    if (!s) {
+      release_cache(*c);
+      return s;
+    }
+  }
+  out = std::move(c);
+  return Status::ok();
+}
+
+void Model::release_cache(KVCache& cache) {
+  for (auto& t : cache.k) be_->release(t);
+  for (auto& t : cache.v) be_->release(t);
+  be_->release(cache.clean);
+  cache.k.clear();
+  cache.v.clear();
+  cache.committed = 0;
+}
+
+Status Model::forward(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                      AttnMode mode, const int32_t* x0, float* logits,
+                      const std::vector<int>* logits_rows) {
+  if (batch <= 0 || n <= 0) return Status::error(Code::invalid_arg, "batch and n must be positive");
+  if (n > cfg_.length)
+    return Status::error(Code::invalid_arg, "sequence length " + std::to_string(n) +
+                                                " exceeds the model context length " +
+                                                std::to_string(cfg_.length));
+  const int64_t count = int64_t(batch) * n;
+  ESOLM_TRY(check_tokens(tokens, count));
+  ESOLM_TRY(check_positions(positions, count, cfg_.length));
+  if (mode == AttnMode::sequential) {
+    if (!x0) return Status::error(Code::invalid_arg, "attention 'sequential' needs x0");
+    ESOLM_TRY(check_tokens(x0, count));
+  }
+  if (logits_rows)
+    for (int r : *logits_rows)
+      if (r < 0 || r >= n) return Status::error(Code::invalid_arg, "logits row out of range");
+
+  // The sequential mode runs 2n rows per sequence: [x0 | tokens].
+  const bool seq = mode == AttnMode::sequential;
+  const int rows_per = seq ? 2 * n : n;
+  std::vector<int32_t> tok_in, pos_in;
+  const int32_t* tp = tokens;
+  const int32_t* pp = positions;
+  if (seq) {
+    tok_in.resize(size_t(batch) * rows_per);
+    pos_in.resize(size_t(batch) * rows_per);
+    for (int b = 0; b < batch; ++b)
+      for (int i = 0; i < n; ++i) {
+        tok_in[size_t(b) * rows_per + i] = x0[size_t(b) * n + i];
+        tok_in[size_t(b) * rows_per + n + i] = tokens[size_t(b) * n + i];
+        pos_in[size_t(b) * rows_per + i] = positions[size_t(b) * n + i];
+        pos_in[size_t(b) * rows_per + n + i] = positions[size_t(b) * n + i];
+      }
+    tp = tok_in.data();
+    pp = pos_in.data();
+  }
+
+  if (!scratch_ || scratch_->batch * scratch_->capacity < batch * rows_per) {
+    if (scratch_) release_cache(*scratch_);
+    scratch_.reset();
+    ESOLM_TRY(create_cache(batch, rows_per, scratch_));
+  }
+  KVCache* scratch = scratch_.get();
+  scratch->batch = batch;  // reuse the storage with this call's (batch, capacity) view
+  scratch->capacity = rows_per;
+  scratch->committed = 0;
+  AttnParams attn;
+  attn.batch = batch;
+  attn.n_q = rows_per;
+  attn.q_slot0 = 0;
+  attn.n_kv = rows_per;
+  attn.n_heads = cfg_.n_heads;
+  attn.head_dim = cfg_.head_dim();
+  attn.capacity = rows_per;
+  attn.mode = mode;
+  Status s = Status::ok();
+  if (mode == AttnMode::mixed2) {
+    std::vector<int32_t> clean(size_t(batch) * rows_per);
+    for (size_t i = 0; i < clean.size(); ++i) clean[i] = tp[i] != cfg_.mask_index ? 1 : 0;
+    s = be_->alloc(scratch->clean, DType::i32, int64_t(batch) * rows_per, 1);
+    if (s) s = be_->upload_i32(scratch->clean, clean.data(), int64_t(clean.size()));
+    attn.clean = &scratch->clean;
+  }
+  if (s) s = run_blocks(tp, pp, batch, rows_per, 0, *scratch, attn);
+  if (s) {
+    std::vector<int32_t> rows;
+    const int first = seq ? n : 0;
+    for (int b = 0; b < batch; ++b) {
+      if (logits_rows) {
+        for (int r : *logits_rows) rows.push_back(b * rows_per + first + r);
+      } else {
+        for (int r = 0; r < n; ++r) rows.push_back(b * rows_per + first + r);
+      }
+    }
+    s = run_head(rows, logits);
+  }
+  be_->release(scratch->clean);
+  // Keep the scratch cache for the next call unless it is large.
+  const int64_t kept_bytes = int64_t(scratch_->k.size()) * 2 * scratch_->k[0].bytes();
+  if (kept_bytes > (int64_t(256) << 20)) {
+    release_cache(*scratch_);
+    scratch_.reset();
+  }
+  return s;
+}
+
+Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                   int commit, int logits_from, float* logits) {
+  if (n <= 0) return Status::error(Code::invalid_arg, "a step needs at least one token");
+  if (commit < 0 || commit > n) return Status::error(Code::invalid_arg, "commit must be in [0, n]");
+  if (logits_from < 0 || logits_from > n)
+    return Status::error(Code::invalid_arg, "logitsFrom must be in [0, n]");
+  if (cache.k.empty()) return Status::error(Code::disposed, "the cache has been disposed");
+  if (cache.committed + n > cache.capacity)
+    return Status::error(Code::invalid_arg,
+                         "step of " + std::to_string(n) + " tokens after " + std::to_string(cache.committed) +
+                             " committed exceeds the cache capacity " + std::to_string(cache.capacity));
+  const int64_t count = int64_t(cache.batch) * n;
+  ESOLM_TRY(check_tokens(tokens, count));
+  ESOLM_TRY(check_positions(positions, count, cfg_.length));
+  AttnParams attn;
+  attn.batch = cache.batch;
+  attn.n_q = n;
+  attn.q_slot0 = cache.committed;
+  attn.n_kv = cache.committed + n;
+  attn.n_heads = cfg_.n_heads;
+  attn.head_dim = cfg_.head_dim();
+  attn.capacity = cache.capacity;
+  attn.mode = AttnMode::causal;
+  ESOLM_TRY(run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn));
+  cache.committed += commit;
+  if (logits_from < n && logits) {
+    std::vector<int32_t> rows;
+    for (int b = 0; b < cache.batch; ++b)
+      for (int r = logits_from; r < n; ++r) rows.push_back(b * n + r);
+    ESOLM_TRY(run_head(rows, logits));
+  }
+  return Status::ok();
+}
+
+}  // namespace esolm

@@ -1,0 +1,104 @@
+// model.h — the Eso-LM / MDLM / AR network, written once against Backend.
+//
+// Weights arrive as host F32 tensors under their official state-dict names (without the
+// `backbone.` prefix). For esolm/mdlm the constant adaLN conditioning (sigma = 0) is
+// folded into LayerNorm scales/biases and the gated projections at load time (in
+// float64), so the network the backend runs is a plain pre-LN transformer with LN
+// biases (MODEL-REFERENCE.md §1.4).
+//
+// Invariant: a sequence of step() calls over a slot-ordered sequence reproduces the
+// full causal forward() over the same sequence (test/model-cache.test.ts).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "config.h"
+#include "status.h"
+
+namespace esolm {
+
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+using HostWeights = std::map<std::string, HostTensor>;
+
+// Per-layer and per-sequence KV cache. K/V rows are [batch * capacity, hidden].
+struct KVCache {
+  int batch = 0, capacity = 0, committed = 0;
+  std::vector<Tensor> k, v;  // one per block
+  Tensor clean;              // unused by step(); kept for symmetry with forward
+};
+
+// Backend-resident folded weights.
+struct LayerWeights {
+  Tensor ln1_w, ln1_b, qkv_w, out_w, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+
+class Model {
+ public:
+  // Folds and uploads the weights. `weights` is consumed (moved from). Returns
+  // bad_weights naming the tensor on any missing/extra/mis-shaped/non-finite tensor.
+  static Status create(const ModelConfig& cfg, HostWeights&& weights, Backend* backend,
+                       std::unique_ptr<Model>& out);
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend* backend() const { return be_; }
+
+  // Full forward of `batch` sequences of n tokens in slot order. positions: original
+  // (rotary) positions. mode sequential: tokens are the z-half, x0 the clean sequence
+  // (both [batch*n]); logits are for the z-half. logits: [batch * n * vocab] F32.
+  // logits_rows (optional): if non-null, only these per-sequence rows get logits,
+  // written contiguously [batch * rows.size() * vocab].
+  Status forward(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                 AttnMode mode, const int32_t* x0, float* logits,
+                 const std::vector<int>* logits_rows = nullptr);
+
+  Status create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out);
+  void release_cache(KVCache& cache);
+
+  // Feed n tokens per sequence right after cache.committed; window rows attend to all
+  // committed slots and causally inside the window. Afterwards committed += commit.
+  // Logits of window rows [logits_from, n) per sequence: [batch*(n-logits_from)*V].
+  Status step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+              int commit, int logits_from, float* logits);
+
+  // Validation shared by forward/step (token range, positions).
+  Status check_tokens(const int32_t* tokens, int64_t count) const;
+
+ private:
+  Model() = default;
+  Status fold_and_upload(HostWeights& w);
+  // Runs embed + all blocks for rows [batch * n] whose K/V go to slots [slot0, slot0+n)
+  // of `cache`, attention by `attn`. Leaves the final residual in x_.
+  Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                    int slot0, KVCache& cache, const AttnParams& attn);
+  // Final LN + head over selected rows of x_ (index into [batch*n]) -> host logits.
+  Status run_head(const std::vector<int32_t>& rows, float* logits);
+  Status ensure_workspace(int64_t rows);
+  void release_workspace();
+
+  ModelConfig cfg_;
+  Backend* be_ = nullptr;
+  Tensor embed_, lnf_w_, lnf_b_, head_w_, head_b_;
+  std::vector<LayerWeights> layers_;
+  // workspace (sized for ws_rows_ rows)
+  int64_t ws_rows_ = 0;
+  Tensor x_, h_, qkv_, q_, att_, mlp_, tok_, pos_;
+  // forward() reuses one scratch cache (grown on demand) and head buffers, so repeated
+  // calls do not pay for fresh allocations and page faults.
+  std::unique_ptr<KVCache> scratch_;
+  Tensor head_idx_, head_x_, head_h_, head_logits_;
+};
+
+// Helpers for tests and tools.
+const char* attn_mode_name(AttnMode m);
+bool parse_attn_mode(const std::string& s, AttnMode& out);
+bool parse_arch(const std::string& s, Arch& out);
+
+}  // namespace esolm

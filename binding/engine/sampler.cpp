@@ -1,0 +1,556 @@
+// sampler.cpp — per-row token choice (sampler.h): float64 nucleus filter found by
+// selection, then Gumbel-max over the kept set with Philox noise.
+//
+// Row pipeline: (1) scaled logits x = logit / T in float64 and their max m; (2) one exp
+// pass e = exp(x - m) that also fills a histogram of (m - x) in 1/8-nat bins; (3) the
+// histogram's cumulative mass names the one bin holding the nucleus boundary, and a
+// 3-way quickselect over that bin's tokens finds the exact boundary value. Expected O(V),
+// no sort. Scratch buffers are thread_local, so a warm thread allocates nothing.
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "philox.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace esolm {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int kBins = 256;              // bin index fits a uint8_t
+constexpr double kBinsPerNat = 8.0;     // bins cover m - x in [0, 32) nats; the rest -> last bin
+// Gumbel noise from a Philox uniform is at most 36.04 (u <= 1 - 2^-52). A token whose base
+// score is further than this below the running best cannot win, so its noise is never
+// computed (exact pruning: every token's draw is fixed in advance by its counter).
+constexpr double kGumbelMax = 37.0;
+constexpr int kGapSteps = 16;           // resolution of the uniform-threshold table (1/16 nat)
+
+struct Cand {
+  double x, e;
+};
+
+struct Scratch {
+  std::vector<double> x, e;
+  std::vector<uint8_t> bin;
+  std::vector<int32_t> kept;
+  std::vector<Cand> cand;
+  void reserve(int vocab) {
+    if (int(x.size()) < vocab) {
+      x.resize(vocab);
+      e.resize(vocab);
+      bin.resize(vocab);
+      kept.resize(vocab);
+      cand.resize(vocab);
+    }
+  }
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// Result of the nucleus filter over one row (views into the thread's scratch).
+struct Nucleus {
+  enum Kind { normal, pos_inf, all_neg_inf, empty } kind = empty;
+  double threshold = kInf;  // kept iff x >= threshold
+  double max = -kInf;       // max scaled logit over non-mask tokens
+  const double* x = nullptr;
+  bool all = false;         // kept = every non-mask token (no list is built)
+  const int32_t* kept = nullptr;  // ascending ids, when !all
+  int n_kept = 0;
+  int vocab = 0, mask = -1;
+  double kept_sum = 0;      // sum of exp(x - max) over the kept set (only if requested)
+
+  template <class F>
+  void for_each(F f) const {
+    if (all) {
+      for (int t = 0; t < vocab; ++t)
+        if (t != mask) f(int32_t(t));
+    } else {
+      for (int i = 0; i < n_kept; ++i) f(kept[i]);
+    }
+  }
+};
+
+inline bool valid_temperature(double t) { return t > 0 && t < kInf; }
+
+// ---- vector kernels (SSE2 where available; the scalar path does the same arithmetic) ----
+
+// x[t] = logit[t] / temperature in float64 (NaN -> -inf); returns the max over [lo, hi).
+double scale_range(const float* logits, double* x, int lo, int hi, double temp) {
+  double m = -kInf;
+  int t = lo;
+  const bool div = temp != 1.0;
+#if defined(__SSE2__)
+  const __m128d ninf = _mm_set1_pd(-kInf), vt = _mm_set1_pd(temp);
+  __m128d vm = ninf;
+  for (; t + 4 <= hi; t += 4) {
+    __m128 f = _mm_loadu_ps(logits + t);
+    __m128d a = _mm_cvtps_pd(f), b = _mm_cvtps_pd(_mm_movehl_ps(f, f));
+    __m128d na = _mm_cmpunord_pd(a, a), nb = _mm_cmpunord_pd(b, b);
+    a = _mm_or_pd(_mm_andnot_pd(na, a), _mm_and_pd(na, ninf));
+    b = _mm_or_pd(_mm_andnot_pd(nb, b), _mm_and_pd(nb, ninf));
+    if (div) {
+      a = _mm_div_pd(a, vt);
+      b = _mm_div_pd(b, vt);
+    }
+    _mm_storeu_pd(x + t, a);
+    _mm_storeu_pd(x + t + 2, b);
+    vm = _mm_max_pd(vm, _mm_max_pd(a, b));
+  }
+  double lanes[2];
+  _mm_storeu_pd(lanes, vm);
+  m = std::max(lanes[0], lanes[1]);
+#endif
+  for (; t < hi; ++t) {
+    double d = double(logits[t]);
+    if (d != d) d = -kInf;
+    if (div) d /= temp;
+    x[t] = d;
+    if (d > m) m = d;
+  }
+  return m;
+}
+
+// exp(d) for d <= 0: Cody–Waite reduction d = k ln2 + r, |r| <= ln2/2, degree-13 Taylor
+// polynomial (truncation < 5e-18), 2^k from the exponent bits; exactly 0 below -708.
+// Within ~2 ulp of a correctly rounded exp and about 2.5x faster than std::exp here.
+constexpr double kLog2e = 1.4426950408889634074;
+constexpr double kLn2Hi = 6.93147180369123816490e-01;  // 32 significant bits: k * hi is exact
+constexpr double kLn2Lo = 1.90821492927058770002e-10;
+constexpr double kShifter = 6755399441055744.0;       // 1.5 * 2^52: rounds to an integer
+constexpr double kExpMin = -708.0;
+constexpr double kInvFact[14] = {1.0,
+                                 1.0,
+                                 1.0 / 2,
+                                 1.0 / 6,
+                                 1.0 / 24,
+                                 1.0 / 120,
+                                 1.0 / 720,
+                                 1.0 / 5040,
+                                 1.0 / 40320,
+                                 1.0 / 362880,
+                                 1.0 / 3628800,
+                                 1.0 / 39916800,
+                                 1.0 / 479001600,
+                                 1.0 / 6227020800.0};
+
+inline double exp_nonpos(double d) {
+  if (!(d >= kExpMin)) return 0.0;
+  double kd = d * kLog2e + kShifter;
+  uint64_t ki;
+  std::memcpy(&ki, &kd, 8);
+  kd -= kShifter;
+  const double r = (d - kd * kLn2Hi) - kd * kLn2Lo;
+  // Estrin's scheme (short dependency chains); the vector path uses the same order.
+  const double* c = kInvFact;
+  const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  const double s0 = (c[0] + c[1] * r) + (c[2] + c[3] * r) * r2;
+  const double s1 = (c[4] + c[5] * r) + (c[6] + c[7] * r) * r2;
+  const double s2 = (c[8] + c[9] * r) + (c[10] + c[11] * r) * r2;
+  const double s3 = c[12] + c[13] * r;
+  const double p = (s0 + s1 * r4) + (s2 + s3 * r4) * r8;
+  const uint64_t bits = (ki + 1023) << 52;  // low mantissa bits of kd hold k
+  double scale;
+  std::memcpy(&scale, &bits, 8);
+  return p * scale;
+}
+
+#if defined(__SSE2__)
+inline __m128d exp_nonpos_pd(__m128d d) {
+  const __m128d lo = _mm_set1_pd(kExpMin), shifter = _mm_set1_pd(kShifter);
+  const __m128d keep = _mm_cmpge_pd(d, lo);  // false for d < -708 (and -inf)
+  d = _mm_max_pd(d, lo);
+  __m128d kd = _mm_add_pd(_mm_mul_pd(d, _mm_set1_pd(kLog2e)), shifter);
+  const __m128i ki = _mm_castpd_si128(kd);
+  kd = _mm_sub_pd(kd, shifter);
+  const __m128d r = _mm_sub_pd(_mm_sub_pd(d, _mm_mul_pd(kd, _mm_set1_pd(kLn2Hi))),
+                               _mm_mul_pd(kd, _mm_set1_pd(kLn2Lo)));
+  auto c = [](int i) { return _mm_set1_pd(kInvFact[i]); };
+  auto lin = [&](int i) { return _mm_add_pd(c(i), _mm_mul_pd(c(i + 1), r)); };  // c_i + c_{i+1} r
+  const __m128d r2 = _mm_mul_pd(r, r), r4 = _mm_mul_pd(r2, r2), r8 = _mm_mul_pd(r4, r4);
+  const __m128d s0 = _mm_add_pd(lin(0), _mm_mul_pd(lin(2), r2));
+  const __m128d s1 = _mm_add_pd(lin(4), _mm_mul_pd(lin(6), r2));
+  const __m128d s2 = _mm_add_pd(lin(8), _mm_mul_pd(lin(10), r2));
+  const __m128d s3 = lin(12);
+  const __m128d p = _mm_add_pd(_mm_add_pd(s0, _mm_mul_pd(s1, r4)),
+                               _mm_mul_pd(_mm_add_pd(s2, _mm_mul_pd(s3, r4)), r8));
+  const __m128i bits = _mm_slli_epi64(_mm_add_epi64(ki, _mm_set1_epi64x(1023)), 52);
+  return _mm_and_pd(_mm_mul_pd(p, _mm_castsi128_pd(bits)), keep);
+}
+#endif
+
+// e[t] = exp(x[t] - m), bin[t] = min(floor((m - x[t]) * 8), 255), and per-bin masses and
+// counts (4 interleaved histogram copies break the store-to-load chains).
+void exp_and_histogram(const double* x, double m, int vocab, double* e, uint8_t* bin,
+                       double (*mass)[kBins], int (*count)[kBins]) {
+  int t = 0;
+#if defined(__SSE2__)
+  const __m128d vm = _mm_set1_pd(m), scale = _mm_set1_pd(-kBinsPerNat),
+                top = _mm_set1_pd(double(kBins - 1));
+  for (; t + 2 <= vocab; t += 2) {
+    const __m128d d = _mm_sub_pd(_mm_loadu_pd(x + t), vm);
+    const __m128d ee = exp_nonpos_pd(d);
+    _mm_storeu_pd(e + t, ee);
+    const __m128i bi = _mm_cvttpd_epi32(_mm_min_pd(_mm_mul_pd(d, scale), top));
+    const int b0 = _mm_cvtsi128_si32(bi), b1 = _mm_cvtsi128_si32(_mm_srli_si128(bi, 4));
+    bin[t] = uint8_t(b0);
+    bin[t + 1] = uint8_t(b1);
+    const int c = (t >> 1) & 1;
+    mass[2 * c][b0] += e[t];
+    mass[2 * c + 1][b1] += e[t + 1];
+    ++count[2 * c][b0];
+    ++count[2 * c + 1][b1];
+  }
+#endif
+  for (; t < vocab; ++t) {
+    const double d = x[t] - m;
+    e[t] = exp_nonpos(d);
+    const double fb = std::min(-d * kBinsPerNat, double(kBins - 1));
+    const int b = int(fb);
+    bin[t] = uint8_t(b);
+    mass[0][b] += e[t];
+    ++count[0][b];
+  }
+}
+
+// Boundary value inside one bin. c[0, n) are the bin's tokens, `above` the mass strictly
+// above all of them, budget = p * Z. Returns the smallest value v in the bin with
+// mass(x > v) <= budget; the bin is chosen so that its largest value qualifies.
+double select_boundary(Cand* c, int n, double above, double budget) {
+  int lo = 0, hi = n;
+  double best = kInf;
+  while (lo < hi) {
+    double a = c[lo].x, b = c[lo + (hi - lo) / 2].x, d = c[hi - 1].x;
+    double v = std::max(std::min(a, b), std::min(std::max(a, b), d));  // median of three
+    // 3-way partition of [lo, hi): [lo, gt) > v, [gt, lt) == v, [lt, hi) < v.
+    int gt = lo, i = lo, lt = hi;
+    double mass_gt = 0, mass_eq = 0;
+    while (i < lt) {
+      if (c[i].x > v) {
+        mass_gt += c[i].e;
+        std::swap(c[gt++], c[i++]);
+      } else if (c[i].x < v) {
+        std::swap(c[i], c[--lt]);
+      } else {
+        mass_eq += c[i].e;
+        ++i;
+      }
+    }
+    if (above + mass_gt <= budget) {
+      best = v;  // v is kept; look for a smaller kept value below it
+      above += mass_gt + mass_eq;
+      if (above > budget) break;
+      lo = lt;
+    } else {
+      hi = gt;  // v is cut; the boundary is strictly above v
+    }
+  }
+  return best;
+}
+
+// The nucleus filter. need_sum: also compute kept_sum (MDLM needs the kept normaliser).
+// need_list: build the kept list even when nothing is filtered.
+Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need_sum,
+                bool need_list) {
+  Nucleus nu;
+  if (vocab <= 0) return nu;
+  Scratch& s = scratch();
+  try {
+    s.reserve(vocab);
+  } catch (const std::bad_alloc&) {
+    return nu;  // kind empty: the caller sees -1, nothing throws across the API
+  }
+  const int mask = (p.mask_index >= 0 && p.mask_index < vocab) ? p.mask_index : -1;
+  const double temp = valid_temperature(p.temperature) ? p.temperature : 1.0;
+  double* x = s.x.data();
+  int32_t* kept = s.kept.data();
+  nu.x = x;
+  nu.kept = kept;
+  nu.vocab = vocab;
+  nu.mask = mask;
+
+  double m;
+  if (mask < 0) {
+    m = scale_range(logits, x, 0, vocab, temp);
+  } else {
+    m = std::max(scale_range(logits, x, 0, mask, temp), scale_range(logits, x, mask + 1, vocab, temp));
+    x[mask] = -kInf;
+  }
+  nu.max = m;
+  if (vocab - (mask >= 0) == 0) return nu;
+
+  // Degenerate rows: +inf logits take all the mass (kept: exactly those), an all -inf
+  // row has no mass anywhere (kept: every token, equally likely).
+  if (m == kInf || m == -kInf) {
+    int n = 0;
+    for (int t = 0; t < vocab; ++t)
+      if (t != mask && x[t] == m) kept[n++] = t;
+    nu.kind = m == kInf ? Nucleus::pos_inf : Nucleus::all_neg_inf;
+    nu.threshold = m;
+    nu.n_kept = n;
+    nu.kept_sum = n;
+    return nu;
+  }
+  nu.kind = Nucleus::normal;
+  const bool filter = p.top_p < 1.0;  // top_p >= 1 (or NaN): no filtering, as the reference
+
+  if (!filter && !need_sum) {
+    nu.threshold = -kInf;
+    nu.all = true;
+    nu.n_kept = vocab - (mask >= 0);
+    if (need_list) {
+      nu.for_each([&](int32_t t) { kept[t - (mask >= 0 && t > mask)] = t; });
+      nu.all = false;
+    }
+    return nu;
+  }
+
+  // Pass 2: exp, and the mass histogram over the distance from the max.
+  double* e = s.e.data();
+  uint8_t* bin = s.bin.data();
+  double mass[4][kBins];
+  int count[4][kBins];
+  std::memset(mass, 0, sizeof mass);
+  std::memset(count, 0, sizeof count);
+  exp_and_histogram(x, m, vocab, e, bin, mass, count);
+  if (mask >= 0) --count[0][bin[mask]];  // uncount the mask (only the sum over copies matters)
+  double bin_mass[kBins], z = 0;
+  int bin_count[kBins];
+  for (int b = 0; b < kBins; ++b) {
+    bin_mass[b] = (mass[0][b] + mass[1][b]) + (mass[2][b] + mass[3][b]);
+    bin_count[b] = count[0][b] + count[1][b] + count[2][b] + count[3][b];
+    z += bin_mass[b];
+  }
+
+  if (!filter) {
+    nu.threshold = -kInf;
+    nu.all = true;
+    nu.n_kept = vocab - (mask >= 0);
+    nu.kept_sum = z;
+    if (need_list) {
+      nu.for_each([&](int32_t t) { kept[t - (mask >= 0 && t > mask)] = t; });
+      nu.all = false;
+    }
+    return nu;
+  }
+
+  // bin(x) is monotone in x, so every value in bin b is below every value in bins < b and
+  // the largest value of bin b has exactly H_b = mass(bins < b) above it. The boundary
+  // lies in the last non-empty bin whose H_b fits the budget.
+  const double budget = std::max(p.top_p, 0.0) * z;
+  int bstar = 0;
+  double hstar = 0, h = 0;
+  for (int b = 0; b < kBins; ++b) {
+    if (bin_count[b] == 0) continue;
+    if (h > budget) break;
+    bstar = b;
+    hstar = h;
+    h += bin_mass[b];
+  }
+
+  // Pass 3: tokens of bins < b* are kept; tokens of bin b* are boundary candidates.
+  Cand* cand = s.cand.data();
+  int n = 0, nc = 0;
+  for (int t = 0; t < vocab; ++t) {
+    if (bin[t] > bstar || t == mask) continue;
+    kept[n++] = t;
+    if (bin[t] == bstar) cand[nc++] = Cand{x[t], e[t]};
+  }
+  const double thr = select_boundary(cand, nc, hstar, budget);
+
+  // Keep every token at or above the boundary value: ties at the boundary are all kept.
+  int k = 0;
+  double kept_sum = 0;
+  for (int i = 0; i < n; ++i) {
+    int t = kept[i];
+    if (x[t] >= thr) {
+      kept[k++] = t;
+      kept_sum += e[t];
+    }
+  }
+  nu.threshold = thr;
+  nu.n_kept = k;
+  nu.kept_sum = kept_sum;
+  return nu;
+}
+
+inline double gumbel(double u) { return -std::log(-std::log(u)); }
+
+// Noise sources. noise(t, gap, g) sets g = Gumbel noise of token t and returns true, or
+// returns false when it proves g < gap - 1/16 (the token cannot reach the running best).
+
+// Philox: tokens 2i and 2i+1 share one Philox block. A uniform below
+// exp(-exp(-k/16)) has noise below k/16; the table holds those bounds, rounded down.
+struct PhiloxNoise {
+  uint64_t seed;
+  DrawKey key;
+  uint32_t cached = 0xFFFFFFFFu;
+  Philox4 block{};
+
+  static const double* u_bounds() {
+    static const struct Table {
+      double v[int(kGumbelMax) * kGapSteps + 1];
+      Table() {
+        for (int k = 0; k <= int(kGumbelMax) * kGapSteps; ++k)
+          v[k] = std::exp(-std::exp(-double(k) / kGapSteps)) * (1.0 - 1e-14);
+      }
+    } table;
+    return table.v;
+  }
+
+  bool operator()(int32_t token, double gap, double& g) {
+    if (gap > kGumbelMax) return false;  // also catches +inf; NaN / -inf fall through
+    uint32_t t = uint32_t(token);
+    if ((t >> 1) != cached) {
+      cached = t >> 1;
+      Philox4 c{{cached, key.position, key.round, key.sequence}};
+      block = philox4x32_10(c, uint32_t(seed), uint32_t(seed >> 32));
+    }
+    // Same words as draw_uniform() (philox.h).
+    const double u = (t & 1u) ? philox_u53(block.v[2], block.v[3]) : philox_u53(block.v[0], block.v[1]);
+    if (gap >= 2.0 / kGapSteps) {
+      const int k = int(gap * kGapSteps) - 1;  // one step of slack against rounding in b + g
+      if (u < u_bounds()[k]) return false;
+    }
+    g = gumbel(u);
+    return true;
+  }
+};
+
+struct ArrayNoise {
+  const double* u;
+  bool operator()(int32_t token, double, double& g) const {
+    g = gumbel(u[token]);
+    return true;
+  }
+};
+
+struct NoNoise {
+  bool operator()(int32_t, double, double& g) const {
+    g = 0.0;
+    return true;
+  }
+};
+
+// argmax over kept t of base(t) + noise(t), plus an optional extra candidate
+// (extra_id, extra_base); ties go to the lowest id. The top token is scored first so that
+// pruning bites from the start.
+template <class Base, class Noise>
+int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise, int32_t extra_id,
+                      double extra_base) {
+  int32_t best = -1;
+  double best_score = -kInf;
+  auto offer = [&](int32_t t, double b) {
+    double g;
+    if (!noise(t, best >= 0 ? best_score - b : -kInf, g)) return;
+    const double score = b + g;
+    if (best < 0 || score > best_score || (score == best_score && t < best)) {
+      best = t;
+      best_score = score;
+    }
+  };
+  int32_t top = -1;
+  if (nu.kind == Nucleus::normal) {
+    nu.for_each([&](int32_t t) {
+      if (top < 0 && nu.x[t] == nu.max) top = t;
+    });
+  } else if (nu.n_kept > 0) {
+    top = nu.kept[0];
+  }
+  if (top >= 0) offer(top, base(top));
+  if (extra_id >= 0) offer(extra_id, extra_base);
+  nu.for_each([&](int32_t t) {
+    if (t != top) offer(t, base(t));
+  });
+  return best;
+}
+
+int32_t greedy_row(const float* logits, int vocab, int mask) {
+  int32_t best = -1;
+  double bv = -kInf;
+  for (int t = 0; t < vocab; ++t) {
+    if (t == mask) continue;
+    double v = double(logits[t]);
+    if (v != v) v = -kInf;  // NaN never wins
+    if (best < 0 || v > bv) {
+      best = t;
+      bv = v;
+    }
+  }
+  return best;
+}
+
+template <class Noise>
+int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise& noise) {
+  if (p.greedy || !valid_temperature(p.temperature)) return greedy_row(logits, vocab, p.mask_index);
+  Nucleus nu = nucleus(logits, vocab, p, false, false);
+  if (nu.kind == Nucleus::empty) return -1;
+  if (nu.kind != Nucleus::normal)  // uniform over the kept set
+    return gumbel_argmax(nu, [](int32_t) { return 0.0; }, noise, -1, 0.0);
+  const double* x = nu.x;
+  return gumbel_argmax(nu, [x](int32_t t) { return x[t]; }, noise, -1, 0.0);
+}
+
+}  // namespace
+
+double top_p_threshold(const float* logits, int vocab, const SampleParams& p,
+                       std::vector<int32_t>* kept) {
+  Nucleus nu = nucleus(logits, vocab, p, false, kept != nullptr);
+  if (kept) kept->assign(nu.kept, nu.kept + nu.n_kept);
+  return nu.threshold;
+}
+
+int32_t sample_row(const float* logits, int vocab, const SampleParams& p, const DrawKey& key) {
+  PhiloxNoise noise{p.seed, key};
+  return sample_impl(logits, vocab, p, noise);
+}
+
+int32_t sample_row_with_uniforms(const float* logits, int vocab, const SampleParams& p,
+                                 const double* uniforms) {
+  ArrayNoise noise{uniforms};
+  return sample_impl(logits, vocab, p, noise);
+}
+
+int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, double r,
+                        const DrawKey& key) {
+  const int mask = p.mask_index;
+  const bool has_mask = mask >= 0 && mask < vocab;
+  if (has_mask && r >= 1.0) return mask;  // q = (0, ..., 0, q[mask] = 1)
+  const bool stay_option = has_mask && r > 0;  // r <= 0 or NaN: always reveal
+  Nucleus nu = nucleus(logits, vocab, p, true, false);
+  if (nu.kind == Nucleus::empty) return stay_option ? mask : -1;
+
+  // log q_t = log softmax_kept(x)_t + log(1 - r); log q_mask = log r.
+  const double log_keep = stay_option ? std::log1p(-r) : 0.0;
+  double shift;
+  const double* x = nu.x;
+  if (nu.kind == Nucleus::normal) {
+    shift = -nu.max - std::log(nu.kept_sum) + log_keep;
+  } else {
+    shift = -std::log(double(nu.n_kept)) + log_keep;
+  }
+  const bool uniform = nu.kind != Nucleus::normal;
+  auto base = [x, shift, uniform](int32_t t) { return (uniform ? 0.0 : x[t]) + shift; };
+  const int32_t extra = stay_option ? mask : -1;
+  const double extra_base = stay_option ? std::log(r) : 0.0;
+
+  const bool greedy = p.greedy || !valid_temperature(p.temperature);
+  if (greedy) {
+    // Noise-free argmax of log q over the same kept set (lowest id on ties).
+    NoNoise none;
+    return gumbel_argmax(nu, base, none, extra, extra_base);
+  }
+  PhiloxNoise noise{p.seed, key};
+  return gumbel_argmax(nu, base, noise, extra, extra_base);
+}
+
+}  // namespace esolm

@@ -1,0 +1,10 @@
+/** esolm — Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js. */
+export { Model, Cache, readModelFolder } from './model.js';
+export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName } from './model.js';
+export { EsolmError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export type { ModelConfig, Arch } from './config.js';
+export { parseConfig } from './config.js';
+export { readSafetensorsHeader } from './safetensors.js';
+export { loadCpuAddon, loadCudaAddon, cudaUnavailableReason } from './native.js';
+export { writeRandomModel, SMALL_CONFIG } from './random-model.js';

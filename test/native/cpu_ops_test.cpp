@@ -1,0 +1,141 @@
+// cpu_ops_test.cpp — every fast CPU op (SIMD kernels, threads) against the plain-loop
+// reference backend on awkward shapes, for both the AVX2 and the portable kernels.
+// Tolerance: fp32 accumulation in a different order than the float64 reference gives
+// errors ~ sqrt(k) * 2^-24 * |terms|; 2e-5 relative to the row scale is ample and still
+// catches indexing bugs (which give O(1) errors).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/ops_reference.h"
+#include "engine/backend.h"
+
+using namespace esolm;
+
+static int failures = 0;
+static std::mt19937 rng(42);
+
+static std::vector<float> randn(size_t n, float scale = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+static Tensor make(Backend& be, DType dt, int64_t r, int64_t c, const std::vector<float>* data) {
+  Tensor t;
+  if (!be.alloc(t, dt, r, c)) { std::printf("alloc failed\n"); std::exit(2); }
+  if (data) be.upload_f32(t, data->data(), r * c);
+  return t;
+}
+
+static std::vector<float> get(Backend& be, const Tensor& t) {
+  std::vector<float> v(size_t(t.numel()));
+  be.download_f32(t, 0, t.rows, v.data());
+  return v;
+}
+
+static void check(const std::string& name, const std::vector<float>& got, const std::vector<float>& want,
+                  double rel = 2e-5) {
+  double scale = 1e-6, err = 0;
+  for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+  for (size_t i = 0; i < want.size(); ++i) err = std::max(err, double(std::fabs(got[i] - want[i])));
+  const bool ok = err <= rel * scale && got.size() == want.size();
+  std::printf("%s %-60s max abs err %.3g (scale %.3g)\n", ok ? "ok  " : "FAIL", name.c_str(), err, scale);
+  if (!ok) ++failures;
+}
+
+static void test_linear(Backend& fast, Backend& ref, int rows, int n, int k, Epilogue ep, bool bias) {
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f), b = randn(n), init = randn(size_t(rows) * n);
+  for (Backend* be : {&fast, &ref}) (void)be;
+  Tensor af = make(fast, DType::f32, rows, k, &a), wf = make(fast, DType::f32, n, k, &w),
+         bf = bias ? make(fast, DType::f32, 1, n, &b) : Tensor{}, of = make(fast, DType::f32, rows, n, &init);
+  Tensor ar = make(ref, DType::f32, rows, k, &a), wr = make(ref, DType::f32, n, k, &w),
+         br = bias ? make(ref, DType::f32, 1, n, &b) : Tensor{}, orf = make(ref, DType::f32, rows, n, &init);
+  fast.prepare_weight(wf);
+  for (int rep = 0; rep < 2; ++rep) {  // twice: stale state must not matter
+    if (ep == Epilogue::add_to) { fast.upload_f32(of, init.data(), of.numel()); ref.upload_f32(orf, init.data(), orf.numel()); }
+    fast.linear(af, wf, bf, of, ep);
+    ref.linear(ar, wr, br, orf, ep);
+  }
+  check("linear rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+            " ep=" + std::to_string(int(ep)) + (bias ? " bias" : ""),
+        get(fast, of), get(ref, orf));
+  check("  packed weight downloads unchanged", get(fast, wf), w, 0);
+  for (Tensor* t : {&af, &wf, &bf, &of}) fast.release(*t);
+  for (Tensor* t : {&ar, &wr, &br, &orf}) ref.release(*t);
+}
+
+static void test_attention(Backend& fast, Backend& ref, int batch, int heads, int hd, int n_q, int q_slot0,
+                           int n_kv, int capacity, AttnMode mode) {
+  const int d = heads * hd;
+  auto q = randn(size_t(batch) * n_q * d), k = randn(size_t(batch) * capacity * d),
+       v = randn(size_t(batch) * capacity * d);
+  std::vector<int32_t> clean(size_t(batch) * capacity);
+  for (auto& c : clean) c = (rng() % 3) != 0;
+  AttnParams p;
+  p.batch = batch; p.n_q = n_q; p.q_slot0 = q_slot0; p.n_kv = n_kv; p.n_heads = heads; p.head_dim = hd;
+  p.capacity = capacity; p.mode = mode;
+  std::vector<float> outs[2];
+  Backend* bes[2] = {&fast, &ref};
+  for (int i = 0; i < 2; ++i) {
+    Backend& be = *bes[i];
+    Tensor tq = make(be, DType::f32, int64_t(batch) * n_q, d, &q), tk = make(be, DType::f32, int64_t(batch) * capacity, d, &k),
+           tv = make(be, DType::f32, int64_t(batch) * capacity, d, &v), to = make(be, DType::f32, int64_t(batch) * n_q, d, nullptr),
+           tc = make(be, DType::i32, int64_t(batch) * capacity, 1, nullptr);
+    be.upload_i32(tc, clean.data(), int64_t(clean.size()));
+    p.clean = &tc;
+    be.attention(tq, tk, tv, p, to);
+    be.attention(tq, tk, tv, p, to);
+    outs[i] = get(be, to);
+    for (Tensor* t : {&tq, &tk, &tv, &to, &tc}) be.release(*t);
+  }
+  char name[200];
+  std::snprintf(name, sizeof name, "attention mode=%d b=%d h=%d hd=%d n_q=%d slot0=%d n_kv=%d", int(mode), batch,
+                heads, hd, n_q, q_slot0, n_kv);
+  check(name, outs[0], outs[1]);
+}
+
+static void test_layernorm(Backend& fast, Backend& ref, int rows, int d, bool bias) {
+  auto x = randn(size_t(rows) * d, 3.0f), w = randn(d), b = randn(d);
+  for (auto& v : x) v += 5.0f;  // a large mean: the two-pass variance must not cancel
+  Tensor xf = make(fast, DType::f32, rows, d, &x), wf = make(fast, DType::f32, 1, d, &w),
+         bf = bias ? make(fast, DType::f32, 1, d, &b) : Tensor{}, yf = make(fast, DType::f32, rows, d, nullptr);
+  Tensor xr = make(ref, DType::f32, rows, d, &x), wr = make(ref, DType::f32, 1, d, &w),
+         br = bias ? make(ref, DType::f32, 1, d, &b) : Tensor{}, yr = make(ref, DType::f32, rows, d, nullptr);
+  fast.layernorm(xf, wf, bf, yf);
+  ref.layernorm(xr, wr, br, yr);
+  check("layernorm rows=" + std::to_string(rows) + " d=" + std::to_string(d), get(fast, yf), get(ref, yr));
+}
+
+int main() {
+  auto ref = create_cpu_reference_backend();
+  for (const char* kernels : {"default", "portable"}) {
+    if (std::string(kernels) == "portable") setenv("ESOLM_CPU_KERNELS", "portable", 1);
+    auto fast = create_cpu_backend(2);
+    std::printf("== kernels: %s (%s)\n", kernels, cpu_backend_kernels(*fast));
+    if (std::string(kernels) == "portable" && std::string(cpu_backend_kernels(*fast)) != "portable") ++failures;
+    for (int rows : {1, 2, 5, 6, 7, 13, 100})
+      for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}})
+        for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
+          test_linear(*fast, *ref, rows, nk.first, nk.second, ep, rows % 2 == 1);
+    for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
+      for (int hd : {8, 64, 24}) {
+        test_attention(*fast, *ref, 2, 3, hd, 1, 0, 1, 8, mode);
+        test_attention(*fast, *ref, 1, 2, hd, 7, 0, 7, 7, mode);
+        test_attention(*fast, *ref, 2, 2, hd, 5, 33, 38, 40, mode);
+        test_attention(*fast, *ref, 1, 2, hd, 70, 0, 70, 70, mode);
+        test_attention(*fast, *ref, 1, 1, hd, 3, 100, 103, 130, mode);
+      }
+    for (int hd : {8, 64}) {
+      test_attention(*fast, *ref, 2, 2, hd, 14, 0, 14, 14, AttnMode::sequential);
+      test_attention(*fast, *ref, 1, 3, hd, 100, 0, 100, 100, AttnMode::sequential);
+    }
+    for (int rows : {1, 3, 17}) test_layernorm(*fast, *ref, rows, 48, rows != 3);
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
