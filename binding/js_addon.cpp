@@ -15,36 +15,12 @@
 #include "cpu/ops_reference.h"
 #include "engine/model.h"
 #include "js_common.h"
+#include "js_holders.h"
 #ifdef ESOLM_WITH_CUDA
 #include "cuda_probe.h"
 #endif
 
 namespace esolm {
-
-// ---- model holder shared by the wrapper, workers and caches ------------------------
-struct ModelHolder {
-  std::mutex mu;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;  // destroyed before backend
-  ~ModelHolder() {
-    model.reset();
-    backend.reset();
-  }
-};
-
-struct CacheHolder {
-  std::shared_ptr<ModelHolder> owner;
-  std::unique_ptr<KVCache> cache;
-  ~CacheHolder() {
-    // Cache tensors belong to the backend, which lives as long as any holder.
-    if (cache && owner && owner->backend) {
-      std::lock_guard<std::mutex> lk(owner->mu);
-      for (auto& t : cache->k) owner->backend->release(t);
-      for (auto& t : cache->v) owner->backend->release(t);
-      owner->backend->release(cache->clean);
-    }
-  }
-};
 
 // ---- reading tensors ---------------------------------------------------------------
 struct TensorEntry {
@@ -254,6 +230,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         env, "NativeModel",
         {InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("step", &NativeModel::Step),
          InstanceMethod("createCache", &NativeModel::CreateCache),
+         InstanceMethod("generate", &NativeModel::Generate),
          InstanceMethod("dispose", &NativeModel::Dispose),
          InstanceAccessor("backendName", &NativeModel::BackendName, nullptr)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
@@ -332,6 +309,25 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto* w = new ModelCallWorker(env, h, fn, out, {info[0]});
     w->Queue();
     return w->Promise();
+  }
+
+  // generate(request, cache | null, onEvent | null) -> { promise, cancel }
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = live(env);
+    if (!info[0].IsObject()) throw make_error(env, Status::error(Code::invalid_arg, "expected a request object"));
+    std::shared_ptr<CacheHolder> ch;
+    if (info[1].IsObject()) {
+      if (!info[1].As<Napi::Object>().InstanceOf(NativeCache::ctor->Value()))
+        throw make_error(env, Status::error(Code::invalid_arg, "expected a Cache"));
+      NativeCache* c = NativeCache::Unwrap(info[1].As<Napi::Object>());
+      if (!c->holder || !c->holder->cache)
+        throw make_error(env, Status::error(Code::disposed, "the cache has been disposed"));
+      if (c->holder->owner != h)
+        throw make_error(env, Status::error(Code::invalid_arg, "the cache belongs to another model"));
+      ch = c->holder;
+    }
+    return start_generate(env, h, ch, info[0].As<Napi::Object>(), info[2]);
   }
 
   Napi::Value CreateCache(const Napi::CallbackInfo& info) {

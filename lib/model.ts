@@ -11,12 +11,66 @@ import path from 'node:path';
 import { EsolmError, expected, invalidArg, native, nativeSync } from './errors.js';
 import { expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
 import { readSafetensorsHeader } from './safetensors.js';
+import { Sampler } from './sampler.js';
 import {
   cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
   type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
 } from './native.js';
 
 export type BackendName = 'cpu' | 'cuda';
+
+/** Positions given by the caller: `{ positions, tokens }` or an object/Map position -> token. */
+export type FixedTokens =
+  | { positions: ArrayLike<number>; tokens: ArrayLike<number> }
+  | Readonly<Record<number, number>>
+  | ReadonlyMap<number, number>;
+
+export interface GenerateOptions {
+  sampler: Sampler;
+  /** Number of sequences (one shared schedule, per-sequence orders). Defaults to 1. */
+  batch?: number;
+  /** Tokens per sequence. Defaults to the model's context length. */
+  length?: number;
+  /** Prefix tokens at positions 0..P-1 (a string needs the model's tokenizer). */
+  prompt?: Int32Array | readonly number[] | string;
+  /** Tokens fixed at arbitrary positions (infilling). */
+  fixed?: FixedTokens;
+  /** A cache to reuse (batch must match, capacity >= length); one is made otherwise. */
+  cache?: Cache;
+  /** Stops between steps with ERR_ABORTED; model and cache stay usable. */
+  signal?: AbortSignal;
+  /** Called after every step (also see generateStream). */
+  onStep?: (event: StepEvent) => void;
+}
+
+export interface StepEvent {
+  /** Step index (0-based) and the number of planned steps. */
+  step: number;
+  steps: number;
+  /** Network evaluations so far. */
+  nfe: number;
+  /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
+  phase: string;
+  /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
+  perSequence: number;
+  /** Original positions and tokens revealed, `[batch * perSequence]`. */
+  positions: Int32Array;
+  tokens: Int32Array;
+}
+
+export interface GenerateResult {
+  /** One Int32Array of `length` tokens per sequence, in position order. */
+  sequences: Int32Array[];
+  /** Network function evaluations (forwards or cached steps). */
+  nfe: number;
+  /** Sampler steps taken. */
+  steps: number;
+  /** esolm: tokens revealed by the diffusion phase (the rest came from the sequential phase). */
+  nDiffusion: number;
+  timings: { totalMs: number; forwardMs: number; sampleMs: number; planMs: number; diffusionMs: number; sequentialMs: number };
+  /** Decoded text per sequence when the model has a tokenizer. */
+  text?: string[];
+}
 export type AttentionMode = 'bidirectional' | 'causal' | 'mixed2' | 'sequential';
 
 export interface LoadOptions {
@@ -121,6 +175,7 @@ export class Model {
   /** @internal */ native_: NativeModel | null;
   /** @internal */ readonly addon_: NativeAddon;
   /** @internal */ readonly caches_ = new Set<Cache>();
+  /** @internal */ tokenizer_: TokenizerLike | null = null;
 
   private constructor(dir: string, config: ModelConfig, backend: BackendName, reason: string | undefined,
     nm: NativeModel, addon: NativeAddon) {
@@ -277,6 +332,175 @@ export class Model {
     }
   }
 
+  /**
+   * Generates `batch` sequences of `length` tokens with one native call (the loop runs in
+   * C++ off the event loop). Concurrent calls on one model queue and run one at a time.
+   */
+  async generate(opts: GenerateOptions): Promise<GenerateResult> {
+    const nm = this.live();
+    const req = this.generateRequest(opts);
+    const nc = opts.cache ? opts.cache.live() : null;
+    const signal = opts.signal;
+    if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
+    const onStep = opts.onStep;
+    const handle = (nm as unknown as { generate(r: object, c: NativeCache | null, cb: ((e: StepEvent) => void) | null): { promise: Promise<RawResult>; cancel(): void } })
+      .generate(req, nc, onStep ? (e) => onStep(e) : null);
+    const onAbort = (): void => handle.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const raw = await native(handle.promise);
+      return this.toResult(raw, req.batch, req.length);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Like generate(), as an async iterable of step events for live display; the iterator's
+   * return value is the GenerateResult. Breaking out of the loop cancels the generation.
+   */
+  async *generateStream(opts: Omit<GenerateOptions, 'onStep'>): AsyncGenerator<StepEvent, GenerateResult, undefined> {
+    const queue: StepEvent[] = [];
+    let wake: (() => void) | null = null;
+    let finished = false;
+    const controller = new AbortController();
+    const outer = opts.signal;
+    const forward = (): void => controller.abort();
+    if (outer?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
+    outer?.addEventListener('abort', forward, { once: true });
+    const run = this.generate({ ...opts, signal: controller.signal, onStep: (e) => { queue.push(e); wake?.(); } })
+      .finally(() => { finished = true; wake?.(); });
+    run.catch(() => undefined);  // observed below
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift() as StepEvent;
+        if (finished) break;
+        await new Promise<void>((r) => { wake = r; });
+        wake = null;
+      }
+      return await run;
+    } finally {
+      outer?.removeEventListener('abort', forward);
+      if (!finished) {
+        controller.abort();
+        await run.catch(() => undefined);
+      }
+    }
+  }
+
+  /** @internal */
+  generateRequest(opts: GenerateOptions): GenerateRequestRaw {
+    if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'generate options', opts);
+    const s = opts.sampler;
+    if (!(s instanceof Sampler)) throw expected('a Sampler', 'sampler', s);
+    const batch = opts.batch ?? 1;
+    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
+    const length = opts.length ?? this.config.length;
+    if (!isInt(length) || length < 1 || length > this.config.length) {
+      throw expected(`an integer in [1, ${this.config.length}] (the context length)`, 'length', length);
+    }
+    if (opts.cache !== undefined) {
+      if (!(opts.cache instanceof Cache)) throw expected('a Cache', 'cache', opts.cache);
+      if (opts.cache.model_ !== this) throw invalidArg('the cache belongs to another model');
+      if (opts.cache.batch !== batch || opts.cache.capacity < length) {
+        throw invalidArg(`the cache must have batch ${batch} and capacity >= ${length} (has ${opts.cache.batch}, ${opts.cache.capacity})`);
+      }
+    }
+    if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw expected('an AbortSignal', 'signal', opts.signal);
+    if (opts.onStep !== undefined && typeof opts.onStep !== 'function') throw expected('a function', 'onStep', opts.onStep);
+    if (s.method !== 'ar' && this.config.mask_index < 0) throw invalidArg(`method "${s.method}" needs a model with a mask token`);
+
+    // Given tokens: the prompt at 0..P-1 plus fixed positions.
+    const given = new Map<number, number>();
+    if (opts.prompt !== undefined) {
+      const p = this.promptTokens(opts.prompt);
+      if (p.length > length) throw invalidArg(`the prompt has ${p.length} tokens, more than length ${length}`);
+      p.forEach((t, i) => given.set(i, t));
+    }
+    if (opts.fixed !== undefined) {
+      for (const [pos, tok] of fixedEntries(opts.fixed)) {
+        if (!isInt(pos) || pos < 0 || pos >= length) throw invalidArg(`fixed position ${pos} is outside [0, ${length})`);
+        if (given.has(pos) && given.get(pos) !== tok) throw invalidArg(`position ${pos} is given twice with different tokens`);
+        given.set(pos, tok);
+      }
+    }
+    const positions = [...given.keys()].sort((a, b) => a - b);
+    for (const pos of positions) {
+      const t = given.get(pos) as number;
+      if (!isInt(t) || t < 0 || t >= this.config.vocab_size || t === this.config.mask_index) {
+        throw invalidArg(`the token ${t} given at position ${pos} is out of range or the mask token`);
+      }
+    }
+    const givenTokens = new Int32Array(batch * positions.length);
+    for (let b = 0; b < batch; b++) positions.forEach((pos, i) => { givenTokens[b * positions.length + i] = given.get(pos) as number; });
+
+    const free = length - positions.length;
+    let stepSizes: Int32Array | null = null;
+    if (s.schedule) {
+      const sum = s.schedule.reduce((a, b) => a + b, 0);
+      if (sum !== free) throw invalidArg(`schedule sums to ${sum} but ${free} positions are free`);
+      stepSizes = Int32Array.from(s.schedule);
+    }
+    let order: Int32Array | null = null;
+    if (s.order) {
+      if (s.order.length !== 1 && s.order.length !== batch) throw invalidArg(`order must hold 1 or ${batch} orders, got ${s.order.length}`);
+      const isGiven = new Set(positions);
+      for (const o of s.order) {
+        const seen = new Set<number>();
+        if (o.length !== free) throw invalidArg(`each order must list the ${free} free positions, got ${o.length}`);
+        for (const pos of o) {
+          if (pos >= length || isGiven.has(pos) || seen.has(pos)) throw invalidArg(`order is not a permutation of the free positions (bad entry ${pos})`);
+          seen.add(pos);
+        }
+      }
+      order = Int32Array.from(s.order.flat());
+    }
+    if (s.blocks && (length % s.blocks.length !== 0 || positions.length > 0)) {
+      throw invalidArg(`the block schedule needs length (${length}) divisible by blocks.length (${s.blocks.length}) and no prompt or fixed tokens`);
+    }
+    let bos = s.bos ?? -1;
+    if (bos >= this.config.vocab_size) throw invalidArg(`bos ${bos} is outside the vocabulary`);
+    if (s.method === 'ar' && bos < 0 && !given.has(0)) {
+      const t = this.tokenizer_ as { bos?: number } | null;
+      if (t?.bos !== undefined) bos = t.bos;
+      else throw invalidArg('AR generation needs a prompt, a token fixed at position 0, or a sampler bos token');
+    }
+    return {
+      method: s.method, batch, length, steps: s.steps ?? 0, alpha0: s.alpha0,
+      blockLen: s.blocks?.length ?? 0, blockShuffle: s.blocks?.shuffle ?? false,
+      topP: s.topP, temperature: s.temperature, greedy: s.greedy,
+      seedHi: Number(s.seed >> 32n), seedLo: Number(s.seed & 0xffffffffn), bos,
+      stepSizes, order, orderCount: s.order?.length ?? 0,
+      givenPositions: Int32Array.from(positions), givenTokens,
+    };
+  }
+
+  /** @internal */
+  promptTokens(prompt: Int32Array | readonly number[] | string): number[] {
+    if (typeof prompt === 'string') {
+      const t = this.tokenizer_;
+      if (!t) throw invalidArg('a text prompt needs a model with a tokenizer (config.json "tokenizer"); pass token ids instead');
+      return [...t.encode(prompt)];
+    }
+    if (prompt instanceof Int32Array || Array.isArray(prompt)) return [...prompt];
+    throw expected('an Int32Array, an array of token ids or a string', 'prompt', prompt);
+  }
+
+  /** @internal */
+  toResult(raw: RawResult, batch: number, length: number): GenerateResult {
+    const sequences: Int32Array[] = [];
+    for (let b = 0; b < batch; b++) sequences.push(raw.tokens.slice(b * length, (b + 1) * length));
+    const out: GenerateResult = { sequences, nfe: raw.nfe, steps: raw.steps, nDiffusion: raw.nDiffusion, timings: raw.timings };
+    const t = this.tokenizer_;
+    if (t) out.text = sequences.map((seq) => t.decode(seq));
+    return out;
+  }
+
+  /** The model's tokenizer (from config.json "tokenizer"), or null. */
+  get tokenizer(): TokenizerLike | null {
+    return this.tokenizer_;
+  }
+
   /** Frees the weights and every cache of this model. Idempotent. */
   dispose(): void {
     if (!this.native_) return;
@@ -292,6 +516,41 @@ export class Model {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** What generate() needs of a tokenizer (lib/tokenizers implements it). */
+export interface TokenizerLike {
+  name: string;
+  encode(text: string): Int32Array;
+  decode(ids: ArrayLike<number>): string;
+  bos?: number;
+}
+
+interface RawResult {
+  tokens: Int32Array;
+  nfe: number;
+  steps: number;
+  nDiffusion: number;
+  timings: GenerateResult['timings'];
+}
+
+/** @internal The request object the native generate() reads. */
+export interface GenerateRequestRaw {
+  method: string; batch: number; length: number; steps: number; alpha0: number;
+  blockLen: number; blockShuffle: boolean; topP: number; temperature: number; greedy: boolean;
+  seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
+  orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
+}
+
+function fixedEntries(f: FixedTokens): [number, number][] {
+  if (f instanceof Map) return [...f.entries()];
+  if (typeof f === 'object' && f !== null && 'positions' in f && 'tokens' in f) {
+    const { positions, tokens } = f as { positions: ArrayLike<number>; tokens: ArrayLike<number> };
+    if (positions.length !== tokens.length) throw invalidArg(`fixed.positions has ${positions.length} entries but fixed.tokens has ${tokens.length}`);
+    return Array.from({ length: positions.length }, (_, i) => [positions[i], tokens[i]] as [number, number]);
+  }
+  if (typeof f === 'object' && f !== null) return Object.entries(f).map(([k, v]) => [Number(k), v as number]);
+  throw expected('{ positions, tokens }, an object or a Map', 'fixed', f);
 }
 
 function defaultPositions(batch: number, n: number, start: number): Int32Array {

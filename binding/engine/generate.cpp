@@ -1,0 +1,374 @@
+// generate.cpp — the three generation loops (see generate.h).
+//
+// Eso-LM (B) (MODEL-REFERENCE.md §2.5): step i feeds the window
+// [p tokens revealed last step | k mask tokens] right after the committed slots; only the
+// p tokens are committed; logits only for the k mask rows.
+// MDLM (§4.1): one bidirectional forward per NFE, reused while nothing changes. A masked
+// position is revealed with probability 1 - r (r = s/t) and the token drawn from the
+// top-p filtered p(x0): the same distribution as the official single Gumbel-max over the
+// V tokens plus the mask entry (P(stay masked) = r), but only revealed rows are sampled.
+// AR: one token per step through the KV cache.
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <thread>
+
+#include "engine/philox.h"
+
+namespace esolm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads (rows are independent).
+template <class F>
+void parallel_rows(int64_t n, F fn) {
+  const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t nt = std::min<int64_t>(hw, n / 4);  // a row costs ~0.1-0.5 ms at V = 50k
+  if (nt <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::vector<std::thread> ts;
+  for (int64_t t = 1; t < nt; ++t)
+    ts.emplace_back([&, t] {
+      for (int64_t i = t; i < n; i += nt) fn(i);
+    });
+  for (int64_t i = 0; i < n; i += nt) fn(i);
+  for (auto& th : ts) th.join();
+}
+
+bool cancelled(const std::atomic<bool>* c) { return c && c->load(); }
+
+Status check_request(const Model& model, const GenerateRequest& r) {
+  const ModelConfig& cfg = model.config();
+  if (r.batch < 1) return Status::error(Code::invalid_arg, "batch must be >= 1");
+  if (r.length < 1 || r.length > cfg.length)
+    return Status::error(Code::invalid_arg, "length must be in [1, " + std::to_string(cfg.length) +
+                                                "] (the model context length)");
+  if (r.method != Method::ar && cfg.mask_index < 0)
+    return Status::error(Code::invalid_arg, "this model has no mask token; only AR sampling works");
+  const size_t g = r.given_positions.size();
+  if (r.given_tokens.size() != g * size_t(r.batch))
+    return Status::error(Code::invalid_arg, "given tokens must hold batch * given positions entries");
+  for (size_t i = 0; i < g; ++i) {
+    if (r.given_positions[i] < 0 || r.given_positions[i] >= r.length)
+      return Status::error(Code::invalid_arg, "a fixed position is outside [0, length)");
+    if (i && r.given_positions[i] <= r.given_positions[i - 1])
+      return Status::error(Code::invalid_arg, "fixed positions must be sorted and unique");
+  }
+  for (int32_t t : r.given_tokens)
+    if (t < 0 || t >= cfg.vocab_size || t == cfg.mask_index)
+      return Status::error(Code::invalid_arg, "a given token id is out of range or the mask token");
+  if (!(r.sample.top_p > 0.0 && r.sample.top_p <= 1.0))
+    return Status::error(Code::invalid_arg, "topP must be in (0, 1]");
+  if (!(r.sample.temperature > 0.0) || !std::isfinite(r.sample.temperature))
+    return Status::error(Code::invalid_arg, "temperature must be a positive number");
+  return Status::ok();
+}
+
+Status prepare_cache(Model& model, const GenerateRequest& req, KVCache* given,
+                     std::unique_ptr<KVCache>& owned, KVCache*& cache) {
+  if (given) {
+    if (given->k.empty()) return Status::error(Code::disposed, "the cache has been disposed");
+    if (given->batch != req.batch || given->capacity < req.length)
+      return Status::error(Code::invalid_arg, "the cache must have batch " + std::to_string(req.batch) +
+                                                  " and capacity >= " + std::to_string(req.length));
+    given->committed = 0;
+    cache = given;
+    return Status::ok();
+  }
+  ESOLM_TRY(model.create_cache(req.batch, req.length, owned));
+  cache = owned.get();
+  return Status::ok();
+}
+
+// ---- Eso-LM (B) ----------------------------------------------------------------------
+Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
+                 const std::function<void(const StepEvent&)>& on_step,
+                 const std::atomic<bool>* cancel, GenerateResult& out) {
+  const ModelConfig& cfg = model.config();
+  const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
+  auto t_plan = Clock::now();
+  EsoPlanOptions po;
+  po.length = L;
+  po.batch = B;
+  po.steps = req.steps;
+  po.alpha0 = req.alpha0;
+  po.seed = req.sample.seed;
+  po.given = req.given_positions;
+  po.block_len = req.block_len;
+  po.block_shuffle = req.block_shuffle;
+  po.step_sizes = req.step_sizes;
+  po.order = req.order;
+  Plan plan;
+  ESOLM_TRY(plan_esolm(po, plan));
+  out.timings.plan_ms = ms_since(t_plan);
+  out.n_diffusion = plan.n_diffusion;
+
+  // z[b][slot]: tokens in slot order; given tokens fill the first G slots.
+  std::vector<int32_t> z(size_t(B) * L, cfg.mask_index);
+  for (int b = 0; b < B; ++b)
+    for (int j = 0; j < G; ++j) z[size_t(b) * L + j] = req.given_tokens[size_t(b) * G + j];
+
+  SampleParams sp = req.sample;
+  sp.mask_index = cfg.mask_index;
+  const int n_steps = int(plan.step_sizes.size());
+  int u = G, p = G;  // u: slots decided so far; p: slots to commit in this step's window
+  int diffusion_left = plan.n_diffusion;
+  std::vector<int32_t> win_tok, win_pos;
+  std::vector<float> logits;
+  for (int i = 0; i < n_steps; ++i) {
+    if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
+    const int k = plan.step_sizes[i];
+    const int n = p + k;
+    const bool diffusion = diffusion_left > 0;
+    auto t_step = Clock::now();
+    win_tok.resize(size_t(B) * n);
+    win_pos.resize(size_t(B) * n);
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < n; ++r) {
+        const int slot = u - p + r;
+        win_tok[size_t(b) * n + r] = z[size_t(b) * L + slot];
+        win_pos[size_t(b) * n + r] = plan.order[b][slot];
+      }
+    logits.resize(size_t(B) * k * V);
+    auto t_fwd = Clock::now();
+    ESOLM_TRY(model.step(cache, win_tok.data(), win_pos.data(), n, p, p, logits.data()));
+    out.timings.forward_ms += ms_since(t_fwd);
+    ++out.nfe;
+    auto t_s = Clock::now();
+    StepEvent ev;
+    ev.step = i;
+    ev.n_steps = n_steps;
+    ev.per_sequence = k;
+    ev.phase = diffusion ? "diffusion" : "sequential";
+    ev.positions.resize(size_t(B) * k);
+    ev.tokens.resize(size_t(B) * k);
+    parallel_rows(int64_t(B) * k, [&](int64_t row) {
+      const int b = int(row / k), r = int(row % k);
+      const int slot = u + r;
+      const int32_t pos = plan.order[b][slot];
+      DrawKey key;
+      key.sequence = uint32_t(b);
+      key.position = uint32_t(pos);
+      const int32_t tok = sample_row(logits.data() + row * V, V, sp, key);
+      z[size_t(b) * L + slot] = tok;
+      ev.positions[row] = pos;
+      ev.tokens[row] = tok;
+    });
+    out.timings.sample_ms += ms_since(t_s);
+    (diffusion ? out.timings.diffusion_ms : out.timings.sequential_ms) += ms_since(t_step);
+    if (diffusion) diffusion_left -= k;
+    u += k;
+    p = k;
+    ev.nfe = out.nfe;
+    if (on_step) on_step(ev);
+  }
+  out.steps = n_steps;
+  out.tokens.assign(size_t(B) * L, 0);
+  for (int b = 0; b < B; ++b)
+    for (int j = 0; j < L; ++j) out.tokens[size_t(b) * L + plan.order[b][j]] = z[size_t(b) * L + j];
+  return Status::ok();
+}
+
+// ---- MDLM ----------------------------------------------------------------------------
+Status run_mdlm(Model& model, const GenerateRequest& req,
+                const std::function<void(const StepEvent&)>& on_step,
+                const std::atomic<bool>* cancel, GenerateResult& out) {
+  const ModelConfig& cfg = model.config();
+  const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
+  if (req.steps < 1) return Status::error(Code::invalid_arg, "steps must be >= 1");
+  MdlmPlan mp;
+  ESOLM_TRY(plan_mdlm(req.steps, mp));
+  std::vector<int32_t> x(size_t(B) * L, cfg.mask_index), pos(size_t(B) * L);
+  for (int b = 0; b < B; ++b) {
+    for (int j = 0; j < L; ++j) pos[size_t(b) * L + j] = j;
+    for (int g = 0; g < G; ++g) x[size_t(b) * L + req.given_positions[g]] = req.given_tokens[size_t(b) * G + g];
+  }
+  SampleParams sp = req.sample;
+  sp.mask_index = cfg.mask_index;
+  std::vector<float> logits;
+  std::vector<int> rows;          // logits rows held (positions masked in some sequence)
+  std::vector<int> row_of(L, -1);  // position -> index into rows
+  bool have_logits = false;
+  int i = 0;
+  for (; i < req.steps; ++i) {
+    bool any_mask = false;
+    for (int32_t t : x) any_mask |= (t == cfg.mask_index);
+    if (!any_mask) break;
+    if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
+    if (!have_logits) {
+      rows.clear();
+      std::fill(row_of.begin(), row_of.end(), -1);
+      for (int j = 0; j < L; ++j) {
+        bool masked = false;
+        for (int b = 0; b < B && !masked; ++b) masked = x[size_t(b) * L + j] == cfg.mask_index;
+        if (masked) {
+          row_of[j] = int(rows.size());
+          rows.push_back(j);
+        }
+      }
+      logits.resize(size_t(B) * rows.size() * V);
+      auto t_fwd = Clock::now();
+      ESOLM_TRY(model.forward(x.data(), pos.data(), B, L, AttnMode::bidirectional, nullptr,
+                              logits.data(), &rows));
+      out.timings.forward_ms += ms_since(t_fwd);
+      ++out.nfe;
+      have_logits = true;
+    }
+    auto t_s = Clock::now();
+    const double r = mp.r[i];
+    std::vector<std::pair<int, int>> masked;  // (b, position)
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < L; ++j)
+        if (x[size_t(b) * L + j] == cfg.mask_index) masked.emplace_back(b, j);
+    std::vector<int32_t> newtok(masked.size(), cfg.mask_index);
+    parallel_rows(int64_t(masked.size()), [&](int64_t m) {
+      const int b = masked[m].first, j = masked[m].second;
+      // Reveal with probability 1 - r: one uniform per (sequence, position, step).
+      const double u = draw_uniform(sp.seed, uint32_t(b), uint32_t(j), uint32_t(i + 1), 0xFFFFFFFFu);
+      if (r > 0.0 && u < r) return;
+      DrawKey key;
+      key.sequence = uint32_t(b);
+      key.position = uint32_t(j);
+      const float* row = logits.data() + (size_t(b) * rows.size() + row_of[j]) * V;
+      newtok[m] = sample_row(row, V, sp, key);
+    });
+    StepEvent ev;
+    ev.step = i;
+    ev.n_steps = req.steps;
+    ev.phase = "mdlm";
+    bool changed = false;
+    std::vector<std::vector<std::pair<int32_t, int32_t>>> per(B);
+    for (size_t m = 0; m < masked.size(); ++m)
+      if (newtok[m] != cfg.mask_index) {
+        x[size_t(masked[m].first) * L + masked[m].second] = newtok[m];
+        per[masked[m].first].emplace_back(masked[m].second, newtok[m]);
+        changed = true;
+      }
+    out.timings.sample_ms += ms_since(t_s);
+    if (changed) have_logits = false;  // p(x0) cache: reuse the logits while nothing changed
+    // Event: per_sequence = max revealed in any sequence; shorter lists padded with -1.
+    size_t width = 0;
+    for (auto& v : per) width = std::max(width, v.size());
+    ev.per_sequence = int(width);
+    ev.positions.assign(size_t(B) * width, -1);
+    ev.tokens.assign(size_t(B) * width, -1);
+    for (int b = 0; b < B; ++b)
+      for (size_t q = 0; q < per[b].size(); ++q) {
+        ev.positions[size_t(b) * width + q] = per[b][q].first;
+        ev.tokens[size_t(b) * width + q] = per[b][q].second;
+      }
+    ev.nfe = out.nfe;
+    if (on_step) on_step(ev);
+  }
+  out.steps = i;
+  out.tokens = x;
+  return Status::ok();
+}
+
+// ---- AR ------------------------------------------------------------------------------
+Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
+              const std::function<void(const StepEvent&)>& on_step,
+              const std::atomic<bool>* cancel, GenerateResult& out) {
+  const ModelConfig& cfg = model.config();
+  const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
+  // fixed[j] = index into given (or -1): given tokens are forced when their position comes.
+  std::vector<int> fixed(L, -1);
+  for (int g = 0; g < G; ++g) fixed[req.given_positions[g]] = g;
+  std::vector<int32_t> x(size_t(B) * L, 0);
+  // The prefix fed in the first step: the given tokens at 0..P-1, or the BOS token.
+  int P = 0;
+  while (P < L && fixed[P] >= 0) ++P;
+  if (P == 0) {
+    if (req.bos < 0 || req.bos >= V)
+      return Status::error(Code::invalid_arg, "AR generation needs a prompt (a token at position 0) or a bos token");
+    for (int b = 0; b < B; ++b) x[size_t(b) * L] = req.bos;
+    P = 1;
+  } else {
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < P; ++j) x[size_t(b) * L + j] = req.given_tokens[size_t(b) * G + fixed[j]];
+  }
+  SampleParams sp = req.sample;
+  sp.mask_index = cfg.mask_index;
+  std::vector<int32_t> win_tok, win_pos;
+  std::vector<float> logits(size_t(B) * V);
+  int fed = 0;  // positions already in the cache
+  int step = 0;
+  const int n_steps = L - P;
+  for (int j = P; j < L; ++j, ++step) {
+    if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
+    const int n = j - fed;  // feed positions [fed, j)
+    win_tok.resize(size_t(B) * n);
+    win_pos.resize(size_t(B) * n);
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < n; ++r) {
+        win_tok[size_t(b) * n + r] = x[size_t(b) * L + fed + r];
+        win_pos[size_t(b) * n + r] = fed + r;
+      }
+    auto t_fwd = Clock::now();
+    ESOLM_TRY(model.step(cache, win_tok.data(), win_pos.data(), n, n, n - 1, logits.data()));
+    out.timings.forward_ms += ms_since(t_fwd);
+    ++out.nfe;
+    fed = j;
+    auto t_s = Clock::now();
+    StepEvent ev;
+    ev.step = step;
+    ev.n_steps = n_steps;
+    ev.phase = "ar";
+    ev.per_sequence = 1;
+    ev.positions.assign(B, j);
+    ev.tokens.resize(B);
+    for (int b = 0; b < B; ++b) {
+      int32_t tok;
+      if (fixed[j] >= 0) {
+        tok = req.given_tokens[size_t(b) * G + fixed[j]];
+      } else {
+        DrawKey key;
+        key.sequence = uint32_t(b);
+        key.position = uint32_t(j);
+        tok = sample_row(logits.data() + size_t(b) * V, V, sp, key);
+      }
+      x[size_t(b) * L + j] = tok;
+      ev.tokens[b] = tok;
+    }
+    out.timings.sample_ms += ms_since(t_s);
+    ev.nfe = out.nfe;
+    if (on_step) on_step(ev);
+  }
+  out.steps = n_steps;
+  out.tokens = x;
+  return Status::ok();
+}
+
+}  // namespace
+
+Status generate(Model& model, const GenerateRequest& req, KVCache* cache,
+                const std::function<void(const StepEvent&)>& on_step,
+                const std::atomic<bool>* cancel, GenerateResult& out) {
+  ESOLM_TRY(check_request(model, req));
+  out = GenerateResult{};
+  auto t0 = Clock::now();
+  Status s;
+  if (req.method == Method::mdlm) {
+    s = run_mdlm(model, req, on_step, cancel, out);
+  } else {
+    std::unique_ptr<KVCache> owned;
+    KVCache* c = nullptr;
+    ESOLM_TRY(prepare_cache(model, req, cache, owned, c));
+    s = req.method == Method::esolm ? run_esolm(model, req, *c, on_step, cancel, out)
+                                    : run_ar(model, req, *c, on_step, cancel, out);
+    if (owned) model.release_cache(*owned);
+  }
+  out.timings.total_ms = ms_since(t0);
+  return s;
+}
+
+}  // namespace esolm

@@ -1,0 +1,67 @@
+// generate.h — the generation loops (Eso-LM (B) with the KV cache, MDLM with the p(x0)
+// cache, AR with the KV cache), each run as one call with the loop in C++.
+//
+// Conditioning (absent from the official code): `given` positions hold caller tokens that
+// are clean from the start, first in slot order, committed in the first step and never
+// resampled. A prompt is given positions 0..P-1.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "engine/schedule.h"
+#include "engine/status.h"
+
+namespace esolm {
+
+enum class Method { esolm, mdlm, ar };
+
+struct GenerateRequest {
+  Method method = Method::esolm;
+  int batch = 1;
+  int length = 0;                    // L: tokens per sequence, <= model length
+  SampleParams sample;               // top_p, temperature, greedy, seed (mask from the model)
+  int steps = 0;                     // T (esolm log-linear schedule, mdlm timesteps)
+  double alpha0 = 1.0;               // esolm
+  int block_len = 0;                 // esolm block ("subcontext") schedule, 0 = off
+  bool block_shuffle = false;
+  std::vector<int> step_sizes;       // esolm: explicit step sizes (optional)
+  std::vector<std::vector<int32_t>> order;  // esolm: explicit order(s) of the free positions
+  std::vector<int32_t> given_positions;     // sorted, unique, shared by the batch
+  std::vector<int32_t> given_tokens;        // [batch * given_positions.size()]
+  int bos = -1;                      // ar: first token when nothing is given at position 0
+};
+
+// One step as seen from outside (streamed to JS).
+struct StepEvent {
+  int step = 0, n_steps = 0, nfe = 0;
+  const char* phase = "";            // "diffusion" | "sequential" | "mdlm" | "ar"
+  int per_sequence = 0;              // tokens revealed per sequence in this event
+  std::vector<int32_t> positions;    // [batch * per_sequence] original positions
+  std::vector<int32_t> tokens;       // [batch * per_sequence]
+};
+
+struct GenerateTimings {
+  double total_ms = 0, forward_ms = 0, sample_ms = 0, plan_ms = 0;
+  double diffusion_ms = 0, sequential_ms = 0;  // esolm phases (forward + sample)
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;       // [batch * length]
+  int nfe = 0;                       // network function evaluations (forward or step calls)
+  int steps = 0;                     // sampler steps taken (mdlm: including skipped NFEs)
+  int n_diffusion = 0;               // esolm: tokens revealed by the diffusion phase
+  GenerateTimings timings;
+};
+
+// on_step may be null. `cancel` is checked between steps: when set, returns aborted and
+// leaves the model usable. `cache` (optional) must have batch == req.batch and capacity
+// >= length; it is reset first. Without it a cache is created and released.
+Status generate(Model& model, const GenerateRequest& req, KVCache* cache,
+                const std::function<void(const StepEvent&)>& on_step,
+                const std::atomic<bool>* cancel, GenerateResult& out);
+
+}  // namespace esolm

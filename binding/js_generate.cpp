@@ -1,0 +1,174 @@
+// js_generate.cpp — N-API glue for engine/generate: one AsyncProgressQueueWorker per
+// generation (the whole loop runs off the event loop under the model lock); each step
+// event is queued to JS in order; cancel() sets a flag the loop checks between steps.
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "engine/generate.h"
+#include "js_common.h"
+#include "js_holders.h"
+
+namespace esolm {
+namespace {
+
+int get_int(Napi::Object o, const char* k, int dflt) {
+  Napi::Value v = o.Get(k);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
+}
+double get_num(Napi::Object o, const char* k, double dflt) {
+  Napi::Value v = o.Get(k);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
+}
+std::vector<int32_t> get_i32(Napi::Object o, const char* k) {
+  Napi::Value v = o.Get(k);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) return {};
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
+ public:
+  GenerateWorker(Napi::Env env, std::shared_ptr<ModelHolder> h, std::shared_ptr<CacheHolder> ch,
+                 GenerateRequest req, Napi::Value on_event, std::shared_ptr<std::atomic<bool>> cancel)
+      : Napi::AsyncProgressQueueWorker<StepEvent>(env), deferred_(Napi::Promise::Deferred::New(env)),
+        holder_(std::move(h)), cache_(std::move(ch)), req_(std::move(req)), cancel_(std::move(cancel)) {
+    if (on_event.IsFunction()) callback_ = Napi::Persistent(on_event.As<Napi::Function>());
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute(const ExecutionProgress& progress) override {
+    std::lock_guard<std::mutex> lk(holder_->mu);
+    if (!holder_->model) {
+      status_ = Status::error(Code::disposed, "the model has been disposed");
+      return;
+    }
+    KVCache* cache = nullptr;
+    if (cache_) {
+      if (!cache_->cache) {
+        status_ = Status::error(Code::disposed, "the cache has been disposed");
+        return;
+      }
+      cache = cache_->cache.get();
+    }
+    const bool stream = !callback_.IsEmpty();
+    try {
+      status_ = generate(*holder_->model, req_, cache,
+                         [&](const StepEvent& ev) {
+                           if (stream) progress.Send(&ev, 1);
+                         },
+                         cancel_.get(), result_);
+    } catch (const std::bad_alloc&) {
+      status_ = Status::error(Code::out_of_memory, "out of host memory");
+    } catch (const std::exception& e) {
+      status_ = Status::error(Code::internal, e.what());
+    }
+  }
+
+  void OnProgress(const StepEvent* ev, size_t count) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    for (size_t i = 0; i < count; ++i) {
+      const StepEvent& e = ev[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("step", e.step);
+      o.Set("steps", e.n_steps);
+      o.Set("nfe", e.nfe);
+      o.Set("phase", e.phase);
+      o.Set("perSequence", e.per_sequence);
+      Napi::Int32Array pos = Napi::Int32Array::New(env, e.positions.size());
+      Napi::Int32Array tok = Napi::Int32Array::New(env, e.tokens.size());
+      std::copy(e.positions.begin(), e.positions.end(), pos.Data());
+      std::copy(e.tokens.begin(), e.tokens.end(), tok.Data());
+      o.Set("positions", pos);
+      o.Set("tokens", tok);
+      callback_.Call({o});
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!status_) {
+      deferred_.Reject(make_error(env, status_).Value());
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Int32Array tokens = Napi::Int32Array::New(env, result_.tokens.size());
+    std::copy(result_.tokens.begin(), result_.tokens.end(), tokens.Data());
+    o.Set("tokens", tokens);
+    o.Set("nfe", result_.nfe);
+    o.Set("steps", result_.steps);
+    o.Set("nDiffusion", result_.n_diffusion);
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("totalMs", result_.timings.total_ms);
+    t.Set("forwardMs", result_.timings.forward_ms);
+    t.Set("sampleMs", result_.timings.sample_ms);
+    t.Set("planMs", result_.timings.plan_ms);
+    t.Set("diffusionMs", result_.timings.diffusion_ms);
+    t.Set("sequentialMs", result_.timings.sequential_ms);
+    o.Set("timings", t);
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<ModelHolder> holder_;
+  std::shared_ptr<CacheHolder> cache_;
+  GenerateRequest req_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  Napi::FunctionReference callback_;
+  Status status_;
+  GenerateResult result_;
+};
+
+}  // namespace
+
+Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::shared_ptr<CacheHolder> ch,
+                           Napi::Object r, Napi::Value on_event) {
+  GenerateRequest req;
+  const std::string method = r.Get("method").IsString() ? std::string(r.Get("method").As<Napi::String>()) : "";
+  if (method == "esolm") req.method = Method::esolm;
+  else if (method == "mdlm") req.method = Method::mdlm;
+  else if (method == "ar") req.method = Method::ar;
+  else throw make_error(env, Status::error(Code::invalid_arg, "unknown method '" + method + "'"));
+  req.batch = get_int(r, "batch", 1);
+  req.length = get_int(r, "length", 0);
+  req.steps = get_int(r, "steps", 0);
+  req.alpha0 = get_num(r, "alpha0", 1.0);
+  req.block_len = get_int(r, "blockLen", 0);
+  req.block_shuffle = r.Get("blockShuffle").ToBoolean();
+  req.sample.top_p = get_num(r, "topP", 1.0);
+  req.sample.temperature = get_num(r, "temperature", 1.0);
+  req.sample.greedy = r.Get("greedy").ToBoolean();
+  // The seed arrives as two 32-bit halves (a JS number cannot hold 64 bits).
+  req.sample.seed = (uint64_t(uint32_t(get_num(r, "seedHi", 0))) << 32) | uint32_t(get_num(r, "seedLo", 0));
+  req.bos = get_int(r, "bos", -1);
+  for (int32_t v : get_i32(r, "stepSizes")) req.step_sizes.push_back(v);
+  std::vector<int32_t> order = get_i32(r, "order");
+  const int n_orders = get_int(r, "orderCount", 0);
+  if (!order.empty()) {
+    if (n_orders <= 0 || order.size() % size_t(n_orders) != 0)
+      throw make_error(env, Status::error(Code::invalid_arg, "order must hold orderCount equal-length orders"));
+    const size_t len = order.size() / size_t(n_orders);
+    for (int i = 0; i < n_orders; ++i)
+      req.order.emplace_back(order.begin() + i * len, order.begin() + (i + 1) * len);
+  }
+  req.given_positions = get_i32(r, "givenPositions");
+  req.given_tokens = get_i32(r, "givenTokens");
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  auto* w = new GenerateWorker(env, h, ch, std::move(req), on_event, cancel);
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("promise", promise);
+  out.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo& info) {
+            cancel->store(true);
+            return info.Env().Undefined();
+          }));
+  return out;
+}
+
+}  // namespace esolm
