@@ -23,6 +23,7 @@
 
 #include "cuda_probe.h"
 #include "engine/backend.h"
+#include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/schedule.h"
 
@@ -368,6 +369,46 @@ int main(int argc, char** argv) {
   for (const Gen& g : gens)
     std::printf("| %d | %d | %d | %d | %.1f | %.1f | %.1fx | %s |\n", g.L, g.B, g.T, g.nfe, g.eso_ms,
                 g.mdlm_ms, g.mdlm_ms / g.eso_ms, g.note.c_str());
+
+  // ---- measured whole generations through engine/generate (host sampling included)
+  struct Measured { std::string method; int L, B, T, nfe; double ms, fwd_ms, sample_ms; std::string note; };
+  std::vector<Measured> measured;
+  for (auto mt : std::vector<std::pair<Method, int>>{{Method::esolm, 16}, {Method::esolm, 128}, {Method::esolm, 1024},
+                                                     {Method::mdlm, 16}, {Method::mdlm, 128}, {Method::mdlm, 1024},
+                                                     {Method::ar, 0}}) {
+    Measured me{mt.first == Method::esolm ? "esolm" : mt.first == Method::mdlm ? "mdlm" : "ar", 1024, 1, mt.second, 0,
+                NAN, NAN, NAN, ""};
+    if (ms_since(t_start) > (mt.first == Method::mdlm && mt.second == 1024 ? 100e3 : 135e3)) {
+      me.note = "skipped: bench time budget";
+      measured.push_back(me);
+      continue;
+    }
+    GenerateRequest req;
+    req.method = mt.first;
+    req.batch = 1;
+    req.length = 1024;
+    req.steps = mt.second;
+    req.alpha0 = 1.0;
+    req.bos = 50256;
+    req.sample.top_p = 0.9;
+    req.sample.seed = 11;
+    GenerateResult res;
+    Status gs = generate(*model, req, nullptr, nullptr, nullptr, res);
+    if (!gs) {
+      me.note = "error: " + gs.message;
+    } else {
+      me.nfe = res.nfe;
+      me.ms = res.timings.total_ms;
+      me.fwd_ms = res.timings.forward_ms;
+      me.sample_ms = res.timings.sample_ms;
+    }
+    measured.push_back(me);
+  }
+  std::printf("\nMeasured generations (engine/generate, batch 1, L = 1024, top-p 0.9, logits copied to the host and sampled there):\n\n");
+  std::printf("| method | L | B | T | NFE | total ms | forward ms | sample ms | note |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (const Measured& me : measured)
+    std::printf("| %s | %d | %d | %d | %d | %.1f | %.1f | %.1f | %s |\n", me.method.c_str(), me.L, me.B, me.T, me.nfe,
+                me.ms, me.fwd_ms, me.sample_ms, me.note.c_str());
   std::printf("\nbench total %.1f s\n", ms_since(t_start) / 1e3);
 
   if (argc > 1) {
@@ -397,6 +438,15 @@ int main(int argc, char** argv) {
                    "\"ratio\": %s, \"note\": \"%s\"}%s\n",
                    g.L, g.B, g.T, g.nfe, json_num(g.eso_ms).c_str(), json_num(g.mdlm_ms).c_str(),
                    json_num(g.mdlm_ms / g.eso_ms).c_str(), g.note.c_str(), i + 1 < gens.size() ? "," : "");
+    }
+    std::fprintf(fp, "  ],\n  \"measured_generation\": [\n");
+    for (size_t i = 0; i < measured.size(); ++i) {
+      const Measured& me = measured[i];
+      std::fprintf(fp,
+                   "    {\"method\": \"%s\", \"L\": %d, \"B\": %d, \"T\": %d, \"nfe\": %d, \"ms\": %s, "
+                   "\"forward_ms\": %s, \"sample_ms\": %s, \"note\": \"%s\"}%s\n",
+                   me.method.c_str(), me.L, me.B, me.T, me.nfe, json_num(me.ms).c_str(), json_num(me.fwd_ms).c_str(),
+                   json_num(me.sample_ms).c_str(), me.note.c_str(), i + 1 < measured.size() ? "," : "");
     }
     std::fprintf(fp, "  ]\n}\n");
     std::fclose(fp);
