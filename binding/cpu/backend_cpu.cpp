@@ -251,6 +251,16 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
 
+  Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p, const DrawKey* keys,
+                     int32_t* out) override {
+    if (logits.dtype != DType::f32 || rows > logits.rows)
+      return Status::error(Code::internal, "sample_rows: logits must be F32 with enough rows");
+    const float* lg = static_cast<const float*>(logits.data);
+    const int vocab = int(logits.cols);
+    pool_.parallel_for(rows, [&](int64_t i) { out[i] = sample_row(lg + i * vocab, vocab, p, keys[i]); });
+    return Status::ok();
+  }
+
   Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override {
     const int32_t* idx = static_cast<const int32_t*>(index.data);
     const size_t row_bytes = size_t(x.cols) * dtype_size(x.dtype);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "sampler.h"
 #include "status.h"
 
 namespace esolm {
@@ -111,7 +112,17 @@ class Backend {
 
   // out[i] = x[index[i]]   (row gather; x and out same dtype/cols; index I32 [m, 1])
   virtual Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) = 0;
+
+  // (optional) One token per row of logits (F32 [>= rows, vocab] in this backend's memory),
+  // the same choice as esolm::sample_row(row, vocab, p, keys[i]) (sampler.h); out is host
+  // memory [rows]. Defaults to downloading the rows and sampling them on the host.
+  virtual Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p,
+                             const DrawKey* keys, int32_t* out);
 };
+
+// Samples rows of host logits (the default sample_rows, also used by the CPU backend).
+void sample_rows_host(const float* logits, int64_t rows, int vocab, const SampleParams& p,
+                      const DrawKey* keys, int32_t* out);
 
 // Factories. create_cuda_backend is defined only in the CUDA addon (ESOLM_WITH_CUDA).
 std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */);

@@ -8,6 +8,8 @@
 // top-p filtered p(x0): the same distribution as the official single Gumbel-max over the
 // V tokens plus the mask entry (P(stay masked) = r), but only revealed rows are sampled.
 // AR: one token per step through the KV cache.
+// Eso-LM and AR sample on the backend (Backend::sample_rows): logits stay on the device;
+// forward_ms then includes the head and the sampling, and sample_ms is bookkeeping only.
 #include "engine/generate.h"
 
 #include <algorithm>
@@ -122,8 +124,8 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
   const int n_steps = int(plan.step_sizes.size());
   int u = G, p = G;  // u: slots decided so far; p: slots to commit in this step's window
   int diffusion_left = plan.n_diffusion;
-  std::vector<int32_t> win_tok, win_pos;
-  std::vector<float> logits;
+  std::vector<int32_t> win_tok, win_pos, picks;
+  std::vector<DrawKey> keys;
   for (int i = 0; i < n_steps; ++i) {
     if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
     const int k = plan.step_sizes[i];
@@ -138,9 +140,18 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
         win_tok[size_t(b) * n + r] = z[size_t(b) * L + slot];
         win_pos[size_t(b) * n + r] = plan.order[b][slot];
       }
-    logits.resize(size_t(B) * k * V);
+    keys.resize(size_t(B) * k);
+    picks.resize(size_t(B) * k);
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < k; ++r) {
+        DrawKey& key = keys[size_t(b) * k + r];
+        key.sequence = uint32_t(b);
+        key.position = uint32_t(plan.order[b][u + r]);
+        key.round = 0;
+      }
+    // Forward, head for the k mask rows only, and sampling on the backend.
     auto t_fwd = Clock::now();
-    ESOLM_TRY(model.step(cache, win_tok.data(), win_pos.data(), n, p, p, logits.data()));
+    ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, p, p, sp, keys.data(), picks.data()));
     out.timings.forward_ms += ms_since(t_fwd);
     ++out.nfe;
     auto t_s = Clock::now();
@@ -151,18 +162,13 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
     ev.phase = diffusion ? "diffusion" : "sequential";
     ev.positions.resize(size_t(B) * k);
     ev.tokens.resize(size_t(B) * k);
-    parallel_rows(int64_t(B) * k, [&](int64_t row) {
-      const int b = int(row / k), r = int(row % k);
-      const int slot = u + r;
-      const int32_t pos = plan.order[b][slot];
-      DrawKey key;
-      key.sequence = uint32_t(b);
-      key.position = uint32_t(pos);
-      const int32_t tok = sample_row(logits.data() + row * V, V, sp, key);
-      z[size_t(b) * L + slot] = tok;
-      ev.positions[row] = pos;
-      ev.tokens[row] = tok;
-    });
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < k; ++r) {
+        const size_t row = size_t(b) * k + r;
+        z[size_t(b) * L + u + r] = picks[row];
+        ev.positions[row] = int32_t(keys[row].position);
+        ev.tokens[row] = picks[row];
+      }
     out.timings.sample_ms += ms_since(t_s);
     (diffusion ? out.timings.diffusion_ms : out.timings.sequential_ms) += ms_since(t_step);
     if (diffusion) diffusion_left -= k;
@@ -299,7 +305,8 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
   std::vector<int32_t> win_tok, win_pos;
-  std::vector<float> logits(size_t(B) * V);
+  std::vector<int32_t> picks(B);
+  std::vector<DrawKey> keys(B);
   int fed = 0;  // positions already in the cache
   int step = 0;
   const int n_steps = L - P;
@@ -313,8 +320,9 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
         win_tok[size_t(b) * n + r] = x[size_t(b) * L + fed + r];
         win_pos[size_t(b) * n + r] = fed + r;
       }
+    for (int b = 0; b < B; ++b) keys[b] = DrawKey{uint32_t(b), uint32_t(j), 0};
     auto t_fwd = Clock::now();
-    ESOLM_TRY(model.step(cache, win_tok.data(), win_pos.data(), n, n, n - 1, logits.data()));
+    ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, n, n - 1, sp, keys.data(), picks.data()));
     out.timings.forward_ms += ms_since(t_fwd);
     ++out.nfe;
     fed = j;
@@ -331,10 +339,7 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
       if (fixed[j] >= 0) {
         tok = req.given_tokens[size_t(b) * G + fixed[j]];
       } else {
-        DrawKey key;
-        key.sequence = uint32_t(b);
-        key.position = uint32_t(j);
-        tok = sample_row(logits.data() + size_t(b) * V, V, sp, key);
+        tok = picks[b];
       }
       x[size_t(b) * L + j] = tok;
       ev.tokens[b] = tok;

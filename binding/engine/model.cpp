@@ -347,6 +347,14 @@ Status Model::run_blocks(const int32_t* tokens, const int32_t* positions, int ba
 }
 
 Status Model::run_head(const std::vector<int32_t>& rows, float* logits) {
+  const int64_t V = cfg_.vocab_size;
+  return run_head(rows, [&](const Tensor& lv, int64_t r0, int64_t m) {
+    return be_->download_f32(lv, 0, m, logits + r0 * V);
+  });
+}
+
+Status Model::run_head(const std::vector<int32_t>& rows,
+                       const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
   Backend& be = *be_;
   const int64_t d = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t chunk = 128;  // bounds the F32 logits buffer to chunk * V floats
@@ -373,7 +381,7 @@ Status Model::run_head(const std::vector<int32_t>& rows, float* logits) {
     if (s) s = be.gather_rows(view_rows(x_, ws_rows_), iv, xv);
     if (s) s = be.layernorm(xv, lnf_w_, lnf_b_, hv);
     if (s) s = be.linear(hv, head_w_, head_b_, lv, Epilogue::store);
-    if (s) s = be.download_f32(lv, 0, m, logits + r0 * V);
+    if (s) s = sink(lv, r0, m);
   }
   return s;
 }
@@ -496,8 +504,8 @@ Status Model::forward(const int32_t* tokens, const int32_t* positions, int batch
   return s;
 }
 
-Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
-                   int commit, int logits_from, float* logits) {
+Status Model::check_step(const KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                         int commit, int logits_from) const {
   if (n <= 0) return Status::error(Code::invalid_arg, "a step needs at least one token");
   if (commit < 0 || commit > n) return Status::error(Code::invalid_arg, "commit must be in [0, n]");
   if (logits_from < 0 || logits_from > n)
@@ -509,7 +517,12 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
                              " committed exceeds the cache capacity " + std::to_string(cache.capacity));
   const int64_t count = int64_t(cache.batch) * n;
   ESOLM_TRY(check_tokens(tokens, count));
-  ESOLM_TRY(check_positions(positions, count, cfg_.length));
+  return check_positions(positions, count, cfg_.length);
+}
+
+Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                   int commit, int logits_from, float* logits) {
+  ESOLM_TRY(check_step(cache, tokens, positions, n, commit, logits_from));
   AttnParams attn;
   attn.batch = cache.batch;
   attn.n_q = n;
@@ -528,6 +541,19 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
     ESOLM_TRY(run_head(rows, logits));
   }
   return Status::ok();
+}
+
+Status Model::step_sample(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                          int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
+                          int32_t* out_tokens) {
+  ESOLM_TRY(step(cache, tokens, positions, n, commit, n, nullptr));
+  if (logits_from >= n) return Status::ok();
+  std::vector<int32_t> rows;
+  for (int b = 0; b < cache.batch; ++b)
+    for (int r = logits_from; r < n; ++r) rows.push_back(b * n + r);
+  return run_head(rows, [&](const Tensor& lv, int64_t r0, int64_t m) {
+    return be_->sample_rows(lv, m, sp, keys + r0, out_tokens + r0);
+  });
 }
 
 }  // namespace esolm

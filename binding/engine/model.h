@@ -10,6 +10,7 @@
 // full causal forward() over the same sequence (test/model-cache.test.ts).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -68,6 +69,13 @@ class Model {
   Status step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
               int commit, int logits_from, float* logits);
 
+  // step() that samples instead of returning logits: one token per window row
+  // [logits_from, n) of each sequence, keys[b * (n - logits_from) + r] (sampler.h). The
+  // logits never leave the backend (sample_rows).
+  Status step_sample(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                     int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
+                     int32_t* out_tokens);
+
   // Validation shared by forward/step (token range, positions).
   Status check_tokens(const int32_t* tokens, int64_t count) const;
 
@@ -78,8 +86,13 @@ class Model {
   // of `cache`, attention by `attn`. Leaves the final residual in x_.
   Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
                     int slot0, KVCache& cache, const AttnParams& attn);
-  // Final LN + head over selected rows of x_ (index into [batch*n]) -> host logits.
-  Status run_head(const std::vector<int32_t>& rows, float* logits);
+  // Final LN + head over selected rows of x_ (index into [batch*n]), in chunks; for each
+  // chunk calls sink(logits tensor, first row, row count).
+  Status run_head(const std::vector<int32_t>& rows,
+                  const std::function<Status(const Tensor&, int64_t, int64_t)>& sink);
+  Status run_head(const std::vector<int32_t>& rows, float* logits);  // -> host logits
+  Status check_step(const KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                    int commit, int logits_from) const;
   Status ensure_workspace(int64_t rows);
   void release_workspace();
 
