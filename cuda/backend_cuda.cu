@@ -1,7 +1,8 @@
 // backend_cuda.cu — CudaBackend: the Backend (backend.h) on one CUDA device and stream.
 //
 // Memory: one cudaMalloc per tensor (zero-filled); host F32 <-> BF16 conversion happens
-// on the host around synchronous copies. Ops validate shapes (returning invalid_arg,
+// on the host. Uploads of <= 64 KiB are staged through a ring of pinned slots and do not
+// wait (no host sync inside a step); larger uploads wait for their copy. Downloads wait. Ops validate shapes (returning invalid_arg,
 // never touching memory out of bounds), then call the launchers of matmul / layernorm /
 // rope_kv / attention / embed. All work is ordered on the backend's own stream; launch
 // errors return at once, execution errors at the next synchronize() / download.
@@ -18,6 +19,7 @@
 #include "layernorm.cuh"
 #include "matmul.cuh"
 #include "rope_kv.cuh"
+#include "sample.cuh"
 
 namespace esolm {
 namespace cuda {
@@ -48,11 +50,41 @@ class CudaBackend final : public Backend {
     for (auto& kv : free_) cudaFree(kv.second);
     for (auto& kv : live_) cudaFree(kv.first);
     if (scratch_) cudaFree(scratch_);
+    if (tickets_) cudaFree(tickets_);
+    for (auto& sl : ring_) {
+      if (sl.ev) cudaEventDestroy(sl.ev);
+      if (sl.host) cudaFreeHost(sl.host);
+    }
+    if (keys_d_) cudaFree(keys_d_);
+    if (picks_d_) cudaFree(picks_d_);
+    if (keys_h_) cudaFreeHost(keys_h_);
+    if (picks_h_) cudaFreeHost(picks_h_);
     if (stream_) cudaStreamDestroy(stream_);
   }
   Status init() {
     CUDA_TRY(cudaSetDevice(dev_));
     CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // Split-K tickets of the skinny GEMM: zeroed once, left zeroed by every kernel.
+    const size_t tb = linear_ticket_count() * sizeof(unsigned);
+    if (cudaMalloc(&tickets_, tb) != cudaSuccess || cudaMemset(tickets_, 0, tb) != cudaSuccess) {
+      cudaGetLastError();
+      if (tickets_) cudaFree(tickets_);
+      tickets_ = nullptr;  // the skinny GEMM then runs without split-K
+    }
+    // Pinned staging ring for small uploads (optional: without it uploads wait).
+    ring_.resize(kRingSlots);
+    for (auto& sl : ring_) {
+      if (cudaHostAlloc(&sl.host, kSlotBytes, cudaHostAllocDefault) != cudaSuccess ||
+          cudaEventCreateWithFlags(&sl.ev, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        for (auto& x : ring_) {
+          if (x.ev) cudaEventDestroy(x.ev);
+          if (x.host) cudaFreeHost(x.host);
+        }
+        ring_.clear();
+        break;
+      }
+    }
     return reserve(size_t(1) << 20);
   }
   const char* name() const override { return "cuda"; }
@@ -166,7 +198,17 @@ class CudaBackend final : public Backend {
     // F32 operands are converted to BF16 in scratch (the tensor cores take BF16).
     const size_t in_b = in.dtype == DType::bf16 ? 0 : align(size_t(in.numel()) * 2);
     const size_t w_b = W.dtype == DType::bf16 ? 0 : align(size_t(W.numel()) * 2);
-    if (in_b + w_b) ESOLM_TRY(reserve(in_b + w_b));
+    // Split-K partials of the skinny GEMM (if it cannot be had, the GEMM runs unsplit).
+    const size_t part_f = tickets_ ? linear_workspace_floats(in.rows, W.rows, in.cols, sm_) : 0;
+    size_t part_b = align(part_f * 4);
+    if (in_b + w_b + part_b) {
+      Status rs = reserve(in_b + w_b + part_b);
+      if (!rs && part_b) {
+        part_b = 0;
+        rs = in_b + w_b ? reserve(in_b + w_b) : Status::ok();
+      }
+      ESOLM_TRY(rs);
+    }
     const void* a = in.data;
     const void* w = W.data;
     if (in_b) {
@@ -178,9 +220,11 @@ class CudaBackend final : public Backend {
       ESOLM_TRY(launch_convert(W.data, W.dtype, dst, DType::bf16, W.numel(), stream_));
       w = dst;
     }
+    float* part = part_b ? reinterpret_cast<float*>(static_cast<char*>(scratch_) + in_b + w_b) : nullptr;
     return launch_linear(static_cast<const __nv_bfloat16*>(a), static_cast<const __nv_bfloat16*>(w),
                          bias.empty() ? nullptr : static_cast<const float*>(bias.data), out.data,
-                         out.dtype, in.rows, W.rows, in.cols, ep, sm_, stream_);
+                         out.dtype, in.rows, W.rows, in.cols, ep, sm_, stream_, part,
+                         part_b / 4, part_b ? tickets_ : nullptr);
   }
 
   Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n, int n_heads,
@@ -245,11 +289,68 @@ class CudaBackend final : public Backend {
                               out.rows, x.cols * int64_t(dtype_size(x.dtype)), stream_);
   }
 
+  // Fused device sampler (sample.cu): keys go up through a pinned buffer, one int32 per row
+  // comes back; the only host wait is for the picks.
+  Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p,
+                     const DrawKey* keys, int32_t* out) override {
+    if (logits.dtype != DType::f32 || rows < 0 || rows > logits.rows)
+      return Status::error(Code::internal, "sample_rows: logits must be F32 with enough rows");
+    if (rows == 0) return Status::ok();
+    if (logits.cols > 0x7fffffff) return Backend::sample_rows(logits, rows, p, keys, out);
+    CUDA_TRY(cudaSetDevice(dev_));
+    if (rows > pick_cap_) {
+      CUDA_TRY(cudaStreamSynchronize(stream_));
+      if (keys_d_) cudaFree(keys_d_);
+      if (picks_d_) cudaFree(picks_d_);
+      if (keys_h_) cudaFreeHost(keys_h_);
+      if (picks_h_) cudaFreeHost(picks_h_);
+      keys_d_ = nullptr; picks_d_ = nullptr; keys_h_ = nullptr; picks_h_ = nullptr;
+      pick_cap_ = 0;
+      const int64_t cap = std::max<int64_t>(rows, 256);
+      cudaError_t e = cudaMalloc(&keys_d_, size_t(cap) * sizeof(DrawKey));
+      if (e == cudaSuccess) e = cudaMalloc(&picks_d_, size_t(cap) * sizeof(int32_t));
+      if (e == cudaSuccess) e = cudaHostAlloc(&keys_h_, size_t(cap) * sizeof(DrawKey), cudaHostAllocDefault);
+      if (e == cudaSuccess) e = cudaHostAlloc(&picks_h_, size_t(cap) * sizeof(int32_t), cudaHostAllocDefault);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        return cuda_status(e, "sample_rows buffers");
+      }
+      pick_cap_ = cap;
+    }
+    std::memcpy(keys_h_, keys, size_t(rows) * sizeof(DrawKey));
+    CUDA_TRY(cudaMemcpyAsync(keys_d_, keys_h_, size_t(rows) * sizeof(DrawKey), cudaMemcpyHostToDevice, stream_));
+    ESOLM_TRY(launch_sample_rows(static_cast<const float*>(logits.data), logits.cols, int(logits.cols),
+                                 rows, p, keys_d_, picks_d_, stream_));
+    CUDA_TRY(cudaMemcpyAsync(picks_h_, picks_d_, size_t(rows) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    CUDA_TRY(cudaStreamSynchronize(stream_));
+    std::memcpy(out, picks_h_, size_t(rows) * sizeof(int32_t));
+    return Status::ok();
+  }
+
  private:
+  static constexpr int kRingSlots = 64;
+  static constexpr size_t kSlotBytes = size_t(64) << 10;
+  struct Slot {
+    void* host = nullptr;
+    cudaEvent_t ev = nullptr;
+    bool used = false;
+  };
   static size_t align(size_t b) { return (b + 255) & ~size_t(255); }
   Status copy_in(Tensor& t, const void* host) {
     if (t.numel() == 0) return Status::ok();
     CUDA_TRY(cudaSetDevice(dev_));
+    if (!ring_.empty() && t.bytes() <= kSlotBytes) {
+      // Small upload: stage in a pinned slot, copy asynchronously, no wait. A slot is
+      // reused only after its previous copy has completed (its event).
+      Slot& sl = ring_[ring_next_];
+      ring_next_ = (ring_next_ + 1) % ring_.size();
+      if (sl.used) CUDA_TRY(cudaEventSynchronize(sl.ev));
+      std::memcpy(sl.host, host, t.bytes());
+      CUDA_TRY(cudaMemcpyAsync(t.data, sl.host, t.bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_TRY(cudaEventRecord(sl.ev, stream_));
+      sl.used = true;
+      return Status::ok();
+    }
     CUDA_TRY(cudaMemcpyAsync(t.data, host, t.bytes(), cudaMemcpyHostToDevice, stream_));
     CUDA_TRY(cudaStreamSynchronize(stream_));  // the host buffer may be a temporary
     return Status::ok();
@@ -314,6 +415,14 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  unsigned* tickets_ = nullptr;
+  std::vector<Slot> ring_;
+  size_t ring_next_ = 0;
+  DrawKey* keys_d_ = nullptr;
+  int32_t* picks_d_ = nullptr;
+  DrawKey* keys_h_ = nullptr;
+  int32_t* picks_h_ = nullptr;
+  int64_t pick_cap_ = 0;
 };
 
 }  // namespace

@@ -9,6 +9,8 @@
 // masked at the store, so any M, N work; K must be a multiple of 8 (16-byte chunks).
 #include "matmul.cuh"
 
+#include <algorithm>
+
 namespace esolm {
 namespace cuda {
 
@@ -195,6 +197,148 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+// ---------------------------------------------------------------- skinny (M <= 128)
+// Tensor cores with the tokens in mma's N = 8 dimension: y^T = W · x^T, W the A operand.
+// A CTA of 4 warps owns 64 output features (16 per warp) for one k-split of the
+// reduction; every lane loads 16 bytes of W (rows g, g+8) and of x (token g of each 8-token
+// tile) per 32-wide k-chunk. Inside a chunk the k order is permuted identically for A
+// and B (lane t holds physical k 8t..8t+7: words 0,1 -> mma 0, words 2,3 -> mma 1), which
+// only reorders the sum. Split-K across CTAs (grid.y) fills the SMs when N is small: each
+// split writes F32 partials, and the last CTA of a column group (atomic ticket) adds
+// them in split order (deterministic), applies bias + epilogue, and re-arms the ticket.
+constexpr int kSkW = 4;                 // warps per CTA
+constexpr int kSkCols = 16 * kSkW;      // output features per CTA
+constexpr int kSkCounters = 4096;       // tickets (column groups) available for split-K
+
+__device__ __forceinline__ uint4 ld16(const bf16* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+template <int MT, int U>
+__global__ void __launch_bounds__(kSkW * 32)
+    gemm_skinny_kernel(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                       const float* __restrict__ bias, void* out, DType odt, int M, int N, int K,
+                       Epilogue ep, int cps, float* part, unsigned* tickets) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int splits = gridDim.y, split = blockIdx.y;
+  const int n0 = blockIdx.x * kSkCols + warp * 16;
+  const int nch = (K + 31) / 32;
+  const int c_begin = split * cps, c_end = min(nch, c_begin + cps);
+  const int r0 = min(n0 + g, N - 1), r1 = min(n0 + g + 8, N - 1);  // clamped: discarded
+  const bf16* w0 = W + int64_t(r0) * K + 8 * t;
+  const bf16* w1 = W + int64_t(r1) * K + 8 * t;
+  const bf16* xr[MT];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) xr[i] = X + int64_t(min(i * 8 + g, M - 1)) * K + 8 * t;
+
+  float acc[MT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+  for (int c = c_begin; c < c_end; c += U) {
+    uint4 wa[U], wb[U], xv[U][MT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int kk = (c + u) * 32;
+      const bool ok = (c + u < c_end) && (kk + 8 * t < K);
+      const uint4 z = make_uint4(0, 0, 0, 0);
+      wa[u] = ok ? ld16(w0 + kk) : z;
+      wb[u] = ok ? ld16(w1 + kk) : z;
+#pragma unroll
+      for (int i = 0; i < MT; ++i) xv[u][i] = ok ? ld16(xr[i] + kk) : z;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t a0[4] = {wa[u].x, wb[u].x, wa[u].y, wb[u].y};
+      const uint32_t a1[4] = {wa[u].z, wb[u].z, wa[u].w, wb[u].w};
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        mma_bf16(acc[i], a0, xv[u][i].x, xv[u][i].y);
+        mma_bf16(acc[i], a1, xv[u][i].z, xv[u][i].w);
+      }
+    }
+  }
+
+  // c0,c1 -> (feature g, tokens 2t, 2t+1); c2,c3 -> (feature g+8, same tokens).
+  if (splits > 1) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tok = i * 8 + 2 * t + (e & 1), f = n0 + g + (e >= 2 ? 8 : 0);
+        if (tok < M && f < N) part[(int64_t(split) * M + tok) * N + f] = acc[i][e];
+      }
+    __threadfence();
+    __syncthreads();
+    __shared__ unsigned s_last;
+    if (threadIdx.x == 0) s_last = atomicAdd(&tickets[blockIdx.x], 1u) == unsigned(splits - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tok = i * 8 + 2 * t + (e & 1), f = n0 + g + (e >= 2 ? 8 : 0);
+        float s = 0.f;
+        if (tok < M && f < N)
+          for (int sp = 0; sp < splits; ++sp) s += __ldcg(&part[(int64_t(sp) * M + tok) * N + f]);
+        acc[i][e] = s;
+      }
+    if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // re-arm for the next launch
+  }
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int tok = i * 8 + 2 * t + (e & 1), f = n0 + g + (e >= 2 ? 8 : 0);
+      if (tok < M && f < N)
+        epilogue_store(out, odt, int64_t(tok) * N + f, acc[i][e] + (bias ? bias[f] : 0.f), ep);
+    }
+}
+
+struct SkinnyPlan {
+  bool use = false;
+  int mt = 1, groups = 1, splits = 1, cps = 1;
+};
+
+// Rule: K % 8 == 0 and M <= 64, or M <= 128 with N <= 4096 (not the vocab head, where
+// the 128x128 tiles reuse x better). Splits: enough CTAs for ~4 per SM, >= 2 chunks per
+// split, at most max(8, 32 / MT) partials per output (the last CTA reads them all).
+static SkinnyPlan plan_skinny(int64_t M, int64_t N, int64_t K, int sm_count) {
+  SkinnyPlan p;
+  if (K % 8 != 0 || M <= 0 || N <= 0 || K > (int64_t(1) << 30) || N > (int64_t(1) << 30)) return p;
+  if (!(M <= 64 || (M <= 128 && N <= 4096))) return p;
+  p.use = true;
+  p.mt = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : M <= 64 ? 8 : 16;
+  p.groups = int((N + kSkCols - 1) / kSkCols);
+  const int nch = int((K + 31) / 32);
+  const int smax = std::max(8, 32 / p.mt);
+  int want = int((4 * int64_t(sm_count) + p.groups - 1) / p.groups);
+  want = std::min(want, std::max(1, nch / 2));
+  want = std::min(want, smax);
+  if (p.groups > kSkCounters) want = 1;
+  want = std::max(want, 1);
+  p.cps = (nch + want - 1) / want;
+  p.splits = (nch + p.cps - 1) / p.cps;
+  return p;
+}
+
+template <int MT, int U>
+static void run_skinny(const SkinnyPlan& p, const bf16* in, const bf16* W, const float* bias,
+                       void* out, DType odt, int64_t M, int64_t N, int64_t K, Epilogue ep,
+                       float* part, unsigned* tickets, cudaStream_t st) {
+  dim3 grid(unsigned(p.groups), unsigned(p.splits));
+  gemm_skinny_kernel<MT, U><<<grid, kSkW * 32, 0, st>>>(in, W, bias, out, odt, int(M), int(N),
+                                                        int(K), ep, p.cps, part, tickets);
+}
+
+size_t linear_workspace_floats(int64_t M, int64_t N, int64_t K, int sm_count) {
+  const SkinnyPlan p = plan_skinny(M, N, K, sm_count);
+  return p.use && p.splits > 1 ? size_t(p.splits) * size_t(M) * size_t(N) : 0;
+}
+size_t linear_ticket_count() { return kSkCounters; }
+
 // Any shape (k % 8 != 0): one thread per output element.
 __global__ void linear_naive_kernel(const bf16* X, const bf16* W, const float* bias, void* out,
                                     DType odt, int64_t M, int64_t N, int64_t K, Epilogue ep) {
@@ -228,11 +372,26 @@ static Status run_tc(const bf16* in, const bf16* W, const float* bias, void* out
 
 Status launch_linear(const bf16* in, const bf16* W, const float* bias, void* out, DType odt,
                      int64_t M, int64_t N, int64_t K, Epilogue ep, int sm_count,
-                     cudaStream_t st) {
+                     cudaStream_t st, float* ws, size_t ws_floats, unsigned* tickets) {
   if (M <= 0 || N <= 0) return Status::ok();
+  SkinnyPlan sk = plan_skinny(M, N, K, sm_count);
+  // Split-K needs the partials workspace and the tickets; without them run unsplit.
+  if (sk.use && sk.splits > 1 &&
+      (!ws || !tickets || ws_floats < size_t(sk.splits) * size_t(M) * size_t(N))) {
+    sk.cps = int((K + 31) / 32);
+    sk.splits = 1;
+  }
   if (K % 8 != 0) {
     linear_naive_kernel<<<grid_1d(M * N, 256), 256, 0, st>>>(in, W, bias, out, odt, M, N, K, ep);
-  } else if (M <= 16) {
+  } else if (sk.use) {
+    switch (sk.mt) {
+      case 1: run_skinny<1, 4>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+      case 2: run_skinny<2, 4>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+      case 4: run_skinny<4, 2>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+      case 8: run_skinny<8, 2>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+      default: run_skinny<16, 1>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+    }
+  } else if (M <= 16) {  // only reached when the skinny plan declines (huge N or K)
     if (M == 1) run_gemv<1>(in, W, bias, out, odt, M, N, K, ep, st);
     else if (M == 2) run_gemv<2>(in, W, bias, out, odt, M, N, K, ep, st);
     else if (M <= 4) run_gemv<4>(in, W, bias, out, odt, M, N, K, ep, st);

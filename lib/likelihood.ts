@@ -35,6 +35,13 @@
  *
  * Everywhere the MASK column of the logits is set to −1e6 before the log-softmax (as the
  * official code does); log-softmax is computed in float64 from the float32 logits.
+ * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4);
+ * Eso-LM (A) models (mixed2 diffusion, prefix-LM sequential phase) are not covered.
+ *
+ * Standard error: the sample standard deviation of the per-sample estimates over
+ * sqrt(samples). The per-sample estimates are independent except that `nelbo`'s t is
+ * stratified across them, which only lowers the true variance of the mean: the reported
+ * stderr is then conservative. It is 0 for deterministic estimates and NaN for one sample.
  *
  * Randomness: a seeded PRNG of our own (xoshiro128** seeded by splitmix32 from a hash of
  * (seed, sequence index, sample index, stream)), so results depend only on `seed` and the
@@ -458,22 +465,25 @@ function batchFor(r: Resolved, len: number, vocab: number): number {
   return Math.max(1, Math.min(MAX_AUTO_BATCH, Math.floor(LOGITS_BUDGET / (len * vocab * 4))));
 }
 
-/** Σ over scored slots of −log softmax(logits row, MASK column = −1e6)[target], float64. */
+/**
+ * Σ over scored slots of −log softmax(logits row, MASK column = −1e6)[target], float64.
+ * Writes −1e6 into the MASK column of each scored row (the buffer is ours).
+ */
 function scoreRow(logits: Float32Array, offset: number, n: number, V: number, maskIndex: number, targets: Int32Array): number {
   let total = 0;
   for (let i = 0; i < n; i++) {
     const tgt = targets[i]!;
     if (tgt < 0) continue;
     const o = offset + i * V;
+    if (maskIndex >= 0) logits[o + maskIndex] = MASK_LOGIT;
     let m = -Infinity;
-    for (let v = 0; v < V; v++) {
-      const l = v === maskIndex ? MASK_LOGIT : logits[o + v]!;
+    for (let v = o; v < o + V; v++) {
+      const l = logits[v]!;
       if (l > m) m = l;
     }
     let s = 0;
-    for (let v = 0; v < V; v++) s += Math.exp((v === maskIndex ? MASK_LOGIT : logits[o + v]!) - m);
-    const lt = tgt === maskIndex ? MASK_LOGIT : logits[o + tgt]!;
-    total -= lt - m - Math.log(s);
+    for (let v = o; v < o + V; v++) s += Math.exp(logits[v]! - m);
+    total -= logits[o + tgt]! - m - Math.log(s);
   }
   return total;
 }

@@ -12,6 +12,7 @@ import { EsolmError, expected, invalidArg, native, nativeSync } from './errors.j
 import { expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
 import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
+import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import {
   cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
   type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
@@ -175,7 +176,7 @@ export class Model {
   /** @internal */ native_: NativeModel | null;
   /** @internal */ readonly addon_: NativeAddon;
   /** @internal */ readonly caches_ = new Set<Cache>();
-  /** @internal */ tokenizer_: TokenizerLike | null = null;
+  /** @internal */ tokenizer_: Tokenizer | null = null;
 
   private constructor(dir: string, config: ModelConfig, backend: BackendName, reason: string | undefined,
     nm: NativeModel, addon: NativeAddon) {
@@ -197,6 +198,7 @@ export class Model {
     if (!isInt(threads) || threads < 0 || threads > 1024) throw expected('an integer in [0, 1024]', 'options.threads', threads);
 
     const { config, entries } = readModelFolder(dir);
+    const tokenizer = await loadTokenizer(config, dir);
 
     let backend: BackendName = 'cpu';
     let reason: string | undefined;
@@ -216,7 +218,9 @@ export class Model {
       }
     }
     const nm = await native(addon.loadModel({ ...config, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads));
-    return new Model(path.resolve(dir), config, backend, reason, nm, addon);
+    const model = new Model(path.resolve(dir), config, backend, reason, nm, addon);
+    model.tokenizer_ = tokenizer;
+    return model;
   }
 
   get disposed(): boolean {
@@ -461,8 +465,8 @@ export class Model {
     let bos = s.bos ?? -1;
     if (bos >= this.config.vocab_size) throw invalidArg(`bos ${bos} is outside the vocabulary`);
     if (s.method === 'ar' && bos < 0 && !given.has(0)) {
-      const t = this.tokenizer_ as { bos?: number } | null;
-      if (t?.bos !== undefined) bos = t.bos;
+      const t = this.tokenizer_;
+      if (t?.bosId !== undefined) bos = t.bosId;
       else throw invalidArg('AR generation needs a prompt, a token fixed at position 0, or a sampler bos token');
     }
     return {
@@ -497,7 +501,7 @@ export class Model {
   }
 
   /** The model's tokenizer (from config.json "tokenizer"), or null. */
-  get tokenizer(): TokenizerLike | null {
+  get tokenizer(): Tokenizer | null {
     return this.tokenizer_;
   }
 
@@ -516,14 +520,6 @@ export class Model {
   [Symbol.dispose](): void {
     this.dispose();
   }
-}
-
-/** What generate() needs of a tokenizer (lib/tokenizers implements it). */
-export interface TokenizerLike {
-  name: string;
-  encode(text: string): Int32Array;
-  decode(ids: ArrayLike<number>): string;
-  bos?: number;
 }
 
 interface RawResult {

@@ -93,6 +93,8 @@ export function packageRoot(): string {
 
 interface Attempt { where: string; error: string }
 
+const loadedFrom = new Map<NativeAddon, string>();
+
 function tryLoad(candidates: string[], attempts: Attempt[]): NativeAddon | null {
   for (const file of candidates) {
     if (!existsSync(file)) {
@@ -100,7 +102,9 @@ function tryLoad(candidates: string[], attempts: Attempt[]): NativeAddon | null 
       continue;
     }
     try {
-      return require(file) as NativeAddon;
+      const addon = require(file) as NativeAddon;
+      loadedFrom.set(addon, file);
+      return addon;
     } catch (e) {
       attempts.push({ where: file, error: (e as Error).message.split('\n')[0] });
     }
@@ -123,6 +127,11 @@ function candidates(base: string, addonName: string): string[] {
 let cpuAddon: NativeAddon | null = null;
 let cudaAddon: NativeAddon | null | undefined;
 let cudaLoadError = '';
+
+/** The file an addon was loaded from. */
+export function addonPath(addon: NativeAddon): string | undefined {
+  return loadedFrom.get(addon);
+}
 
 /** Loads the CPU addon or throws ERR_NO_ADDON listing what was tried. */
 export function loadCpuAddon(): NativeAddon {

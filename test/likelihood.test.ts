@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
@@ -444,6 +445,9 @@ describe('evalText and the eval command', () => {
     const stream = cleanSeq(new Rng(14), rm, 20);
     const file = join(root, 'text.txt');
     writeFileSync(file, Array.from(stream).join(' '));
+    let bar = '';
+    const fakeTty = Object.assign(new PassThrough(), { isTTY: true, columns: 100 });
+    fakeTty.on('data', (d: Buffer) => { bar += d.toString(); });
     const run = async (args: string[]): Promise<string> => {
       let out = '';
       const program = new Command().exitOverride().configureOutput({ writeErr: () => undefined });
@@ -451,6 +455,7 @@ describe('evalText and the eval command', () => {
         loadModel: (dir, backend) => Model.load(dir, { backend, threads: 2 }),
         tokenize: (_m, text) => ({ tokens: Int32Array.from(text.trim().split(/\s+/).map(Number)), bytes: 40 }),
         stdout: { write: (s: string) => { out += s; } },
+        stderr: fakeTty,
       });
       await program.parseAsync(['node', 'esolm', 'eval', rm.dir, file, ...args]);
       return out;
@@ -467,6 +472,10 @@ describe('evalText and the eval command', () => {
     expect(text).toMatch(/bits\/token/);
     expect(text).toMatch(/bits\/byte/);
     expect(text).toMatch(/tokens\s+20 scored of 20, 3 chunks/);
+    expect(bar).toMatch(/eval .*\| \d+\/\d+ forwards/); // the progress bar, on a TTY only
+    bar = '';
+    await run(['--json', '--samples', '2']);
+    expect(bar).toBe('');
     await expect(run(['--alpha0', 'abc'])).rejects.toThrow(/Not a number/);
     await expect(run(['--alpha0', '2'])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
   });

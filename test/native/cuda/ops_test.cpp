@@ -22,6 +22,8 @@
 #include "engine/backend.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/philox.h"
+#include "engine/sampler.h"
 
 using namespace esolm;
 
@@ -278,6 +280,159 @@ void test_embed_gather(Ctx& c, int64_t vocab, int64_t d, int64_t rows) {
   }
 }
 
+
+// ------------------------------------------------------------------ sampler
+// CUDA sample_rows vs esolm::sample_row on identical F32 logits (the CUDA tensor downloaded).
+// exp/log differ by ulps between the two, so a row passes when the CUDA pick is the CPU's,
+// or is kept by the nucleus definition (mass strictly above it <= p * Z, up to 1e-9) and
+// its float64 Gumbel score is within 1e-9 (1 + |max|) of the CPU pick's score. Every row
+// must pass and >= 99% must be exactly equal; two CUDA runs must agree exactly.
+enum class LogitKind { normal, quantised, mask_top, edge };
+
+double test_x(float f, const SampleParams& p) {
+  double d = double(f);
+  if (d != d) d = -std::numeric_limits<double>::infinity();
+  const bool valid = p.temperature > 0 && p.temperature < std::numeric_limits<double>::infinity();
+  if (valid && p.temperature != 1.0) d /= p.temperature;
+  return d;
+}
+
+// Whether token t is an acceptable pick for one row (see above).
+bool pick_acceptable(const float* row, int V, const SampleParams& p, const DrawKey& key, int32_t t,
+                     int32_t ref) {
+  if (t == ref) return true;
+  if (t < 0 || t >= V || t == p.mask_index || ref < 0) return false;
+  const double inf = std::numeric_limits<double>::infinity();
+  const bool greedy = p.greedy || !(p.temperature > 0 && p.temperature < inf);
+  if (greedy) return double(row[t]) == double(row[ref]);  // only an exact tie may differ
+  double m = -inf;
+  for (int i = 0; i < V; ++i)
+    if (i != p.mask_index) m = std::max(m, test_x(row[i], p));
+  const double xt = test_x(row[t], p), xr = test_x(row[ref], p);
+  double bt = xt, br = xr;
+  if (m == inf || m == -inf) {  // uniform over the tokens at m
+    if (xt != m) return false;
+    bt = br = 0;
+  } else if (p.top_p < 1.0) {
+    double z = 0, above = 0;
+    for (int i = 0; i < V; ++i) {
+      if (i == p.mask_index) continue;
+      const double e = std::exp(test_x(row[i], p) - m);
+      z += e;
+      if (test_x(row[i], p) > xt) above += e;
+    }
+    if (above > std::max(p.top_p, 0.0) * z * (1 + 1e-9) + 1e-300) return false;
+  }
+  auto g = [&](int32_t tok) {
+    const double u = draw_uniform(p.seed, key.sequence, key.position, key.round, uint32_t(tok));
+    return -std::log(-std::log(u));
+  };
+  const double st = bt + g(t), sr = br + g(ref);
+  return st >= sr - 1e-9 * (1 + std::fabs(sr));
+}
+
+void test_sampler(Ctx& c, int V, int rows, SampleParams p, LogitKind kind) {
+  const char* kn = kind == LogitKind::normal ? "normal" : kind == LogitKind::quantised ? "quantised"
+                 : kind == LogitKind::mask_top ? "mask-top" : "edge";
+  char name[160];
+  std::snprintf(name, sizeof name, "sample_rows V=%d rows=%d p=%.2f T=%.2f%s %s", V, rows, p.top_p,
+                p.temperature, p.greedy ? " greedy" : "", kn);
+  ++g_cases;
+  const float inf = std::numeric_limits<float>::infinity();
+  std::normal_distribution<float> nd(0.f, 3.f);
+  std::vector<float> lg(size_t(rows) * V);
+  for (int r = 0; r < rows; ++r) {
+    float* row = &lg[size_t(r) * V];
+    for (int t = 0; t < V; ++t) {
+      float v = nd(g_rng);
+      if (kind == LogitKind::quantised) v = std::round(v) * 0.5f;  // many exact ties
+      row[t] = v;
+    }
+    if (kind == LogitKind::mask_top && p.mask_index >= 0) row[p.mask_index] = 1e4f;
+    if (kind == LogitKind::edge) {
+      switch (r % 6) {
+        case 0: row[r % V] = inf; row[(r + 3) % V] = inf; break;            // +inf take all
+        case 1: for (int t = 0; t < V; ++t) row[t] = -inf; break;           // all -inf
+        case 2: for (int t = 0; t < V; t += 3) row[t] = kNaN; break;        // NaN never wins
+        case 3: for (int t = 0; t < V; ++t) row[t] = (t % 5 == 0) ? -inf : row[t]; break;
+        case 4: row[(r * 7) % V] = 40.f; break;                              // one dominant
+        default: for (int t = 0; t < V; ++t) row[t] = 1.f; break;           // all tied
+      }
+    }
+  }
+  T dev(c.cu, DType::f32, rows, V);
+  if (!dev.t.data) { ++g_fail; std::printf("FAIL %s: alloc\n", name); return; }
+  Status s = up(c.cu, dev.t, lg);
+  std::vector<float> host = down(c.cu, dev.t);  // the very logits the kernel reads
+  std::vector<DrawKey> keys(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) keys[size_t(r)] = DrawKey{uint32_t(r % 3), uint32_t(r * 7 + 1), uint32_t(r % 2)};
+  std::vector<int32_t> got(static_cast<size_t>(rows), -7), got2(static_cast<size_t>(rows), -9), ref(static_cast<size_t>(rows));
+  if (s) s = c.cu->sample_rows(dev.t, rows, p, keys.data(), got.data());
+  if (s) s = c.cu->sample_rows(dev.t, rows, p, keys.data(), got2.data());
+  if (!s) {
+    ++g_fail;
+    std::printf("FAIL %s: %s\n", name, s.message.c_str());
+    return;
+  }
+  int exact = 0, bad = 0, first_bad = -1;
+  for (int r = 0; r < rows; ++r) {
+    ref[size_t(r)] = sample_row(&host[size_t(r) * V], V, p, keys[size_t(r)]);
+    exact += got[size_t(r)] == ref[size_t(r)];
+    if (!pick_acceptable(&host[size_t(r) * V], V, p, keys[size_t(r)], got[size_t(r)], ref[size_t(r)])) {
+      ++bad;
+      if (first_bad < 0) first_bad = r;
+    }
+  }
+  const bool det = got == got2;
+  const double frac = double(exact) / rows;
+  const bool ok = bad == 0 && det && frac >= 0.99;
+  std::printf("%s %-58s exact %d/%d, unacceptable %d, deterministic %s\n", ok ? "ok  " : "FAIL", name,
+              exact, rows, bad, det ? "yes" : "no");
+  if (first_bad >= 0)
+    std::printf("     row %d: cuda %d cpu %d\n", first_bad, got[size_t(first_bad)], ref[size_t(first_bad)]);
+  if (!ok) ++g_fail;
+}
+
+void run_sampler_tests(Ctx& c) {
+  const int vocabs[] = {7, 1000, 50258};
+  for (int V : vocabs) {
+    if (g_quick && V != 1000) continue;
+    const int rows = V == 50258 ? 64 : 130;
+    for (double tp : {0.5, 0.9, 1.0})
+      for (double temp : {1.0, 0.7}) {
+        SampleParams p;
+        p.top_p = tp;
+        p.temperature = temp;
+        p.mask_index = V - 1;
+        p.seed = 0x1234567890ull + uint64_t(V);
+        test_sampler(c, V, rows, p, LogitKind::normal);
+        if (g_quick) break;
+      }
+    SampleParams p;
+    p.mask_index = V - 1;
+    p.seed = 99;
+    p.greedy = true;
+    test_sampler(c, V, rows, p, LogitKind::normal);
+    test_sampler(c, V, rows, p, LogitKind::quantised);
+    p.greedy = false;
+    p.top_p = 0.9;
+    test_sampler(c, V, rows, p, LogitKind::quantised);
+    test_sampler(c, V, rows, p, LogitKind::edge);
+    p.top_p = 0.5;
+    p.temperature = 0.7;
+    test_sampler(c, V, rows, p, LogitKind::quantised);
+    p.mask_index = V / 2;
+    test_sampler(c, V, rows, p, LogitKind::mask_top);
+    p.top_p = 1.0;
+    test_sampler(c, V, rows, p, LogitKind::mask_top);
+    p.top_p = 0.0;  // keeps only the tokens tied at the max
+    test_sampler(c, V, rows, p, LogitKind::quantised);
+    p.top_p = 0.9;
+    p.temperature = 0.0;  // invalid temperature = greedy
+    test_sampler(c, V, rows, p, LogitKind::mask_top);
+  }
+}
+
 // ------------------------------------------------------------------ whole model
 ModelConfig tiny_config() {
   ModelConfig cfg;
@@ -517,6 +672,62 @@ void test_generate(Models& m) {
   }
 }
 
+
+// Model::step_sample on CUDA (fused device sampler) vs esolm::sample_row over the logits
+// of the same CUDA step (identical logits: the kernels are deterministic), and vs the CPU
+// model's step_sample (different logits: bf16, so only mostly equal, not asserted exactly).
+void test_model_step_sample(Models& m, int batch, int prev, int k, double top_p, double temp) {
+  const ModelConfig& cfg = m.cpu->config();
+  const int V = cfg.vocab_size, n = prev + k;
+  std::vector<int32_t> tok(size_t(batch) * n), pos(size_t(batch) * n);
+  for (int b = 0; b < batch; ++b) {
+    std::vector<int32_t> perm(static_cast<size_t>(cfg.length));
+    for (int i = 0; i < cfg.length; ++i) perm[size_t(i)] = i;
+    std::shuffle(perm.begin(), perm.end(), g_rng);
+    for (int r = 0; r < n; ++r) {
+      tok[size_t(b) * n + r] = r < prev ? int32_t(g_rng() % (V - 1)) : cfg.mask_index;
+      pos[size_t(b) * n + r] = perm[size_t(r)];
+    }
+  }
+  SampleParams sp;
+  sp.top_p = top_p;
+  sp.temperature = temp;
+  sp.mask_index = cfg.mask_index;
+  sp.seed = 42;
+  std::vector<DrawKey> keys(size_t(batch) * k);
+  for (int b = 0; b < batch; ++b)
+    for (int r = 0; r < k; ++r) keys[size_t(b) * k + r] = DrawKey{uint32_t(b), uint32_t(pos[size_t(b) * n + prev + r]), 0};
+  char name[128];
+  std::snprintf(name, sizeof name, "model step_sample b=%d n=%d k=%d p=%.2f T=%.2f", batch, n, k, top_p, temp);
+  std::unique_ptr<KVCache> c1, c2, c3;
+  CHECK_OK(m.cu->create_cache(batch, cfg.length, c1));
+  CHECK_OK(m.cu->create_cache(batch, cfg.length, c2));
+  CHECK_OK(m.cpu->create_cache(batch, cfg.length, c3));
+  std::vector<int32_t> got(keys.size(), -5), cpu_picks(keys.size(), -5);
+  std::vector<float> lg(keys.size() * size_t(V), kNaN);
+  CHECK_OK(m.cu->step_sample(*c1, tok.data(), pos.data(), n, prev, prev, sp, keys.data(), got.data()));
+  CHECK_OK(m.cu->step(*c2, tok.data(), pos.data(), n, prev, prev, lg.data()));
+  CHECK_OK(m.cpu->step_sample(*c3, tok.data(), pos.data(), n, prev, prev, sp, keys.data(), cpu_picks.data()));
+  m.cu->release_cache(*c1);
+  m.cu->release_cache(*c2);
+  m.cpu->release_cache(*c3);
+  int exact = 0, bad = 0, same_cpu = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const float* row = &lg[i * size_t(V)];
+    const int32_t ref = sample_row(row, V, sp, keys[i]);
+    exact += got[i] == ref;
+    bad += !pick_acceptable(row, V, sp, keys[i], got[i], ref);
+    same_cpu += got[i] == cpu_picks[i];
+  }
+  const int rows = int(keys.size());
+  const bool ok = bad == 0 && exact >= 0.99 * rows;
+  ++g_cases;
+  std::printf("%s %-58s exact vs host sampling of the same logits %d/%d, unacceptable %d; "
+              "cuda vs cpu model picks %d/%d (not asserted)\n",
+              ok ? "ok  " : "FAIL", name, exact, rows, bad, same_cpu, rows);
+  if (!ok) ++g_fail;
+}
+
 void run_model_tests(Backend* cu, Backend* cpu) {
   const ModelConfig cfg = tiny_config();
   Models m;
@@ -532,6 +743,11 @@ void run_model_tests(Backend* cu, Backend* cpu) {
   }
   test_model_steps(m, 2, {3, 1, 17, 2, 40, 5});
   if (!g_quick) test_model_steps(m, 3, {64, 64, 1, 1, 16, 100});
+  test_model_step_sample(m, 2, 5, 7, 0.9, 1.0);
+  if (!g_quick) {
+    test_model_step_sample(m, 3, 40, 100, 0.5, 0.7);   // 300 rows: three head chunks
+    test_model_step_sample(m, 1, 0, 16, 1.0, 1.0);
+  }
   test_generate(m);
 }
 
@@ -550,6 +766,22 @@ void run_op_tests(Ctx& c) {
   test_linear(c, 3, 40, 20, Epilogue::store, true, DType::f32);     // naive path (k % 8 != 0)
   test_linear(c, 4, 33, 64, Epilogue::store, false, DType::f32, DType::f32);  // F32 input converted
   test_linear(c, 40, 33, 64, Epilogue::gelu, false, DType::bf16, DType::f32);
+  // skinny tensor-core path (rows <= 64, or <= 128 with n <= 4096), with and without
+  // split-K (k = 3072 / n = 768 splits; n = 50258 does not), odd n, k % 32 != 0
+  {
+    const int64_t sk_rows[] = {1, 2, 8, 9, 16, 33, 64, 100, 128};
+    for (int64_t r : sk_rows) {
+      if (g_quick && r != 9 && r != 33) continue;
+      test_linear(c, r, 768, 3072, Epilogue::add_to, true, DType::f32);
+      test_linear(c, r, 2304, 768, Epilogue::store, false, DType::bf16);
+      test_linear(c, r, 1001, 104, Epilogue::gelu, true, DType::bf16);
+    }
+    if (!g_quick) {
+      test_linear(c, 16, 3072, 768, Epilogue::gelu, true, DType::bf16);
+      test_linear(c, 16, 50258, 768, Epilogue::store, true, DType::f32);  // head, 16 rows
+      test_linear(c, 129, 768, 3072, Epilogue::add_to, true, DType::f32);  // 64x64 tiles again
+    }
+  }
   if (!g_quick) {
     test_linear(c, 2100, 2304, 768, Epilogue::store, false, DType::bf16);  // 128x128 tiles
     test_linear(c, 1000, 1003, 256, Epilogue::gelu, true, DType::bf16);
@@ -626,6 +858,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Backend> cpu = create_cpu_backend(0);
   Ctx c{cu.get(), cpu.get()};
   run_op_tests(c);
+  run_sampler_tests(c);
   run_model_tests(cu.get(), cpu.get());
   Status fin = cu->synchronize();
   if (!fin) {

@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// The `esolm` executable (package.json "bin"): see cli.ts.
+import { main } from './cli.js';
+
+void main();

@@ -1,0 +1,346 @@
+/**
+ * The `esolm` command line: generate, eval, convert, info, doctor, bench.
+ * With no --model, generate uses the default model shipped in the package (models/default).
+ */
+import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import cliProgress from 'cli-progress';
+import { EsolmError } from './errors.js';
+import { Model, type StepEvent } from './model.js';
+import { Sampler, type SamplerMethod } from './sampler.js';
+import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, packageRoot } from './native.js';
+import { registerEvalCommand } from './eval-text.js';
+import { convertCheckpoint } from './checkpoint/convert.js';
+import type { Tokenizer } from './tokenizers/index.js';
+
+type BackendOpt = 'cpu' | 'cuda' | 'auto';
+
+/** The model folder shipped in the package. */
+export function defaultModelDir(): string {
+  return path.join(packageRoot(), 'models', 'default');
+}
+
+function int(v: string): number {
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isSafeInteger(x)) throw new InvalidArgumentError('Not an integer.');
+  return x;
+}
+function num(v: string): number {
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isFinite(x)) throw new InvalidArgumentError('Not a number.');
+  return x;
+}
+function backendOpt(v: string): BackendOpt {
+  if (v !== 'cpu' && v !== 'cuda' && v !== 'auto') throw new InvalidArgumentError('Expected cpu, cuda or auto.');
+  return v;
+}
+
+async function openModel(dir: string | undefined, backend: BackendOpt): Promise<Model> {
+  const d = dir ?? defaultModelDir();
+  if (!dir && !existsSync(path.join(d, 'config.json'))) {
+    throw new EsolmError('ERR_IO', `the default model is missing from this installation (${d}); pass --model <dir>`);
+  }
+  return Model.load(d, { backend });
+}
+
+/**
+ * Turns an infill pattern into given tokens: every `_` is one position to generate; the
+ * text between runs of `_` is tokenized and fixed at its positions, in order.
+ */
+export function parseInfill(pattern: string, tok: Tokenizer): { length: number; fixed: Map<number, number> } {
+  const fixed = new Map<number, number>();
+  let pos = 0;
+  for (const part of pattern.split(/(_+)/)) {
+    if (part.length === 0) continue;
+    if (/^_+$/.test(part)) {
+      pos += part.length;
+      continue;
+    }
+    for (const t of tok.encode(part)) fixed.set(pos++, t);
+  }
+  return { length: pos, fixed };
+}
+
+/** Renders the sequence being denoised: masked positions as '░', one cell per token. */
+function render(tokens: Int32Array, mask: number, tok: Tokenizer | null): string {
+  if (tok?.name === 'bytes') {
+    // Bytes: decode runs of revealed bytes together so multi-byte characters show.
+    let out = '';
+    let run: number[] = [];
+    const flush = (): void => { if (run.length) out += tok.decode(run); run = []; };
+    for (const t of tokens) {
+      if (t === mask) { flush(); out += '░'; } else run.push(t);
+    }
+    flush();
+    return out.replace(/\n/g, '⏎');
+  }
+  return Array.from(tokens, (t) => (t === mask ? '░' : tok ? tok.decode([t]) : `${t} `)).join('').replace(/\n/g, '⏎');
+}
+
+interface GenerateCli {
+  model?: string; infill?: string; length?: number; steps: number; alpha0: number; topP: number;
+  temperature: number; seed: number; batch: number; method: SamplerMethod; backend: BackendOpt;
+  greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number;
+}
+
+async function generateCommand(prompt: string | undefined, o: GenerateCli): Promise<void> {
+  const model = await openModel(o.model, o.backend);
+  try {
+    const tok = model.tokenizer;
+    const L0 = o.length ?? model.config.length;
+    let length = L0;
+    let fixed: Map<number, number> | undefined;
+    let promptTokens: Int32Array | undefined;
+    if (o.infill !== undefined) {
+      if (!tok) throw new EsolmError('ERR_INVALID_ARG', '--infill needs a model with a tokenizer');
+      if (prompt !== undefined) throw new EsolmError('ERR_INVALID_ARG', 'give either a prompt or --infill, not both');
+      const p = parseInfill(o.infill, tok);
+      fixed = p.fixed;
+      length = Math.max(p.length, o.length ?? 0);
+    } else if (prompt !== undefined) {
+      if (!tok) throw new EsolmError('ERR_INVALID_ARG', 'a text prompt needs a model with a tokenizer');
+      promptTokens = tok.encode(prompt);
+    }
+    const sampler = new Sampler({
+      method: o.method,
+      ...(o.method !== 'ar' && o.blocks === undefined ? { steps: o.steps } : {}),
+      ...(o.method === 'esolm' ? { alpha0: o.alpha0 } : {}),
+      ...(o.blocks !== undefined ? { blocks: { length: o.blocks, shuffle: true } } : {}),
+      topP: o.topP, temperature: o.temperature, seed: o.seed, greedy: o.greedy ?? false,
+    });
+    const mask = model.config.mask_index;
+    const live = o.stream && !o.json;
+    const tty = process.stdout.isTTY === true;
+    const current = Array.from({ length: o.batch }, () => new Int32Array(length).fill(mask));
+    const given = new Map<number, number>(fixed ?? []);
+    promptTokens?.forEach((t, i) => given.set(i, t));
+    for (const seq of current) for (const [p, t] of given) if (p < length) seq[p] = t;
+    let shownLines = 0;
+    let lastDraw = 0;
+    const draw = (final: boolean): void => {
+      const now = Date.now();
+      if (!final && now - lastDraw < 33) return;  // ~30 frames per second
+      lastDraw = now;
+      const lines = current.map((s, b) => `${o.batch > 1 ? `[${b}] ` : ''}${render(s, mask, tok)}`);
+      if (tty) {
+        const width = process.stdout.columns || 80;
+        if (shownLines > 0) process.stdout.write(`\x1b[${shownLines}F\x1b[J`);
+        const text = lines.join('\n');
+        process.stdout.write(text + '\n');
+        shownLines = lines.reduce((n, l) => n + Math.max(1, Math.ceil([...l].length / width)), 0);
+      } else if (final) {
+        process.stdout.write(lines.join('\n') + '\n');
+      }
+    };
+    let bar: cliProgress.SingleBar | null = null;
+    const showBar = !live && !o.json && process.stderr.isTTY === true && length >= 256;
+    const onStep = (e: StepEvent): void => {
+      for (let b = 0; b < o.batch; b++) {
+        for (let q = 0; q < e.perSequence; q++) {
+          const p = e.positions[b * e.perSequence + q];
+          if (p >= 0) current[b][p] = e.tokens[b * e.perSequence + q];
+        }
+      }
+      if (live) draw(false);
+      if (bar) {
+        if (e.step === 0) bar.start(e.steps, 0);
+        bar.update(e.step + 1);
+      }
+    };
+    if (showBar) {
+      bar = new cliProgress.SingleBar({ stream: process.stderr, format: `${o.method} [{bar}] {value}/{total} steps | {duration_formatted}`, hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic);
+    }
+    if (live) draw(true);
+    const res = await model.generate({
+      sampler, batch: o.batch, length,
+      ...(promptTokens ? { prompt: promptTokens } : {}),
+      ...(fixed ? { fixed } : {}),
+      onStep,
+    });
+    bar?.stop();
+    if (o.json) {
+      process.stdout.write(JSON.stringify({
+        model: model.dir, backend: model.backend, method: o.method, length, nfe: res.nfe, steps: res.steps,
+        nDiffusion: res.nDiffusion, timings: res.timings,
+        sequences: res.sequences.map((s, i) => ({ tokens: Array.from(s), ...(res.text ? { text: res.text[i] } : {}) })),
+      }, null, 2) + '\n');
+      return;
+    }
+    if (live) {
+      res.sequences.forEach((s, b) => current[b].set(s));
+      draw(true);
+    } else {
+      res.sequences.forEach((s, b) => {
+        if (o.batch > 1) process.stdout.write(`--- sequence ${b}\n`);
+        process.stdout.write((res.text ? res.text[b] : Array.from(s).join(' ')) + '\n');
+      });
+    }
+    process.stderr.write(`[${o.method}${o.method === 'esolm' ? ` alpha0=${o.alpha0}` : ''} L=${length} NFE=${res.nfe} ` +
+      `${(res.timings.totalMs / 1e3).toFixed(2)} s on ${model.backend}]\n`);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function infoCommand(dir: string | undefined, o: { backend: BackendOpt; json?: boolean }): Promise<void> {
+  const model = await openModel(dir, o.backend);
+  try {
+    const c = model.config;
+    const d = c.hidden_size;
+    const blocks = c.n_blocks * (4 * d * d + 2 * 4 * d * d + 4 * d + d);
+    const params = c.vocab_size * d * 2 + c.vocab_size + blocks;
+    const info = {
+      model: model.dir, config: c, backend: model.backend, ...(model.backendReason ? { backendReason: model.backendReason } : {}),
+      tokenizer: model.tokenizer?.name ?? null,
+      parameters: params, weightBytesF32: params * 4,
+      kvBytesPerToken: c.n_blocks * 2 * d * (model.backend === 'cuda' ? 2 : 4),
+      process: { rssBytes: process.memoryUsage().rss },
+    };
+    if (o.json) {
+      process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+      return;
+    }
+    const mb = (x: number): string => `${(x / 2 ** 20).toFixed(1)} MiB`;
+    console.log(`model      ${info.model}`);
+    console.log(`arch       ${c.arch}: hidden ${d}, ${c.n_heads} heads, ${c.n_blocks} blocks, vocab ${c.vocab_size} (mask ${c.mask_index}), context ${c.length}`);
+    console.log(`tokenizer  ${info.tokenizer ?? '(none: token ids only)'}`);
+    console.log(`parameters ${(params / 1e6).toFixed(2)} M (after folding the constant adaLN): ${mb(info.weightBytesF32)} as F32`);
+    console.log(`KV cache   ${info.kvBytesPerToken} bytes per token per sequence`);
+    console.log(`backend    ${model.backend}${model.backendReason ? ` (${model.backendReason})` : ''}`);
+    console.log(`memory     process RSS ${mb(info.process.rssBytes)}`);
+  } finally {
+    model.dispose();
+  }
+}
+
+function doctorCommand(o: { json?: boolean }): void {
+  const report: Record<string, unknown> = { platform: `${process.platform}-${process.arch}`, node: process.versions.node, cpus: cpus().length, cpuModel: cpus()[0]?.model };
+  try {
+    const info = loadCpuAddon().backendInfo();
+    report.cpu = { ok: true, kernels: info.cpuKernels, threads: info.hardwareThreads };
+  } catch (e) {
+    report.cpu = { ok: false, reason: (e as Error).message };
+  }
+  const cudaAddon = loadCudaAddon();
+  const why = cudaUnavailableReason();
+  report.cuda = cudaAddon ? { addon: true, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda } : { addon: false, usable: false, reason: why };
+  report.defaultModel = existsSync(path.join(defaultModelDir(), 'config.json')) ? defaultModelDir() : null;
+  if (o.json) {
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    return;
+  }
+  const cpu = report.cpu as { ok: boolean; kernels?: string; reason?: string };
+  console.log(`platform   ${report.platform}, Node ${report.node}, ${report.cpus} CPUs (${report.cpuModel})`);
+  console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels})` : `NOT AVAILABLE: ${cpu.reason}`}`);
+  console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})` : `not available: ${why}`}`);
+  console.log(`default    ${report.defaultModel ?? 'missing'}`);
+}
+
+async function benchCommand(dir: string | undefined, o: { backend: BackendOpt; length: number; steps: string; alpha0: number; json?: boolean }): Promise<void> {
+  const model = await openModel(dir, o.backend);
+  try {
+    const rows: { method: string; T: number | null; nfe: number; seconds: number; tokensPerS: number }[] = [];
+    const L = Math.min(o.length, model.config.length);
+    for (const T of o.steps.split(',').map(Number)) {
+      for (const method of ['esolm', 'mdlm'] as const) {
+        const sampler = new Sampler({ method, steps: T, ...(method === 'esolm' ? { alpha0: o.alpha0 } : {}), topP: 0.9, seed: 1 });
+        const r = await model.generate({ sampler, length: L });
+        rows.push({ method, T, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+      }
+    }
+    const bos = model.tokenizer?.bosId ?? 0;
+    const r = await model.generate({ sampler: new Sampler({ method: 'ar', topP: 0.9, seed: 1, bos }), length: L });
+    rows.push({ method: 'ar', T: null, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ model: model.dir, backend: model.backend, length: L, rows }, null, 2) + '\n');
+      return;
+    }
+    console.log(`${model.dir} on ${model.backend}, L = ${L}, batch 1, top-p 0.9\n`);
+    console.log('| method | T | NFE | seconds | tokens/s | MDLM / Eso-LM |\n|---|---:|---:|---:|---:|---:|');
+    for (const x of rows) {
+      const eso = rows.find((y) => y.method === 'esolm' && y.T === x.T);
+      console.log(`| ${x.method} | ${x.T ?? '-'} | ${x.nfe} | ${x.seconds.toFixed(3)} | ${x.tokensPerS.toFixed(0)} | ${x.method === 'mdlm' && eso ? (x.seconds / eso.seconds).toFixed(1) + 'x' : ''} |`);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program.name('esolm').description('Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js').showHelpAfterError();
+  program.command('generate')
+    .description('generate text (default: Eso-LM (B) with the default model)')
+    .argument('[prompt]', 'text the sequences start with')
+    .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
+    .option('--infill <pattern>', 'text with _ for each token to generate, e.g. "In the ____ God created"')
+    .option('-n, --length <n>', 'tokens per sequence (default: the model context length)', int)
+    .option('-T, --steps <n>', 'sampling steps T', int, 64)
+    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (the diffusion share)', num, 1)
+    .option('-p, --top-p <x>', 'nucleus top-p', num, 0.9)
+    .option('-t, --temperature <x>', 'softmax temperature', num, 1)
+    .option('-s, --seed <n>', 'random seed', int, 0)
+    .option('-b, --batch <n>', 'sequences to generate', int, 1)
+    .option('--method <name>', 'esolm | mdlm | ar', 'esolm')
+    .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', int)
+    .option('--greedy', 'take the most likely token')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--stream', 'show the denoising live')
+    .option('--json', 'print JSON')
+    .action(generateCommand);
+  registerEvalCommand(program, {
+    loadModel: (dir, backend) => Model.load(dir, { backend }),
+    tokenize: (model, text) => {
+      const t = model.tokenizer;
+      if (!t) throw new EsolmError('ERR_INVALID_ARG', 'this model has no tokenizer; eval needs one to read text');
+      const tokens = t.encode(text);
+      return t.name === 'bytes' ? { tokens, bytes: tokens.length } : { tokens, bytes: Buffer.byteLength(text, 'utf8') };
+    },
+  });
+  program.command('convert')
+    .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')
+    .argument('<input>').argument('<out-dir>')
+    .option('--dtype <t>', 'bf16 | f32', 'f32')
+    .option('--no-ema', 'take the raw weights instead of the EMA weights')
+    .option('--arch <a>', 'esolm | mdlm | ar (default: inferred)')
+    .option('--tokenizer <t>', 'tokenizer to record in config.json (default: gpt2 for vocab 50258)')
+    .option('--n-heads <n>', 'attention heads when the source has no config', int)
+    .option('--length <n>', 'context length when the source has no config', int)
+    .action(async (input: string, out: string, o: Record<string, unknown>) => {
+      const r = await convertCheckpoint(input, out, o as never);
+      console.log(`wrote ${out}: ${r.config.arch}, hidden ${r.config.hidden_size}, ${r.config.n_blocks} blocks, vocab ${r.config.vocab_size}, ${r.tensors} tensors (from ${r.source})`);
+    });
+  program.command('info')
+    .description('model, backend and memory')
+    .argument('[model]', 'model folder (default: the shipped model)')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--json', 'print JSON')
+    .action(infoCommand);
+  program.command('doctor')
+    .description('which backends load here, and why not')
+    .option('--json', 'print JSON')
+    .action(doctorCommand);
+  program.command('bench')
+    .description('time Eso-LM vs MDLM vs AR generation on a model')
+    .argument('[model]', 'model folder (default: the shipped model)')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('-n, --length <n>', 'tokens per sequence', int, 256)
+    .option('--steps <list>', 'comma-separated T values', '16,64')
+    .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)
+    .option('--json', 'print JSON')
+    .action(benchCommand);
+  return program;
+}
+
+/** Runs the CLI on process.argv; errors print one line and set a non-zero exit code. */
+export async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    process.stderr.write(`esolm: ${err.message ?? String(e)}${err.code ? ` (${err.code})` : ''}\n`);
+    process.exitCode = 1;
+  }
+}
