@@ -90,9 +90,10 @@ static Status read_tensor(const TensorEntry& e, HostTensor& out) {
   return Status::ok();
 }
 
-static Status make_backend(const std::string& name, int threads, std::unique_ptr<Backend>& out) {
+static Status make_backend(const std::string& name, int threads, DType weights,
+                           std::unique_ptr<Backend>& out) {
   if (name == "cpu") {
-    out = create_cpu_backend(threads);
+    out = create_cpu_backend(threads, weights);
   } else if (name == "cpu-reference") {
     out = create_cpu_reference_backend();
   } else if (name == "cuda") {
@@ -114,9 +115,9 @@ static Status make_backend(const std::string& name, int threads, std::unique_ptr
 class LoadWorker : public Napi::AsyncWorker {
  public:
   LoadWorker(Napi::Env env, ModelConfig cfg, std::vector<TensorEntry> entries, std::string backend,
-             int threads)
+             int threads, DType weights)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), cfg_(cfg),
-        entries_(std::move(entries)), backend_(std::move(backend)), threads_(threads) {}
+        entries_(std::move(entries)), backend_(std::move(backend)), threads_(threads), weights_(weights) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -130,7 +131,7 @@ class LoadWorker : public Napi::AsyncWorker {
       if (!status_) return;
     }
     holder_ = std::make_shared<ModelHolder>();
-    status_ = make_backend(backend_, threads_, holder_->backend);
+    status_ = make_backend(backend_, threads_, weights_, holder_->backend);
     if (!status_) return;
     status_ = Model::create(cfg_, std::move(w), holder_->backend.get(), holder_->model);
   }
@@ -142,6 +143,7 @@ class LoadWorker : public Napi::AsyncWorker {
   std::vector<TensorEntry> entries_;
   std::string backend_;
   int threads_;
+  DType weights_;
   Status status_;
   std::shared_ptr<ModelHolder> holder_;
 };
@@ -374,7 +376,7 @@ void LoadWorker::OnOK() {
   deferred_.Resolve(obj);
 }
 
-// loadModel(config, entries[], backend, threads) -> Promise<NativeModel>
+// loadModel(config, entries[], backend, threads, weights) -> Promise<NativeModel>
 static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject() || !info[1].IsArray())
@@ -409,7 +411,10 @@ static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   }
   std::string backend = info[2].IsString() ? std::string(info[2].As<Napi::String>()) : "cpu";
   int threads = info[3].IsNumber() ? info[3].ToNumber().Int32Value() : 0;
-  auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads);
+  // CPU weight storage: "bf16" halves weight memory and traffic; "f32" keeps F32.
+  const DType weights =
+      info[4].IsString() && std::string(info[4].As<Napi::String>()) == "bf16" ? DType::bf16 : DType::f32;
+  auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights);
   w->Queue();
   return w->Promise();
 }

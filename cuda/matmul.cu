@@ -10,6 +10,7 @@
 #include "matmul.cuh"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace esolm {
 namespace cuda {
@@ -201,9 +202,10 @@ __global__ void __launch_bounds__(256)
 // Tensor cores with the tokens in mma's N = 8 dimension: y^T = W · x^T, W the A operand.
 // A CTA of 4 warps owns 64 output features (16 per warp) for one k-split of the
 // reduction; every lane loads 16 bytes of W (rows g, g+8) and of x (token g of each 8-token
-// tile) per 32-wide k-chunk. Inside a chunk the k order is permuted identically for A
-// and B (lane t holds physical k 8t..8t+7: words 0,1 -> mma 0, words 2,3 -> mma 1), which
-// only reorders the sum. Split-K across CTAs (grid.y) fills the SMs when N is small: each
+// tile) per 32-wide k-chunk. The k order is permuted identically for A and B, which only
+// reorders the sum: in a group of U chunks starting at k0, chunk u of lane t is physical
+// k0 + (t * U + u) * 8 .. +7 (so the 4 lanes of a row read 64 * U contiguous bytes), and
+// words 0,1 feed the first mma of the chunk, words 2,3 the second. Split-K across CTAs (grid.y) fills the SMs when N is small: each
 // split writes F32 partials, and the last CTA of a column group (atomic ticket) adds
 // them in split order (deterministic), applies bias + epilogue, and re-arms the ticket.
 constexpr int kSkW = 4;                 // warps per CTA
@@ -225,11 +227,11 @@ __global__ void __launch_bounds__(kSkW * 32)
   const int nch = (K + 31) / 32;
   const int c_begin = split * cps, c_end = min(nch, c_begin + cps);
   const int r0 = min(n0 + g, N - 1), r1 = min(n0 + g + 8, N - 1);  // clamped: discarded
-  const bf16* w0 = W + int64_t(r0) * K + 8 * t;
-  const bf16* w1 = W + int64_t(r1) * K + 8 * t;
+  const bf16* w0 = W + int64_t(r0) * K;
+  const bf16* w1 = W + int64_t(r1) * K;
   const bf16* xr[MT];
 #pragma unroll
-  for (int i = 0; i < MT; ++i) xr[i] = X + int64_t(min(i * 8 + g, M - 1)) * K + 8 * t;
+  for (int i = 0; i < MT; ++i) xr[i] = X + int64_t(min(i * 8 + g, M - 1)) * K;
 
   float acc[MT][4];
 #pragma unroll
@@ -239,8 +241,11 @@ __global__ void __launch_bounds__(kSkW * 32)
     uint4 wa[U], wb[U], xv[U][MT];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int kk = (c + u) * 32;
-      const bool ok = (c + u < c_end) && (kk + 8 * t < K);
+      // Chunks past c_end in the last group are treated as zeros: their k lie beyond this
+      // split only if the group is cut short, so the group spans [c*32, min(c_end,c+U)*32).
+      const int gchunks = min(U, c_end - c);
+      const int kk = c * 32 + (t * gchunks + u) * 8;
+      const bool ok = (u < gchunks) && (kk < K);
       const uint4 z = make_uint4(0, 0, 0, 0);
       wa[u] = ok ? ld16(w0 + kk) : z;
       wb[u] = ok ? ld16(w1 + kk) : z;
@@ -302,15 +307,19 @@ struct SkinnyPlan {
   int mt = 1, groups = 1, splits = 1, cps = 1;
 };
 
-// Rule: K % 8 == 0 and M <= 64, or M <= 128 with N <= 4096 (not the vocab head, where
-// the 128x128 tiles reuse x better). Splits: enough CTAs for ~4 per SM, >= 2 chunks per
+// Rule (from the H200 run of 2026-11-27: skinny beat the GEMV at 8-16 rows, lost at 1-2
+// rows on the 50k head and at 128 rows to the tiles): K % 8 == 0 and 3 <= M <= 16, or
+// 17 <= M <= 64 with N <= 4096 (block GEMMs, where the 64x64 tiles give <= 48 CTAs).
+// ESOLM_CUDA_SKINNY=0 in the environment turns the path off (A/B timing in cuda_bench). Splits: enough CTAs for ~4 per SM, >= 2 chunks per
 // split, at most max(8, 32 / MT) partials per output (the last CTA reads them all).
 static SkinnyPlan plan_skinny(int64_t M, int64_t N, int64_t K, int sm_count) {
   SkinnyPlan p;
   if (K % 8 != 0 || M <= 0 || N <= 0 || K > (int64_t(1) << 30) || N > (int64_t(1) << 30)) return p;
-  if (!(M <= 64 || (M <= 128 && N <= 4096))) return p;
+  if (!(M >= 3 && (M <= 16 || (M <= 64 && N <= 4096)))) return p;
+  const char* env = std::getenv("ESOLM_CUDA_SKINNY");
+  if (env && env[0] == '0') return p;
   p.use = true;
-  p.mt = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : M <= 64 ? 8 : 16;
+  p.mt = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
   p.groups = int((N + kSkCols - 1) / kSkCols);
   const int nch = int((K + 31) / 32);
   const int smax = std::max(8, 32 / p.mt);
@@ -388,10 +397,9 @@ Status launch_linear(const bf16* in, const bf16* W, const float* bias, void* out
       case 1: run_skinny<1, 4>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
       case 2: run_skinny<2, 4>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
       case 4: run_skinny<4, 2>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
-      case 8: run_skinny<8, 2>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
-      default: run_skinny<16, 1>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
+      default: run_skinny<8, 2>(sk, in, W, bias, out, odt, M, N, K, ep, ws, tickets, st); break;
     }
-  } else if (M <= 16) {  // only reached when the skinny plan declines (huge N or K)
+  } else if (M <= 16) {  // 1-2 rows (and 3-16 when the skinny path is off)
     if (M == 1) run_gemv<1>(in, W, bias, out, odt, M, N, K, ep, st);
     else if (M == 2) run_gemv<2>(in, W, bias, out, odt, M, N, K, ep, st);
     else if (M <= 4) run_gemv<4>(in, W, bias, out, odt, M, N, K, ep, st);

@@ -12,3 +12,9 @@ export { loadCpuAddon, loadCudaAddon, cudaUnavailableReason, addonPath } from '.
 export { writeRandomModel, SMALL_CONFIG } from './random-model.js';
 export { loadTokenizer, createGpt2Tokenizer, createBytesTokenizer, loadTokenizerJson } from './tokenizers/index.js';
 export type { Tokenizer } from './tokenizers/index.js';
+export { computeNll } from './likelihood.js';
+export type { NllOptions, NllResult, NllSequenceResult, NllStats, NllEstimator } from './likelihood.js';
+export { evalText, registerEvalCommand } from './eval-text.js';
+export type { EvalTextOptions, EvalTextResult, EvalCommandDeps } from './eval-text.js';
+export { convertCheckpoint } from './checkpoint/convert.js';
+export type { ConvertOptions } from './checkpoint/convert.js';

@@ -13,6 +13,7 @@ import { expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from 
 import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
+import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
 import {
   cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
   type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
@@ -79,6 +80,13 @@ export interface LoadOptions {
   backend?: BackendName | 'auto';
   /** CPU threads; 0 = all cores. Defaults to 0. */
   threads?: number;
+  /**
+   * CPU weight storage: `bf16` halves memory and weight traffic (2x faster cached steps),
+   * `f32` keeps full precision, `auto` picks bf16 when the file's matrices are already
+   * BF16 (then it is exact) and f32 otherwise. The CUDA backend always uses bf16.
+   * Defaults to `auto`.
+   */
+  weights?: 'auto' | 'f32' | 'bf16';
 }
 
 export interface ForwardOptions {
@@ -197,8 +205,12 @@ export class Model {
     const threads = options.threads ?? 0;
     if (!isInt(threads) || threads < 0 || threads > 1024) throw expected('an integer in [0, 1024]', 'options.threads', threads);
 
+    const weightsOpt = options.weights ?? 'auto';
+    if (weightsOpt !== 'auto' && weightsOpt !== 'f32' && weightsOpt !== 'bf16') throw expected('"auto", "f32" or "bf16"', 'options.weights', weightsOpt);
     const { config, entries } = readModelFolder(dir);
     const tokenizer = await loadTokenizer(config, dir);
+    const matrices = entries.filter((e) => e.shape.length === 2);
+    const weights = weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16' : 'f32';
 
     let backend: BackendName = 'cpu';
     let reason: string | undefined;
@@ -217,7 +229,7 @@ export class Model {
         addon = loadCpuAddon();
       }
     }
-    const nm = await native(addon.loadModel({ ...config, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads));
+    const nm = await native(addon.loadModel({ ...config, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
     const model = new Model(path.resolve(dir), config, backend, reason, nm, addon);
     model.tokenizer_ = tokenizer;
     return model;
@@ -498,6 +510,17 @@ export class Model {
     const t = this.tokenizer_;
     if (t) out.text = sequences.map((seq) => t.decode(seq));
     return out;
+  }
+
+  /**
+   * Negative log-likelihood of one or more token sequences (nats), with per-token NLL,
+   * perplexity, bits per token and the Monte Carlo standard error. Estimators: `nelbo`
+   * (the Eso-LM hybrid bound at alpha0), `exact` (the importance-weighted any-order bound
+   * with `orders` orders) and `ar` (left to right, for arch ar). See lib/likelihood.ts.
+   */
+  async nll(tokens: Int32Array | readonly Int32Array[], opts: NllOptions = {}): Promise<NllResult> {
+    this.live();
+    return computeNll(this, tokens, opts);
   }
 
   /** The model's tokenizer (from config.json "tokenizer"), or null. */

@@ -480,3 +480,19 @@ describe('evalText and the eval command', () => {
     await expect(run(['--alpha0', '2'])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
   });
 });
+
+describe('Model.nll', () => {
+  it('delegates to computeNll with the same result', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'esolm-nll-'));
+    makeRandomModel(d, { arch: 'esolm', seed: 3 });
+    const m = await Model.load(d, { backend: 'cpu' });
+    const x = Int32Array.from([1, 2, 3, 4, 5, 6]);
+    const a = await m.nll(x, { alpha0: 0.5, samples: 3, seed: 7 });
+    const b = await computeNll(m, x, { alpha0: 0.5, samples: 3, seed: 7 });
+    expect(a.total.nll).toBe(b.total.nll);
+    expect(a.total.perplexity).toBeGreaterThan(1);
+    m.dispose();
+    await expect(m.nll(x)).rejects.toMatchObject({ code: 'ERR_DISPOSED' });
+    rmSync(d, { recursive: true, force: true });
+  });
+});

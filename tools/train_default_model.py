@@ -31,6 +31,9 @@ import struct
 import sys
 import time
 
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '2')  # before numpy/torch load the BLAS
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -125,6 +128,38 @@ class Block(nn.Module):
         h = self.norm2(x) * (1 + cm) + sm
         return x + gm * self.mlp(h)
 
+    def forward_seq(self, xz, xx, c, cos, sin, causal, strict):
+        """Sequential phase (z0 (+) x, §2.3) without the dense 2n x 2n mask: the x stream is causal over
+        itself; z row i attends to x rows j < i (additive mask `strict`) and to itself. Same result as
+        forward() on the concatenation with sequential_mask(n); about 4x less attention work."""
+        B, n, d = xx.shape
+        H = self.H
+        hd = d // H
+        sa, ca, ga, sm, cm, gm = self.adaLN_modulation(c).chunk(6, dim=-1)
+        both = torch.cat([xz, xx], 1)
+        h = self.norm1(both) * (1 + ca) + sa
+        q, k, v = self.attn_qkv(h).view(B, 2 * n, 3, H, hd).permute(2, 0, 3, 1, 4)
+        cos2, sin2 = torch.cat([cos, cos], 2), torch.cat([sin, sin], 2)
+        q = apply_rope(q, cos2, sin2)
+        k = apply_rope(k, cos2, sin2)
+        qz, qx = q[:, :, :n], q[:, :, n:]
+        kz, kx = k[:, :, :n], k[:, :, n:]
+        vz, vx = v[:, :, :n], v[:, :, n:]
+        scale = 1.0 / math.sqrt(hd)
+        # x stream: causal (j <= i)
+        ax = (qx @ kx.transpose(-1, -2)) * scale + causal
+        ox = ax.softmax(-1) @ vx
+        # z stream: x keys j < i, plus itself
+        azx = (qz @ kx.transpose(-1, -2)) * scale + strict
+        azz = (qz * kz).sum(-1, keepdim=True) * scale
+        pz = torch.cat([azx, azz], -1).softmax(-1)
+        oz = pz[..., :n] @ vx + pz[..., n:] * vz
+        o = torch.cat([oz, ox], 2).transpose(1, 2).reshape(B, 2 * n, d)
+        both = both + ga * self.attn_out(o)
+        h = self.norm2(both) * (1 + cm) + sm
+        both = both + gm * self.mlp(h)
+        return both[:, :n], both[:, n:]
+
 
 class FinalLayer(nn.Module):
     def __init__(self, d, V, cond_dim):
@@ -159,6 +194,16 @@ class EsoDiT(nn.Module):
         for blk in self.blocks:
             x = blk(x, c, cos, sin, mask)
         return self.output_layer(x, c)
+
+    def forward_seq(self, zs, xs, pos, masks):
+        """Sequential-phase forward of z0 (+) x (both [B, n], same sorted positions pos [B, n]);
+        returns the z-half logits [B, n, V]. Equal to forward(cat(zs, xs), cat(pos, pos), sequential_mask(n))[:, :n]."""
+        c = F.silu(self.sigma_map())
+        hz, hx = self.vocab_embed(zs), self.vocab_embed(xs)
+        cos, sin = rope_tables(pos, self.hidden // self.heads)
+        for blk in self.blocks:
+            hz, hx = blk.forward_seq(hz, hx, c, cos, sin, masks['causal'], masks['strict'])
+        return self.output_layer(hz, c)
 
 
 def causal_mask(n):
@@ -230,13 +275,13 @@ def sequential_term(model, x, alpha0, gen, masks_cache, z_all_mask=False):
     xs = x.gather(1, idx)
     ms = is_mask.gather(1, idx)
     zs = torch.where(ms, torch.full_like(xs, MASK), xs)
-    logits = model(torch.cat([zs, xs], 1), torch.cat([idx, idx], 1), masks_cache['seq'])[:, :n]
+    logits = model.forward_seq(zs, xs, idx, masks_cache)
     nll = -logp_targets(logits, xs)
     return (nll * ms).sum(), B * n
 
 
 def make_masks(n):
-    return {'causal': causal_mask(n), 'seq': sequential_mask(n)}
+    return {'causal': causal_mask(n), 'strict': torch.full((n, n), float('-inf')).triu(0)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,23 +712,23 @@ def main():
     ap.add_argument('--workdir', default='/tmp/esolm-train')
     ap.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'models', 'default'))
     ap.add_argument('--val-frac', type=float, default=0.02)
-    ap.add_argument('--hidden', type=int, default=256)
-    ap.add_argument('--heads', type=int, default=4)
-    ap.add_argument('--blocks', type=int, default=6)
+    ap.add_argument('--hidden', type=int, default=192)
+    ap.add_argument('--heads', type=int, default=3)
+    ap.add_argument('--blocks', type=int, default=4)
     ap.add_argument('--cond-dim', type=int, default=64)
-    ap.add_argument('--length', type=int, default=256)
+    ap.add_argument('--length', type=int, default=128)
     ap.add_argument('--alpha0', type=float, default=0.25)
     ap.add_argument('--batch-split', type=float, default=0.5)
     ap.add_argument('--batch', type=int, default=16)
-    ap.add_argument('--lr', type=float, default=1e-3)
+    ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--wd', type=float, default=0.01)
     ap.add_argument('--warm-frac', type=float, default=0.03)
-    ap.add_argument('--minutes', type=float, default=40.0)
+    ap.add_argument('--minutes', type=float, default=42.0)
     ap.add_argument('--steps', type=int, default=0, help='fixed step count instead of --minutes (0 = use --minutes)')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--log-every', type=int, default=20)
-    ap.add_argument('--eval-every', type=int, default=500)
+    ap.add_argument('--eval-every', type=int, default=400)
     ap.add_argument('--save-every', type=float, default=120.0, help='seconds between checkpoints')
     ap.add_argument('--resume', action='store_true')
     ap.add_argument('--bench-steps', type=int, default=0)

@@ -284,6 +284,45 @@ int main(int argc, char** argv) {
     }
   }
 
+  // ---- linear() A/B at small row counts: the skinny tensor-core path (default) vs the
+  // older GEMV / 64x64-tile paths (ESOLM_CUDA_SKINNY=0), same shapes, median of 20.
+  {
+    std::printf("| linear M | N | K | default us | ESOLM_CUDA_SKINNY=0 us |\n|---|---|---|---|---|\n");
+    const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
+    Tensor in, W, out;
+    for (auto& sh : shapes) {
+      const int64_t N = sh[0], K = sh[1];
+      Status ls = be->alloc(in, be->activation_dtype(), 128, K);
+      if (ls) ls = be->alloc(W, be->weight_dtype(), N, K);
+      if (ls) ls = be->alloc(out, DType::f32, 128, N);
+      if (!ls) {
+        std::printf("linear A/B alloc: %s\n", ls.message.c_str());
+      } else {
+        for (int64_t M : {1, 2, 8, 16, 32, 64, 128}) {
+          double t2[2];
+          for (int v = 0; v < 2; ++v) {
+            if (v) setenv("ESOLM_CUDA_SKINNY", "0", 1);
+            else unsetenv("ESOLM_CUDA_SKINNY");
+            Tensor iv = in, ov = out;
+            iv.rows = M;
+            ov.rows = M;
+            t2[v] = 1e3 * time_median(3, 20, [&] {
+              Status q = be->linear(iv, W, Tensor{}, ov, Epilogue::store);
+              if (q) q = be->synchronize();
+              return bool(q);
+            });
+          }
+          unsetenv("ESOLM_CUDA_SKINNY");
+          std::printf("| %lld | %lld | %lld | %.1f | %.1f |\n", (long long)M, (long long)N, (long long)K, t2[0], t2[1]);
+        }
+      }
+      be->release(in);
+      be->release(W);
+      be->release(out);
+    }
+    std::printf("\nlinear A/B done at %.1f s\n\n", ms_since(t_start) / 1e3);
+  }
+
   std::vector<Row> rows;
   // ---- full forwards (MDLM NFE)
   rows.push_back(bench.forward(1024, 1, 10));

@@ -30,22 +30,37 @@ struct PackedInfo {
   int64_t n = 0, k = 0;
 };
 
+uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int n_threads, bool reference)
-      : pool_(reference ? 1 : n_threads), reference_(reference), kernels_(cpu_kernels()) {}
+  CpuBackend(int n_threads, bool reference, DType weights)
+      : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference ? DType::f32 : weights),
+        kernels_(cpu_kernels()) {}
   ~CpuBackend() override {
     for (auto& kv : packed_) (void)kv;
   }
 
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
-  DType weight_dtype() const override { return DType::f32; }
+  DType weight_dtype() const override { return weights_; }
+  // Keep gate-scaled matrices F32 so a BF16 file still runs exactly (the CPU parity bar).
+  DType folded_weight_dtype() const override { return DType::f32; }
   const char* kernels_name() const { return reference_ ? "reference" : kernels_.name; }
 
   Status alloc(Tensor& t, DType dtype, int64_t rows, int64_t cols) override {
     if (rows < 0 || cols < 0) return Status::error(Code::invalid_arg, "negative tensor shape");
-    if (dtype == DType::bf16) return Status::error(Code::internal, "cpu backend stores no bf16");
     t.dtype = dtype;
     t.rows = rows;
     t.cols = cols;
@@ -68,9 +83,14 @@ class CpuBackend : public Backend {
   }
 
   Status upload_f32(Tensor& t, const float* host, int64_t count) override {
-    if (t.dtype != DType::f32 || count != t.numel())
+    if (t.dtype == DType::i32 || count != t.numel())
       return Status::error(Code::internal, "upload_f32: size or dtype mismatch");
-    std::memcpy(t.data, host, size_t(count) * 4);
+    if (t.dtype == DType::f32) {
+      std::memcpy(t.data, host, size_t(count) * 4);
+    } else {
+      uint16_t* d = static_cast<uint16_t*>(t.data);
+      for (int64_t i = 0; i < count; ++i) d[i] = f32_to_bf16(host[i]);
+    }
     return Status::ok();
   }
   Status upload_i32(Tensor& t, const int32_t* host, int64_t count) override {
@@ -80,26 +100,30 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
   Status download_f32(const Tensor& t, int64_t row0, int64_t n_rows, float* host) override {
-    if (t.dtype != DType::f32 || row0 < 0 || row0 + n_rows > t.rows)
+    if (t.dtype == DType::i32 || row0 < 0 || row0 + n_rows > t.rows)
       return Status::error(Code::internal, "download_f32: range or dtype mismatch");
-    const PackedInfo* pk = packed_info(t);
-    if (!pk) {
-      std::memcpy(host, static_cast<const float*>(t.data) + row0 * t.cols,
-                  size_t(n_rows * t.cols) * 4);
+    const bool packed = packed_info(t) != nullptr;
+    // Element (r, c): row-major, or inside panel r / 16 at [c][r % 16] when packed.
+    auto index = [&](int64_t r, int64_t c) {
+      return packed ? (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel : r * t.cols + c;
+    };
+    if (t.dtype == DType::f32 && !packed) {
+      std::memcpy(host, static_cast<const float*>(t.data) + row0 * t.cols, size_t(n_rows * t.cols) * 4);
       return Status::ok();
     }
-    const float* p = static_cast<const float*>(t.data);
     for (int64_t r = row0; r < row0 + n_rows; ++r)
       for (int64_t c = 0; c < t.cols; ++c)
-        host[(r - row0) * t.cols + c] = p[(r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel];
+        host[(r - row0) * t.cols + c] = t.dtype == DType::f32
+                                            ? static_cast<const float*>(t.data)[index(r, c)]
+                                            : bf16_to_f32(static_cast<const uint16_t*>(t.data)[index(r, c)]);
     return Status::ok();
   }
   Status synchronize() override { return Status::ok(); }
 
   Status prepare_weight(Tensor& W) override {
-    if (reference_ || W.dtype != DType::f32) return Status::ok();
+    if (reference_ || W.dtype == DType::i32) return Status::ok();
     if (packed_info(W)) return Status::ok();
-    float* packed = pack(W);
+    void* packed = pack(W);
     if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
     std::free(W.data);
     W.data = packed;
@@ -112,12 +136,16 @@ class CpuBackend : public Backend {
     const int64_t d = table.cols;
     if (x.cols != d || x.rows < tokens.rows) return Status::error(Code::internal, "embed: shape");
     const int32_t* tok = static_cast<const int32_t*>(tokens.data);
-    const float* tab = static_cast<const float*>(table.data);
     float* out = static_cast<float*>(x.data);
     for (int64_t r = 0; r < tokens.rows; ++r) {
       int32_t t = tok[r];
       if (t < 0 || t >= table.rows) return Status::error(Code::invalid_arg, "token id out of range");
-      std::memcpy(out + r * d, tab + int64_t(t) * d, size_t(d) * 4);
+      if (table.dtype == DType::f32) {
+        std::memcpy(out + r * d, static_cast<const float*>(table.data) + int64_t(t) * d, size_t(d) * 4);
+      } else {
+        const uint16_t* src = static_cast<const uint16_t*>(table.data) + int64_t(t) * d;
+        for (int64_t i = 0; i < d; ++i) out[r * d + i] = bf16_to_f32(src[i]);
+      }
     }
     return Status::ok();
   }
@@ -160,13 +188,14 @@ class CpuBackend : public Backend {
       return Status::error(Code::internal, "linear: shape mismatch");
     if (reference_) return linear_reference(in, W, bias, out, ep);
     const PackedInfo* pk = packed_info(W);
-    float* tmp = nullptr;
-    const float* panels = static_cast<const float*>(W.data);
+    void* tmp = nullptr;
+    const void* panels = W.data;
     if (!pk) {
       tmp = pack(W);
       if (!tmp) return Status::error(Code::out_of_memory, "cannot pack weight");
       panels = tmp;
     }
+    const bool bf16 = W.dtype == DType::bf16;
     const int64_t n = W.rows, k = W.cols, rows = in.rows;
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
     // Task = a group of panels over all rows (B stays hot in L2, A streams from L3).
@@ -191,7 +220,12 @@ class CpuBackend : public Backend {
         args.a = a + r0 * k;
         args.lda = k;
         args.rows = r1 - r0;
-        args.panel = panels + p * kPanel * k;
+        if (bf16) {
+          args.panel = nullptr;
+          args.panel_bf16 = static_cast<const uint16_t*>(panels) + p * kPanel * k;
+        } else {
+          args.panel = static_cast<const float*>(panels) + p * kPanel * k;
+        }
         args.k = int(k);
         args.c = c + r0 * out.cols + p * kPanel;
         args.ldc = out.cols;
@@ -279,24 +313,31 @@ class CpuBackend : public Backend {
     return it == packed_.end() ? nullptr : &it->second;
   }
 
-  // W [n, k] -> panels [ceil(n/16)][k][16], zero-padded.
-  float* pack(const Tensor& W) {
+  // W [n, k] -> panels [ceil(n/16)][k][16] of W's dtype, zero-padded.
+  template <class T>
+  void pack_into(const Tensor& W, T* out) {
     const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
-    float* out = static_cast<float*>(aligned_zero_alloc(size_t(n_panels * kPanel * k) * 4));
-    if (!out) return nullptr;
-    const float* w = static_cast<const float*>(W.data);
+    const T* w = static_cast<const T*>(W.data);
     pool_.parallel_for(n_panels, [&](int64_t p) {
-      float* dst = out + p * kPanel * k;
+      T* dst = out + p * kPanel * k;
       for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
-        const float* src = w + (p * kPanel + j) * k;
+        const T* src = w + (p * kPanel + j) * k;
         for (int64_t kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = src[kk];
       }
     });
+  }
+  void* pack(const Tensor& W) {
+    const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
+    void* out = aligned_zero_alloc(size_t(n_panels * kPanel * W.cols) * dtype_size(W.dtype));
+    if (!out) return nullptr;
+    if (W.dtype == DType::bf16) pack_into(W, static_cast<uint16_t*>(out));
+    else pack_into(W, static_cast<float*>(out));
     return out;
   }
 
   ThreadPool pool_;
   bool reference_;
+  DType weights_;
   const CpuKernels& kernels_;
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
@@ -304,12 +345,12 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend(int n_threads) {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false));
+std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights));
 }
 
 std::unique_ptr<Backend> create_cpu_reference_backend() {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true));
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true, DType::f32));
 }
 
 const char* cpu_kernels_in_use() { return cpu_kernels().name; }

@@ -3,7 +3,8 @@
 // (cpuid), or the portable one when ESOLM_CPU_KERNELS=portable.
 //
 // Packed weight layout for gemm: W [n, k] becomes ceil(n/16) panels, each [k][16]
-// floats (column j of the panel = output column 16p + j), zero-padded past n.
+// values (column j of the panel = output column 16p + j), zero-padded past n. Panels are
+// F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +19,8 @@ struct GemmPanelArgs {
   const float* a;      // [rows, k] row-major, stride lda
   int64_t lda;
   int64_t rows;
-  const float* panel;  // [k][16]
+  const float* panel;  // [k][16] F32 panel, or null when panel_bf16 is set
+  const uint16_t* panel_bf16 = nullptr;  // [k][16] BF16 panel (widened to F32 in the kernel)
   int k;
   float* c;            // output column block start: c[r * ldc + j], j < ncols
   int64_t ldc;

@@ -54,11 +54,29 @@ static inline v8f gelu8(v8f u) {
   return splat(0.5f) * u * (splat(1.0f) + t);
 }
 
-template <int MR>
-static inline void gemm_block(const float* a, int64_t lda, const float* panel, int k, v8f acc[][2]) {
+typedef uint16_t v8h __attribute__((vector_size(16)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+// One panel row: 16 weights as two 8-float vectors.
+static inline void load_panel_row(const float* p, v8f& b0, v8f& b1) {
+  b0 = ld8(p);
+  b1 = ld8(p + 8);
+}
+static inline void load_panel_row(const uint16_t* p, v8f& b0, v8f& b1) {
+  v8h lo, hi;
+  std::memcpy(&lo, p, 16);
+  std::memcpy(&hi, p + 8, 16);
+  v8u l = __builtin_convertvector(lo, v8u) << 16, h = __builtin_convertvector(hi, v8u) << 16;
+  std::memcpy(&b0, &l, 32);  // bf16 -> f32 is exact: the bits move up 16 places
+  std::memcpy(&b1, &h, 32);
+}
+
+template <int MR, class W>
+static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
   for (int kk = 0; kk < k; ++kk) {
-    v8f b0 = ld8(panel + kk * 16), b1 = ld8(panel + kk * 16 + 8);
+    v8f b0, b1;
+    load_panel_row(panel + kk * 16, b0, b1);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       v8f av = splat(a[r * lda + kk]);
@@ -106,22 +124,28 @@ static inline void gemm_store(const GemmPanelArgs& g, int64_t r0, v8f acc[][2]) 
   }
 }
 
-static void gemm_panel_impl(const GemmPanelArgs& g) {
+template <class W>
+static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
   constexpr int MR = 6;
   v8f acc[MR][2];
   int64_t r = 0;
   for (; r + MR <= g.rows; r += MR) {
-    gemm_block<MR>(g.a + r * g.lda, g.lda, g.panel, g.k, acc);
+    gemm_block<MR>(g.a + r * g.lda, g.lda, panel, g.k, acc);
     gemm_store<MR>(g, r, acc);
   }
   switch (g.rows - r) {
-    case 5: gemm_block<5>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<5>(g, r, acc); break;
-    case 4: gemm_block<4>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<4>(g, r, acc); break;
-    case 3: gemm_block<3>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<3>(g, r, acc); break;
-    case 2: gemm_block<2>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<2>(g, r, acc); break;
-    case 1: gemm_block<1>(g.a + r * g.lda, g.lda, g.panel, g.k, acc); gemm_store<1>(g, r, acc); break;
+    case 5: gemm_block<5>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<5>(g, r, acc); break;
+    case 4: gemm_block<4>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<4>(g, r, acc); break;
+    case 3: gemm_block<3>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<3>(g, r, acc); break;
+    case 2: gemm_block<2>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<2>(g, r, acc); break;
+    case 1: gemm_block<1>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<1>(g, r, acc); break;
     default: break;
   }
+}
+
+static void gemm_panel_impl(const GemmPanelArgs& g) {
+  if (g.panel_bf16) gemm_panel_typed(g, g.panel_bf16);
+  else gemm_panel_typed(g, g.panel);
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)

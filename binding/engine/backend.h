@@ -74,6 +74,9 @@ class Backend {
   virtual DType activation_dtype() const = 0;
   // Dtype for weight matrices (embedding, linear weights). Vectors (norm, bias) are F32.
   virtual DType weight_dtype() const = 0;
+  // (optional) Dtype for matrices the model rescales at load (attn_out and mlp.2 times the
+  // adaLN gates): a BF16 file's values stop being BF16-exact there. Defaults to weight_dtype().
+  virtual DType folded_weight_dtype() const { return weight_dtype(); }
   // Host F32 -> tensor (converted to t.dtype); `count` must equal t.numel().
   virtual Status upload_f32(Tensor& t, const float* host, int64_t count) = 0;
   virtual Status upload_i32(Tensor& t, const int32_t* host, int64_t count) = 0;
@@ -125,7 +128,9 @@ void sample_rows_host(const float* logits, int64_t rows, int vocab, const Sample
                       const DrawKey* keys, int32_t* out);
 
 // Factories. create_cuda_backend is defined only in the CUDA addon (ESOLM_WITH_CUDA).
-std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */);
+// weights: F32, or BF16 to halve the weight memory and traffic (exact for BF16 files).
+std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */,
+                                            DType weights = DType::f32);
 // Plain loops with float64 accumulation, one thread: the oracle for kernel tests.
 std::unique_ptr<Backend> create_cpu_reference_backend();
 #ifdef ESOLM_WITH_CUDA

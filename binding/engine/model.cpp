@@ -155,6 +155,8 @@ Status Model::fold_and_upload(HostWeights& w) {
   };
   auto take = [&](const std::string& name) -> HostTensor& { return w.at(name); };
   const DType wd = be.weight_dtype();
+  // With adaLN the gates rescale attn_out and mlp.2 (see backend.h folded_weight_dtype).
+  const DType wd_folded = cfg_.has_adaln() ? be.folded_weight_dtype() : wd;
 
   // Constant conditioning c (sigma = 0): e = [cos 0]*half ++ [sin 0]*half.
   std::vector<double> c;
@@ -223,7 +225,7 @@ Status Model::fold_and_upload(HostWeights& w) {
       const double g = part(2, r, 1.0);
       for (int k = 0; k < d; ++k) wo.data[size_t(r) * d + k] = float(double(wo.data[size_t(r) * d + k]) * g);
     }
-    ESOLM_TRY(upload(L.out_w, wd, d, d, wo.data.data(), true));
+    ESOLM_TRY(upload(L.out_w, wd_folded, d, d, wo.data.data(), true));
     wo.data = {};
 
     const HostTensor& n2 = take(p + "norm2.weight");
@@ -248,7 +250,7 @@ Status Model::fold_and_upload(HostWeights& w) {
       for (int64_t k = 0; k < f; ++k) w2.data[size_t(r) * f + k] = float(double(w2.data[size_t(r) * f + k]) * g);
       b2.data[r] = float(double(b2.data[r]) * g);
     }
-    ESOLM_TRY(upload(L.fc2_w, wd, d, f, w2.data.data(), true));
+    ESOLM_TRY(upload(L.fc2_w, wd_folded, d, f, w2.data.data(), true));
     w2.data = {};
     ESOLM_TRY(upload(L.fc2_b, DType::f32, 1, d, b2.data.data(), false));
   }

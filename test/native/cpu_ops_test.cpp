@@ -69,6 +69,29 @@ static void test_linear(Backend& fast, Backend& ref, int rows, int n, int k, Epi
   for (Tensor* t : {&ar, &wr, &br, &orf}) ref.release(*t);
 }
 
+// BF16 weight panels: the fast backend stores W as bf16; the reference gets the same
+// bf16-rounded values as F32, so only accumulation order differs.
+static void test_linear_bf16(Backend& fast, Backend& ref, int rows, int n, int k, Epilogue ep) {
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f), init = randn(size_t(rows) * n);
+  Tensor wf = make(fast, DType::bf16, n, k, &w);
+  std::vector<float> w_rounded(w.size());
+  fast.download_f32(wf, 0, n, w_rounded.data());
+  size_t changed = 0;
+  for (size_t i = 0; i < w.size(); ++i) changed += w_rounded[i] != w[i];
+  fast.prepare_weight(wf);
+  Tensor af = make(fast, DType::f32, rows, k, &a), of = make(fast, DType::f32, rows, n, &init);
+  Tensor ar = make(ref, DType::f32, rows, k, &a), wr = make(ref, DType::f32, n, k, &w_rounded),
+         orf = make(ref, DType::f32, rows, n, &init);
+  fast.linear(af, wf, Tensor{}, of, ep);
+  ref.linear(ar, wr, Tensor{}, orf, ep);
+  check("linear bf16 weights rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " k=" + std::to_string(k),
+        get(fast, of), get(ref, orf));
+  check("  packed bf16 weight downloads the rounded values", get(fast, wf), w_rounded, 0);
+  if (changed == 0) { std::printf("FAIL bf16 rounding changed nothing\n"); ++failures; }
+  for (Tensor* t : {&af, &wf, &of}) fast.release(*t);
+  for (Tensor* t : {&ar, &wr, &orf}) ref.release(*t);
+}
+
 static void test_attention(Backend& fast, Backend& ref, int batch, int heads, int hd, int n_q, int q_slot0,
                            int n_kv, int capacity, AttnMode mode) {
   const int d = heads * hd;
@@ -122,6 +145,8 @@ int main() {
       for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}})
         for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
           test_linear(*fast, *ref, rows, nk.first, nk.second, ep, rows % 2 == 1);
+    for (int rows : {1, 7, 40})
+      for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
     for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
       for (int hd : {8, 64, 24}) {
         test_attention(*fast, *ref, 2, 3, hd, 1, 0, 1, 8, mode);
