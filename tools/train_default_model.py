@@ -570,7 +570,7 @@ def export(args):
     alpha0 = meta['alpha0']
     train_data, val_data, nlines, nval = load_corpus(meta['corpus'], meta['val_frac'])
     t = time.time()
-    nelbo, sq, df, ar, ntok = evaluate(model, val_data, cfg['length'], alpha0, 16, 1234)
+    nelbo, sq, df, ar, ntok = evaluate(model, val_data, cfg['length'], alpha0, 16, 1234, max_rows=args.max_val_rows or None)
     t_eval = time.time() - t
     ln2 = math.log(2)
     print(f'val: hybrid NELBO {nelbo / ln2:.4f} bpb (seq {sq / ln2:.4f}, diff {df / ln2:.4f}); '
@@ -733,6 +733,7 @@ def main():
     ap.add_argument('--resume', action='store_true')
     ap.add_argument('--bench-steps', type=int, default=0)
     ap.add_argument('--n-samples', type=int, default=3)
+    ap.add_argument('--max-val-rows', type=int, default=0, help='export: evaluate only this many validation rows (0 = all; for tests)')
     ap.add_argument('--sample-steps', type=int, default=256)
     ap.add_argument('--parity-out', default='/tmp/esolm-parity.json')
     args = ap.parse_args()
