@@ -307,15 +307,17 @@ struct SkinnyPlan {
   int mt = 1, groups = 1, splits = 1, cps = 1;
 };
 
-// Rule (from the H200 run of 2026-11-27: skinny beat the GEMV at 8-16 rows, lost at 1-2
-// rows on the 50k head and at 128 rows to the tiles): K % 8 == 0 and 3 <= M <= 16, or
-// 17 <= M <= 64 with N <= 4096 (block GEMMs, where the 64x64 tiles give <= 48 CTAs).
+// Rule, from linear() A/B timings on an H200 (cuda_bench, 2026-11-27; us incl. a sync):
+// skinny wins at 8-32 rows (e.g. 768x3072 at 16 rows 19 vs 58, head 50258x768 at 16 rows
+// 37 vs 149), ties at 1-2 rows (GEMV kept), and at 64 rows wins only for K = 3072 (40 vs
+// 68; K = 768: 36 vs 27). So: K % 8 == 0 and 3 <= M <= 16; 17 <= M <= 32 with N <= 4096;
+// 33 <= M <= 64 with N <= 4096 and K >= 2048.
 // ESOLM_CUDA_SKINNY=0 in the environment turns the path off (A/B timing in cuda_bench). Splits: enough CTAs for ~4 per SM, >= 2 chunks per
 // split, at most max(8, 32 / MT) partials per output (the last CTA reads them all).
 static SkinnyPlan plan_skinny(int64_t M, int64_t N, int64_t K, int sm_count) {
   SkinnyPlan p;
   if (K % 8 != 0 || M <= 0 || N <= 0 || K > (int64_t(1) << 30) || N > (int64_t(1) << 30)) return p;
-  if (!(M >= 3 && (M <= 16 || (M <= 64 && N <= 4096)))) return p;
+  if (!(M >= 3 && (M <= 16 || (N <= 4096 && (M <= 32 || (M <= 64 && K >= 2048)))))) return p;
   const char* env = std::getenv("ESOLM_CUDA_SKINNY");
   if (env && env[0] == '0') return p;
   p.use = true;

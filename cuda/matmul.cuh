@@ -2,7 +2,7 @@
 //
 // Inputs are BF16 (the backend converts F32 operands first); accumulation is F32;
 // out is F32 or BF16 (add_to requires F32). Three kernels, chosen by shape:
-// 3-16 rows (17-64 when N <= 4096): skinny tensor-core kernel with split-K (tokens in
+// 3-16 rows (17-64 for block-sized N, K): skinny tensor-core kernel with split-K (tokens in
 // mma's N dimension); 1-2 rows: weight-streaming GEMV; else mma.sync m16n8k16 tiles
 // (128x128 or 64x64); a naive path when k % 8 != 0. See plan_skinny in matmul.cu.
 #pragma once

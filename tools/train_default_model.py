@@ -31,8 +31,8 @@ import struct
 import sys
 import time
 
-os.environ.setdefault('OPENBLAS_NUM_THREADS', '2')  # before numpy/torch load the BLAS
-os.environ.setdefault('OMP_NUM_THREADS', '2')
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # before numpy/torch load the BLAS
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import numpy as np
 import torch
@@ -604,8 +604,8 @@ with real words and phrases but little sense over long spans.
 
 The King James Version as printed by Debian's `bible-kjv` package (`tools/kjv_corpus.sh`): one verse
 per line, book/chapter/verse references removed, Genesis 1:1 to Revelation 22:21 in canonical order.
-{nlines:,} verses, {len(train_data) + len(val_data):,} bytes. The last {nval:,} verses ({meta['val_frac']:.0%}, the end of
-Revelation and the books before it, {len(val_data):,} bytes) are the validation split; the rest is training data.
+{nlines:,} verses, {len(train_data) + len(val_data):,} bytes. The last {nval:,} verses ({meta['val_frac']:.0%}: 2 Peter 1:1 to
+Revelation 22:21, {len(val_data):,} bytes) are the validation split; the rest (Genesis 1:1 to 1 Peter 5:14) is training data.
 Training samples are {cfg['length']}-byte crops at random byte offsets of the training text (verses joined by `\\n`).
 
 ## Training recipe
@@ -624,7 +624,8 @@ Training samples are {cfg['length']}-byte crops at random byte offsets of the tr
   then cosine decay to 5% of peak; the schedule runs on wall-clock progress over a {meta['minutes']}-minute budget.
   Batch {meta['batch']} x {cfg['length']} bytes, grad clip 1, no dropout, no EMA, fp32.
 - {st['step']:,} steps, {st['tokens']:,} training bytes seen (about {st['tokens'] / len(train_data):.1f} epochs), wall time {st['elapsed']:.0f} s ({hours:.1f} min).
-- Machine: {cpu_model_name()}, {meta['threads']} PyTorch threads (`nice -n 19`, on a shared machine), PyTorch {torch.__version__} (Debian python3-torch).
+- Machine: {cpu_model_name()} ({os.cpu_count()} logical CPUs, shared with other work), {meta['threads']} PyTorch thread(s), `nice -n 19`,
+  PyTorch {torch.__version__} (Debian python3-torch) with OpenBLAS.{(chr(10) + '- ' + args.note) if args.note else ''}
 
 ## Validation likelihood (bits per byte, whole validation split, bf16 weights)
 
@@ -725,7 +726,7 @@ def main():
     ap.add_argument('--warm-frac', type=float, default=0.03)
     ap.add_argument('--minutes', type=float, default=42.0)
     ap.add_argument('--steps', type=int, default=0, help='fixed step count instead of --minutes (0 = use --minutes)')
-    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--log-every', type=int, default=20)
     ap.add_argument('--eval-every', type=int, default=400)
@@ -734,7 +735,8 @@ def main():
     ap.add_argument('--bench-steps', type=int, default=0)
     ap.add_argument('--n-samples', type=int, default=3)
     ap.add_argument('--max-val-rows', type=int, default=0, help='export: evaluate only this many validation rows (0 = all; for tests)')
-    ap.add_argument('--sample-steps', type=int, default=256)
+    ap.add_argument('--sample-steps', type=int, default=128)
+    ap.add_argument('--note', default='', help='export: an extra line for the training recipe in README.md')
     ap.add_argument('--parity-out', default='/tmp/esolm-parity.json')
     args = ap.parse_args()
     if args.steps:
