@@ -198,12 +198,13 @@ class CpuBackend : public Backend {
     const bool bf16 = W.dtype == DType::bf16;
     const int64_t n = W.rows, k = W.cols, rows = in.rows;
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
-    // Task = a group of panels over all rows (B stays hot in L2, A streams from L3).
-    // Rows are also split when there are few panel groups, so both cores stay busy.
+    // Task = a group of panels x a block of rows. A row block (<= kRowBlock rows) stays in
+    // L2 while it meets every panel of the group; consecutive tasks share the group's
+    // panels, which then stay in L2 too. Few rows (cached steps): one block, panels split.
+    constexpr int64_t kRowBlock = 120;  // multiple of the 6-row micro-tile
     const int64_t panels_per_task = rows >= 64 ? 4 : 8;
     const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
-    int64_t row_split = 1;
-    if (n_groups < 4 * pool_.size() && rows >= 96) row_split = std::min<int64_t>(rows / 48, 8);
+    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
     const int64_t rows_per = (rows + row_split - 1) / row_split;
     const float* a = static_cast<const float*>(in.data);
     float* c = static_cast<float*>(out.data);
