@@ -8,20 +8,10 @@
 
 #include "engine/philox.h"
 
+#include "check.h"
+
 using namespace esolm;
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (cond) {                                                        \
-      ++g_pass;                                                        \
-    } else {                                                           \
-      ++g_fail;                                                        \
-      std::printf("FAIL %s:%d: %s -- ", __FILE__, __LINE__, #cond);    \
-      std::printf(__VA_ARGS__);                                        \
-      std::printf("\n");                                               \
-    }                                                                  \
-  } while (0)
 
 static void kat(Philox4 ctr, uint32_t k0, uint32_t k1, Philox4 want, const char* name) {
   Philox4 got = philox4x32_10(ctr, k0, k1);

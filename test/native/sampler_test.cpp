@@ -18,20 +18,10 @@
 #include "engine/philox.h"
 #include "engine/sampler.h"
 
+#include "check.h"
+
 using namespace esolm;
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (cond) {                                                        \
-      ++g_pass;                                                        \
-    } else {                                                           \
-      ++g_fail;                                                        \
-      std::printf("FAIL %s:%d: %s -- ", __FILE__, __LINE__, #cond);    \
-      std::printf(__VA_ARGS__);                                        \
-      std::printf("\n");                                               \
-    }                                                                  \
-  } while (0)
 
 static const double kInf = std::numeric_limits<double>::infinity();
 

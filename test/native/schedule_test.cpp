@@ -15,20 +15,10 @@
 
 #include "engine/schedule.h"
 
+#include "check.h"
+
 using namespace esolm;
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (cond) {                                                        \
-      ++g_pass;                                                        \
-    } else {                                                           \
-      ++g_fail;                                                        \
-      std::printf("FAIL %s:%d: %s -- ", __FILE__, __LINE__, #cond);    \
-      std::printf(__VA_ARGS__);                                        \
-      std::printf("\n");                                               \
-    }                                                                  \
-  } while (0)
 
 // Upper 1e-4 quantile of chi-square with k degrees of freedom (Wilson–Hilferty).
 static double chi2_quantile_1e4(int k) {
