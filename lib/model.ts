@@ -185,6 +185,8 @@ export class Model {
   /** @internal */ readonly addon_: NativeAddon;
   /** @internal */ readonly caches_ = new Set<Cache>();
   /** @internal */ tokenizer_: Tokenizer | null = null;
+  /** @internal */ tail_: Promise<unknown> = Promise.resolve();
+  /** @internal */ readonly cancels_ = new Set<() => void>();
 
   private constructor(dir: string, config: ModelConfig, backend: BackendName, reason: string | undefined,
     nm: NativeModel, addon: NativeAddon) {
@@ -283,7 +285,7 @@ export class Model {
     if (x0) this.checkTokens('x0', x0);
     this.checkPositions(positions);
     const out = allocLogits(batch * n, this.config.vocab_size);
-    return native(nm.forward(tokens, positions, batch, n, attention, x0, out, null));
+    return this.enqueue(() => native(this.live().forward(tokens, positions, batch, n, attention, x0, out, null)));
   }
 
   /** Allocates a KV cache for `batch` sequences of up to `capacity` slots. */
@@ -316,20 +318,30 @@ export class Model {
       throw invalidArg(`tokens has ${tokens.length} entries, which is not a positive multiple of the cache batch (${cache.batch})`);
     }
     const n = tokens.length / cache.batch;
-    const committed = nc.committed;
-    if (committed + n > cache.capacity) {
-      throw invalidArg(`step of ${n} tokens after ${committed} committed exceeds the cache capacity ${cache.capacity}`);
-    }
     const commit = opts.commit;
     if (!isInt(commit) || commit < 0 || commit > n) throw expected(`an integer in [0, ${n}]`, 'commit', commit);
     const logitsFrom = opts.logitsFrom ?? 0;
     if (!isInt(logitsFrom) || logitsFrom < 0 || logitsFrom > n) throw expected(`an integer in [0, ${n}]`, 'logitsFrom', logitsFrom);
-    const positions = opts.positions === undefined ? defaultPositions(cache.batch, n, committed) : checkInt32('positions', opts.positions);
-    if (positions.length !== tokens.length) throw invalidArg(`positions has ${positions.length} entries, expected ${tokens.length}`);
+    const given = opts.positions === undefined ? undefined : checkInt32('positions', opts.positions);
+    if (given && given.length !== tokens.length) throw invalidArg(`positions has ${given.length} entries, expected ${tokens.length}`);
     this.checkTokens('tokens', tokens);
-    this.checkPositions(positions);
-    const out = allocLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
-    return native(nm.step(nc, tokens, positions, n, commit, logitsFrom, out));
+    if (given) this.checkPositions(given);
+    if (nc.committed + n > cache.capacity) {
+      throw invalidArg(`step of ${n} tokens after ${nc.committed} committed exceeds the cache capacity ${cache.capacity}`);
+    }
+    // The cache state is read when the step runs: earlier steps queued on this model
+    // (not yet awaited) move `committed` first.
+    return this.enqueue(async () => {
+      const live = cache.live();
+      const committed = live.committed;
+      if (committed + n > cache.capacity) {
+        throw invalidArg(`step of ${n} tokens after ${committed} committed exceeds the cache capacity ${cache.capacity}`);
+      }
+      const positions = given ?? defaultPositions(cache.batch, n, committed);
+      if (!given) this.checkPositions(positions);
+      const out = allocLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
+      return native(this.live().step(live, tokens, positions, n, commit, logitsFrom, out));
+    });
   }
 
   /** @internal */
@@ -359,16 +371,33 @@ export class Model {
     const signal = opts.signal;
     if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
     const onStep = opts.onStep;
-    const handle = (nm as unknown as { generate(r: object, c: NativeCache | null, cb: ((e: StepEvent) => void) | null): { promise: Promise<RawResult>; cancel(): void } })
-      .generate(req, nc, onStep ? (e) => onStep(e) : null);
-    const onAbort = (): void => handle.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const raw = await native(handle.promise);
-      return this.toResult(raw, req.batch, req.length);
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    void nm;
+    return this.enqueue(async () => {
+      if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
+      const cacheNow = opts.cache ? opts.cache.live() : nc;
+      const handle = (this.live() as unknown as { generate(r: object, c: NativeCache | null, cb: ((e: StepEvent) => void) | null): { promise: Promise<RawResult>; cancel(): void } })
+        .generate(req, cacheNow, onStep ? (e) => onStep(e) : null);
+      const onAbort = (): void => handle.cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.cancels_.add(handle.cancel);
+      try {
+        const raw = await native(handle.promise);
+        return this.toResult(raw, req.batch, req.length);
+      } finally {
+        this.cancels_.delete(handle.cancel);
+        signal?.removeEventListener('abort', onAbort);
+      }
+    });
+  }
+
+  /**
+   * @internal Runs native calls one at a time, in call order. Waiting calls wait here, not
+   * on the native lock, so they hold no libuv worker thread.
+   */
+  enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail_.then(() => fn());
+    this.tail_ = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -528,12 +557,18 @@ export class Model {
     return this.tokenizer_;
   }
 
-  /** Frees the weights and every cache of this model. Idempotent. */
+  /**
+   * Frees the weights and every cache of this model. Idempotent. New calls throw
+   * ERR_DISPOSED at once; a generation in flight is cancelled (it rejects with
+   * ERR_ABORTED) and the native memory is freed as soon as the call in flight returns.
+   */
   dispose(): void {
     if (!this.native_) return;
-    for (const c of [...this.caches_]) c.dispose();
-    this.native_.dispose();
+    const nm = this.native_;
     this.native_ = null;
+    for (const c of [...this.caches_]) c.dispose();
+    for (const cancel of this.cancels_) cancel();
+    void this.tail_.finally(() => nm.dispose());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

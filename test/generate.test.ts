@@ -298,3 +298,50 @@ describe('argument errors', () => {
     }
   });
 });
+
+describe('the per-model call queue', () => {
+  it('steps issued without awaiting run in order and read the cache state when they run', async () => {
+    const cache = model.createCache({ batch: 1, capacity: 16 });
+    const t = Int32Array.from([1, 2, 3, 4, 5, 6]);
+    const [a, b] = await Promise.all([
+      model.step(cache, { tokens: t.subarray(0, 3), commit: 3 }),
+      model.step(cache, { tokens: t.subarray(3, 6), commit: 3 }),
+    ]);
+    expect(cache.committed).toBe(6);
+    const full = await model.forward({ tokens: t, attention: 'causal' });
+    let max = 0;
+    for (let i = 0; i < 3 * V; i++) max = Math.max(max, Math.abs(a[i] - full[i]), Math.abs(b[i] - full[3 * V + i]));
+    expect(max).toBeLessThan(1e-5);
+    cache.dispose();
+  });
+
+  it('queued calls hold no libuv thread: file reads finish while eight generations wait', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const sampler = new Sampler({ method: 'mdlm', steps: 256, seed: 1 });
+    const t0 = performance.now();
+    const runs = Array.from({ length: 8 }, () => model.generate({ sampler, length: 64 }));
+    await readFile(path.join(dir, 'esolm', 'config.json'));
+    const readMs = performance.now() - t0;
+    await Promise.all(runs);
+    const allMs = performance.now() - t0;
+    // Had the waiting calls blocked the 4 libuv threads, the read would wait for ~4 runs.
+    expect(readMs).toBeLessThan(allMs / 4);
+  });
+
+  it('dispose() returns at once, cancels a generation in flight and rejects later calls', async () => {
+    makeRandomModel(path.join(dir, 'esolm2'), { arch: 'esolm', seed: 11 });
+    const m = await Model.load(path.join(dir, 'esolm2'), { backend: 'cpu' });
+    const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.2, seed: 1 });
+    let started!: () => void;
+    const first = new Promise<void>((r) => { started = r; });
+    const run = m.generate({ sampler, length: 64, onStep: () => started() });
+    const queued = m.generate({ sampler, length: 64 });
+    await first;
+    const t0 = performance.now();
+    m.dispose();
+    expect(performance.now() - t0).toBeLessThan(100);
+    await expect(run).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    await expect(queued).rejects.toMatchObject({ code: 'ERR_DISPOSED' });
+    await expect(m.forward({ tokens: Int32Array.from([1]) })).rejects.toMatchObject({ code: 'ERR_DISPOSED' });
+  });
+});
