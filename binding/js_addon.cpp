@@ -90,10 +90,13 @@ static Status read_tensor(const TensorEntry& e, HostTensor& out) {
   return Status::ok();
 }
 
-static Status make_backend(const std::string& name, int threads, DType weights,
+static Status make_backend(const std::string& name, int threads, const std::string& weights,
                            std::unique_ptr<Backend>& out) {
   if (name == "cpu") {
-    out = create_cpu_backend(threads, weights);
+    // "bf16": every matrix BF16; "bf16-exact": BF16 except the gate-scaled ones (a BF16
+    // file then runs exactly); anything else F32.
+    const bool bf16 = weights == "bf16" || weights == "bf16-exact";
+    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16");
   } else if (name == "cpu-reference") {
     out = create_cpu_reference_backend();
   } else if (name == "cuda") {
@@ -115,9 +118,9 @@ static Status make_backend(const std::string& name, int threads, DType weights,
 class LoadWorker : public Napi::AsyncWorker {
  public:
   LoadWorker(Napi::Env env, ModelConfig cfg, std::vector<TensorEntry> entries, std::string backend,
-             int threads, DType weights)
+             int threads, std::string weights)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), cfg_(cfg),
-        entries_(std::move(entries)), backend_(std::move(backend)), threads_(threads), weights_(weights) {}
+        entries_(std::move(entries)), backend_(std::move(backend)), threads_(threads), weights_(std::move(weights)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -143,7 +146,7 @@ class LoadWorker : public Napi::AsyncWorker {
   std::vector<TensorEntry> entries_;
   std::string backend_;
   int threads_;
-  DType weights_;
+  std::string weights_;
   Status status_;
   std::shared_ptr<ModelHolder> holder_;
 };
@@ -411,9 +414,8 @@ static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   }
   std::string backend = info[2].IsString() ? std::string(info[2].As<Napi::String>()) : "cpu";
   int threads = info[3].IsNumber() ? info[3].ToNumber().Int32Value() : 0;
-  // CPU weight storage: "bf16" halves weight memory and traffic; "f32" keeps F32.
-  const DType weights =
-      info[4].IsString() && std::string(info[4].As<Napi::String>()) == "bf16" ? DType::bf16 : DType::f32;
+  // CPU weight storage: "f32", "bf16" or "bf16-exact" (see make_backend).
+  const std::string weights = info[4].IsString() ? std::string(info[4].As<Napi::String>()) : "f32";
   auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights);
   w->Queue();
   return w->Promise();

@@ -81,9 +81,11 @@ export interface LoadOptions {
   /** CPU threads; 0 = all cores. Defaults to 0. */
   threads?: number;
   /**
-   * CPU weight storage: `bf16` halves memory and weight traffic (2x faster cached steps),
-   * `f32` keeps full precision, `auto` picks bf16 when the file's matrices are already
-   * BF16 (then it is exact) and f32 otherwise. The CUDA backend always uses bf16.
+   * CPU weight storage: `bf16` halves memory and weight traffic (faster cached steps;
+   * logits then differ from F32 at the bf16 level), `f32` keeps full precision, `auto`
+   * uses bf16 when the file's matrices are already BF16, except for the matrices the
+   * model rescales at load (so the file runs exactly), and f32 otherwise. The CUDA
+   * backend always uses bf16.
    * Defaults to `auto`.
    */
   weights?: 'auto' | 'f32' | 'bf16';
@@ -212,7 +214,8 @@ export class Model {
     const { config, entries } = readModelFolder(dir);
     const tokenizer = await loadTokenizer(config, dir);
     const matrices = entries.filter((e) => e.shape.length === 2);
-    const weights = weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16' : 'f32';
+    // auto + BF16 file: BF16 storage except the gate-scaled matrices, so the file runs exactly.
+    const weights = weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16-exact' : 'f32';
 
     let backend: BackendName = 'cpu';
     let reason: string | undefined;

@@ -70,7 +70,7 @@ export interface BackendInfo {
 }
 
 export interface NativeAddon {
-  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16'): Promise<NativeModel>;
+  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
   [fn: string]: unknown;
 }

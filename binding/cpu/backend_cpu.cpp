@@ -45,9 +45,9 @@ float bf16_to_f32(uint16_t h) {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int n_threads, bool reference, DType weights)
+  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded)
       : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference ? DType::f32 : weights),
-        kernels_(cpu_kernels()) {}
+        exact_folded_(exact_folded), kernels_(cpu_kernels()) {}
   ~CpuBackend() override {
     for (auto& kv : packed_) (void)kv;
   }
@@ -55,8 +55,8 @@ class CpuBackend : public Backend {
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
   DType weight_dtype() const override { return weights_; }
-  // Keep gate-scaled matrices F32 so a BF16 file still runs exactly (the CPU parity bar).
-  DType folded_weight_dtype() const override { return DType::f32; }
+  // exact_folded: keep gate-scaled matrices F32 so a BF16 file still runs exactly.
+  DType folded_weight_dtype() const override { return exact_folded_ ? DType::f32 : weights_; }
   const char* kernels_name() const { return reference_ ? "reference" : kernels_.name; }
 
   Status alloc(Tensor& t, DType dtype, int64_t rows, int64_t cols) override {
@@ -339,6 +339,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   bool reference_;
   DType weights_;
+  bool exact_folded_;
   const CpuKernels& kernels_;
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
@@ -346,12 +347,12 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights) {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights));
+std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded));
 }
 
 std::unique_ptr<Backend> create_cpu_reference_backend() {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true, DType::f32));
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true, DType::f32, true));
 }
 
 const char* cpu_kernels_in_use() { return cpu_kernels().name; }
