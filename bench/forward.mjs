@@ -2,7 +2,7 @@
 // 12 blocks, vocab 50258, random weights): one 1024-token forward, and KV-cached steps of
 // n = 2, 16, 128 tokens with 512 committed (logits for the last n/2 rows, as an Eso-LM
 // step needs). Prints ms, tokens/s and GFLOP/s (PERFORMANCE-NOTES.md §1.1 formulas).
-// Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N]
+// Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16]
 import { cpus } from 'node:os';
 import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,16 +14,17 @@ const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args
 const reps = Number(opt('--reps', '3'));
 const threads = Number(opt('--threads', '0'));
 const jsonOut = opt('--json', null);
+const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16
 
 const dir = path.join(os.tmpdir(), 'esolm-bench-small-f32');
 if (!existsSync(path.join(dir, 'model.safetensors'))) {
   console.log(`writing random small model to ${dir} ...`);
   writeRandomModel(dir, SMALL_CONFIG, { seed: 7, dtype: 'F32' });
 }
-const model = await Model.load(dir, { backend: 'cpu', threads });
+const model = await Model.load(dir, { backend: 'cpu', threads, weights });
 const info = loadCpuAddon().backendInfo();
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
-console.log(`CPU: ${cpu} x ${cpus().length} threads; kernels: ${info.cpuKernels}; Node ${process.versions.node}`);
+console.log(`CPU: ${cpu} x ${cpus().length} threads; kernels: ${info.cpuKernels}; weights ${weights}; Node ${process.versions.node}`);
 
 const V = SMALL_CONFIG.vocab_size;
 const flops = (n, h, pairs) => n * 169.87e6 + h * 77.2e6 + 36864 * pairs;
@@ -63,5 +64,5 @@ for (const n of [2, 16, 128]) {
 
 console.log('\n| case | ms | tokens/s | GFLOP/s |\n|---|---:|---:|---:|');
 for (const r of rows) console.log(`| ${r.case} | ${r.ms.toFixed(1)} | ${r.tokensPerS.toFixed(0)} | ${r.gflops.toFixed(1)} |`);
-if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu, threads: cpus().length, kernels: info.cpuKernels, reps, rows }, null, 2));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu, threads: cpus().length, kernels: info.cpuKernels, weights, reps, rows }, null, 2));
 model.dispose();

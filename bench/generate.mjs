@@ -3,7 +3,7 @@
 // batch 1, top-p 0.9. Reports wall time, NFE, tokens/s and the MDLM / Eso-LM ratio as a
 // markdown table and JSON.
 // Usage: node bench/generate.mjs [--length 1024] [--steps 16,128,1024] [--methods esolm,mdlm,ar]
-//        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--json out.json]
+//        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--weights f32|bf16] [--json out.json]
 // MDLM at T = 1024 costs ~650 full forwards (tens of minutes on 2 CPU cores): it runs only
 // when --mdlm-max-steps allows it.
 import { cpus } from 'node:os';
@@ -20,15 +20,16 @@ const methods = opt('--methods', 'esolm,mdlm,ar').split(',');
 const mdlmMax = Number(opt('--mdlm-max-steps', '128'));
 const backend = opt('--backend', 'cpu');
 const jsonOut = opt('--json', null);
+const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16
 
 const dir = path.join(os.tmpdir(), 'esolm-bench-small-f32');
 if (!existsSync(path.join(dir, 'model.safetensors'))) {
   console.log(`writing random small model to ${dir} ...`);
   writeRandomModel(dir, SMALL_CONFIG, { seed: 7, dtype: 'F32' });
 }
-const model = await Model.load(dir, { backend });
+const model = await Model.load(dir, { backend, weights });
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
-console.log(`backend ${model.backend}; CPU: ${cpu} x ${cpus().length}; kernels: ${loadCpuAddon().backendInfo().cpuKernels}; L = ${L}`);
+console.log(`backend ${model.backend}; CPU: ${cpu} x ${cpus().length}; kernels: ${loadCpuAddon().backendInfo().cpuKernels}; L = ${L}; weights ${weights}`);
 
 const rows = [];
 async function run(method, T) {
@@ -53,5 +54,5 @@ for (const r of rows) {
   const ratio = r.method === 'mdlm' && eso ? `${(r.ms / eso.ms).toFixed(1)}x` : '';
   console.log(`| ${r.method} | ${r.L} | ${r.T ?? '-'} | ${r.nfe} | ${(r.ms / 1e3).toFixed(2)} | ${r.tokensPerS.toFixed(1)} | ${ratio} |`);
 }
-if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu, threads: cpus().length, backend: model.backend, L, rows }, null, 2));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu, threads: cpus().length, backend: model.backend, weights, L, rows }, null, 2));
 model.dispose();

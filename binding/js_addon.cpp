@@ -234,6 +234,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Function f = DefineClass(
         env, "NativeModel",
         {InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("step", &NativeModel::Step),
+         InstanceMethod("forwardScores", &NativeModel::ForwardScores),
          InstanceMethod("createCache", &NativeModel::CreateCache),
          InstanceMethod("generate", &NativeModel::Generate),
          InstanceMethod("dispose", &NativeModel::Dispose),
@@ -280,6 +281,38 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                rows = std::move(rows)](Model& m) {
       return m.forward(tokens.data(), positions.data(), batch, n, mode, x0.empty() ? nullptr : x0.data(),
                        dst, has_rows ? &rows : nullptr);
+    };
+    auto* w = new ModelCallWorker(env, h, fn, out, {});
+    w->Queue();
+    return w->Promise();
+  }
+
+  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array)
+  Napi::Value ForwardScores(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = live(env);
+    auto tokens = int32_arg(info, 0, "tokens");
+    auto positions = int32_arg(info, 1, "positions");
+    const int batch = int_arg(info, 2, "batch"), n = int_arg(info, 3, "n");
+    AttnMode mode;
+    if (!info[4].IsString() || !parse_attn_mode(info[4].As<Napi::String>(), mode))
+      throw make_error(env, Status::error(Code::invalid_arg, "unknown attention mode"));
+    std::vector<int32_t> x0;
+    if (info[5].IsTypedArray()) x0 = int32_arg(info, 5, "x0");
+    auto targets = int32_arg(info, 6, "targets");
+    if (!info[7].IsTypedArray() || info[7].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      throw make_error(env, Status::error(Code::invalid_arg, "expected a Float64Array for out"));
+    Napi::Float64Array out = info[7].As<Napi::Float64Array>();
+    const int64_t count = int64_t(batch) * n;
+    if (batch <= 0 || n <= 0 || int64_t(tokens.size()) != count || int64_t(positions.size()) != count ||
+        int64_t(targets.size()) != count || int64_t(out.ElementLength()) != count ||
+        (!x0.empty() && int64_t(x0.size()) != count))
+      throw make_error(env, Status::error(Code::invalid_arg, "tokens/positions/targets/x0/out must hold batch * n entries"));
+    double* dst = out.Data();
+    auto fn = [=, tokens = std::move(tokens), positions = std::move(positions), x0 = std::move(x0),
+               targets = std::move(targets)](Model& m) {
+      return m.forward_scores(tokens.data(), positions.data(), batch, n, mode, x0.empty() ? nullptr : x0.data(),
+                              targets.data(), dst);
     };
     auto* w = new ModelCallWorker(env, h, fn, out, {});
     w->Queue();

@@ -465,29 +465,6 @@ function batchFor(r: Resolved, len: number, vocab: number): number {
   return Math.max(1, Math.min(MAX_AUTO_BATCH, Math.floor(LOGITS_BUDGET / (len * vocab * 4))));
 }
 
-/**
- * Σ over scored slots of −log softmax(logits row, MASK column = −1e6)[target], float64.
- * Writes −1e6 into the MASK column of each scored row (the buffer is ours).
- */
-function scoreRow(logits: Float32Array, offset: number, n: number, V: number, maskIndex: number, targets: Int32Array): number {
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    const tgt = targets[i]!;
-    if (tgt < 0) continue;
-    const o = offset + i * V;
-    if (maskIndex >= 0) logits[o + maskIndex] = MASK_LOGIT;
-    let m = -Infinity;
-    for (let v = o; v < o + V; v++) {
-      const l = logits[v]!;
-      if (l > m) m = l;
-    }
-    let s = 0;
-    for (let v = o; v < o + V; v++) s += Math.exp(logits[v]! - m);
-    total -= logits[o + tgt]! - m - Math.log(s);
-  }
-  return total;
-}
-
 function logSumExp(a: ArrayLike<number>): number {
   let m = -Infinity;
   for (let i = 0; i < a.length; i++) if (a[i]! > m) m = a[i]!;
@@ -548,7 +525,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
   }
   const r = resolveOptions(model, opts);
   const seqs = resolveTokens(model, tokens, r.estimator);
-  const { vocab_size: V, mask_index: M } = model.config;
+  const { vocab_size: V } = model.config;
   if (r.signal?.aborted) throw aborted(r.signal);
 
   // Count forward calls: one queue per (attention, row length), flushed when full.
@@ -571,10 +548,11 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
   r.onProgress?.(0, total);
   let prev: Promise<void> | null = null;
 
-  const score = (rows: Row[], logits: Float32Array, len: number): void => {
+  const score = (rows: Row[], nll: Float64Array, len: number): void => {
     for (let b = 0; b < rows.length; b++) {
       const row = rows[b]!;
-      const value = scoreRow(logits, b * len * V, len, V, M, row.targets);
+      let value = 0;
+      for (let i = 0; i < len; i++) if (row.targets[i]! >= 0) value += nll[b * len + i]!;
       values[row.seq]![row.sample * perSample + row.term] = value;
       weights[row.seq]![row.sample * perSample + row.term] = row.weight;
       if (traces) {
@@ -611,14 +589,17 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     const tok = new Int32Array(batch * len);
     const pos = new Int32Array(batch * len);
     const x0 = rows[0]!.x0 ? new Int32Array(batch * len) : undefined;
+    const targets = new Int32Array(batch * len);
     rows.forEach((row, b) => {
       tok.set(row.input, b * len);
       pos.set(row.order, b * len);
+      targets.set(row.targets, b * len);
       if (x0) x0.set(row.x0!, b * len);
     });
+    // The engine scores the rows (float64 log-softmax, mask column −1e6): no logits in JS.
     const p = model
-      .forward({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, ...(x0 ? { x0 } : {}) })
-      .then((logits) => score(rows, logits, len));
+      .forwardScores({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, targets, ...(x0 ? { x0 } : {}) })
+      .then((nll) => score(rows, nll, len));
     p.catch(() => undefined); // handled when awaited below; avoids an unhandled rejection meanwhile
     try {
       await settle(); // score the previous call while this one runs

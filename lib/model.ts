@@ -260,7 +260,32 @@ export class Model {
    * `[batch, n, vocab]` (for `sequential`, the z-half).
    */
   async forward(opts: ForwardOptions): Promise<Float32Array> {
-    const nm = this.live();
+    const f = this.forwardArgs(opts);
+    const out = allocLogits(f.batch * f.n, this.config.vocab_size);
+    return this.enqueue(() => native(this.live().forward(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, out, null)));
+  }
+
+  /**
+   * Like forward(), but returns −log p(target) per row instead of logits: `targets` holds
+   * one token id per input row (−1 to skip the row), and the result `[batch * n]` is the
+   * float64 negative log-softmax (mask column set to −1e6 first, as the official
+   * likelihood code does) at the target, NaN where skipped. Logits never reach JS.
+   */
+  async forwardScores(opts: ForwardOptions & { targets: Int32Array }): Promise<Float64Array> {
+    const f = this.forwardArgs(opts);
+    const targets = checkInt32('targets', opts.targets);
+    if (targets.length !== f.tokens.length) throw invalidArg(`targets has ${targets.length} entries, expected ${f.tokens.length}`);
+    const V = this.config.vocab_size;
+    for (let i = 0; i < targets.length; i++) {
+      if (targets[i] < -1 || targets[i] >= V) throw invalidArg(`targets[${i}] = ${targets[i]} is outside [-1, ${V})`);
+    }
+    const out = new Float64Array(f.tokens.length);
+    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out)));
+  }
+
+  /** @internal Validated arguments of forward() / forwardScores(). */
+  forwardArgs(opts: ForwardOptions): { tokens: Int32Array; positions: Int32Array; batch: number; n: number; attention: AttentionMode; x0: Int32Array | null } {
+    this.live();
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'forward options', opts);
     const tokens = checkInt32('tokens', opts.tokens);
     const batch = opts.batch ?? 1;
@@ -287,8 +312,7 @@ export class Model {
     this.checkTokens('tokens', tokens);
     if (x0) this.checkTokens('x0', x0);
     this.checkPositions(positions);
-    const out = allocLogits(batch * n, this.config.vocab_size);
-    return this.enqueue(() => native(this.live().forward(tokens, positions, batch, n, attention, x0, out, null)));
+    return { tokens, positions, batch, n, attention, x0 };
   }
 
   /** Allocates a KV cache for `batch` sequences of up to `capacity` slots. */

@@ -24,6 +24,8 @@ export interface NativeModel {
   readonly backendName: string | undefined;
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
     x0: Int32Array | null, out: Float32Array, logitsRows: Int32Array | null): Promise<Float32Array>;
+  forwardScores(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
+    x0: Int32Array | null, targets: Int32Array, out: Float64Array): Promise<Float64Array>;
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
     logitsFrom: number, out: Float32Array): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;

@@ -48,10 +48,6 @@ class CpuBackend : public Backend {
   CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded)
       : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference ? DType::f32 : weights),
         exact_folded_(exact_folded), kernels_(cpu_kernels()) {}
-  ~CpuBackend() override {
-    for (auto& kv : packed_) (void)kv;
-  }
-
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
   DType weight_dtype() const override { return weights_; }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <thread>
 
 namespace esolm {
 namespace {
@@ -28,6 +29,32 @@ Status shape_error(const std::string& name, const std::vector<int64_t>& want,
   };
   return Status::error(Code::bad_weights,
                        "tensor '" + name + "' has shape " + fmt(got) + ", expected " + fmt(want));
+}
+
+// −log softmax(row)[target] in float64 with the mask column at −1e6, for m rows;
+// flat[i] is the (b * n + r) index of row i into targets/out. Rows over the cores.
+void score_rows_host(const float* logits, int64_t m, int V, int mask, const int64_t* flat,
+                     const int32_t* targets, double* out) {
+  auto work = [&](int64_t t, int64_t stride) {
+    for (int64_t i = t; i < m; i += stride) {
+      const float* row = logits + i * V;
+      auto at = [&](int v) { return v == mask ? -1e6 : double(row[v]); };
+      double mx = -INFINITY;
+      for (int v = 0; v < V; ++v) mx = std::max(mx, at(v));
+      double sum = 0;
+      for (int v = 0; v < V; ++v) sum += std::exp(at(v) - mx);
+      out[flat[i]] = -(at(targets[flat[i]]) - mx - std::log(sum));
+    }
+  };
+  const int64_t nt = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), m / 8);
+  if (nt <= 1) {
+    work(0, 1);
+    return;
+  }
+  std::vector<std::thread> ts;
+  for (int64_t t = 1; t < nt; ++t) ts.emplace_back(work, t, nt);
+  work(0, nt);
+  for (auto& th : ts) th.join();
 }
 
 }  // namespace
@@ -421,6 +448,50 @@ void Model::release_cache(KVCache& cache) {
 Status Model::forward(const int32_t* tokens, const int32_t* positions, int batch, int n,
                       AttnMode mode, const int32_t* x0, float* logits,
                       const std::vector<int>* logits_rows) {
+  std::vector<char> wanted(size_t(std::max(n, 0)), logits_rows ? 0 : 1);
+  if (logits_rows)
+    for (size_t i = 0; i < logits_rows->size(); ++i) {
+      const int r = (*logits_rows)[i];
+      if (r < 0 || r >= n || (i && r <= (*logits_rows)[i - 1]))
+        return Status::error(Code::invalid_arg, "logits rows must be ascending, unique and in [0, n)");
+      wanted[size_t(r)] = 1;
+    }
+  const int64_t V = cfg_.vocab_size;
+  return forward_impl(tokens, positions, batch, n, mode, x0,
+                      [&](int, int r) { return wanted[size_t(r)] != 0; },
+                      [&](const Tensor& lv, int64_t r0, int64_t m) {
+                        return be_->download_f32(lv, 0, m, logits + r0 * V);
+                      });
+}
+
+Status Model::forward_scores(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                             AttnMode mode, const int32_t* x0, const int32_t* targets, double* out) {
+  const int64_t V = cfg_.vocab_size, count = int64_t(batch) * n;
+  for (int64_t i = 0; i < count; ++i) {
+    if (targets[i] >= V || targets[i] < -1)
+      return Status::error(Code::invalid_arg, "target " + std::to_string(targets[i]) + " at index " +
+                                                  std::to_string(i) + " is outside [-1, vocab)");
+    out[i] = std::nan("");
+  }
+  std::vector<int64_t> flat;  // (b * n + r) of each head row, in order
+  std::vector<float> host;
+  return forward_impl(tokens, positions, batch, n, mode, x0,
+                      [&](int b, int r) {
+                        if (targets[int64_t(b) * n + r] < 0) return false;
+                        flat.push_back(int64_t(b) * n + r);
+                        return true;
+                      },
+                      [&](const Tensor& lv, int64_t r0, int64_t m) -> Status {
+                        host.resize(size_t(m * V));
+                        ESOLM_TRY(be_->download_f32(lv, 0, m, host.data()));
+                        score_rows_host(host.data(), m, int(V), cfg_.mask_index, flat.data() + r0, targets, out);
+                        return Status::ok();
+                      });
+}
+
+Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                           AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,
+                           const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
   if (batch <= 0 || n <= 0) return Status::error(Code::invalid_arg, "batch and n must be positive");
   if (n > cfg_.length)
     return Status::error(Code::invalid_arg, "sequence length " + std::to_string(n) +
@@ -433,9 +504,6 @@ Status Model::forward(const int32_t* tokens, const int32_t* positions, int batch
     if (!x0) return Status::error(Code::invalid_arg, "attention 'sequential' needs x0");
     ESOLM_TRY(check_tokens(x0, count));
   }
-  if (logits_rows)
-    for (int r : *logits_rows)
-      if (r < 0 || r >= n) return Status::error(Code::invalid_arg, "logits row out of range");
 
   // The sequential mode runs 2n rows per sequence: [x0 | tokens].
   const bool seq = mode == AttnMode::sequential;
@@ -487,14 +555,10 @@ Status Model::forward(const int32_t* tokens, const int32_t* positions, int batch
   if (s) {
     std::vector<int32_t> rows;
     const int first = seq ? n : 0;
-    for (int b = 0; b < batch; ++b) {
-      if (logits_rows) {
-        for (int r : *logits_rows) rows.push_back(b * rows_per + first + r);
-      } else {
-        for (int r = 0; r < n; ++r) rows.push_back(b * rows_per + first + r);
-      }
-    }
-    s = run_head(rows, logits);
+    for (int b = 0; b < batch; ++b)
+      for (int r = 0; r < n; ++r)
+        if (select(b, r)) rows.push_back(b * rows_per + first + r);
+    s = run_head(rows, sink);
   }
   be_->release(scratch->clean);
   // Keep the scratch cache for the next call unless it is large.

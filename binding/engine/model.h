@@ -54,11 +54,17 @@ class Model {
   // Full forward of `batch` sequences of n tokens in slot order. positions: original
   // (rotary) positions. mode sequential: tokens are the z-half, x0 the clean sequence
   // (both [batch*n]); logits are for the z-half. logits: [batch * n * vocab] F32.
-  // logits_rows (optional): if non-null, only these per-sequence rows get logits,
-  // written contiguously [batch * rows.size() * vocab].
+  // logits_rows (optional, ascending and unique): if non-null, only these per-sequence
+  // rows get logits, written contiguously [batch * rows.size() * vocab].
   Status forward(const int32_t* tokens, const int32_t* positions, int batch, int n,
                  AttnMode mode, const int32_t* x0, float* logits,
                  const std::vector<int>* logits_rows = nullptr);
+
+  // forward() that scores instead of returning logits: out[b*n + i] = −log softmax(row)[t]
+  // for t = targets[b*n + i] >= 0, with the mask column set to −1e6 first (the official
+  // likelihood code), in float64; NaN where the target is −1 (that row's head is skipped).
+  Status forward_scores(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                        AttnMode mode, const int32_t* x0, const int32_t* targets, double* out);
 
   Status create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out);
   void release_cache(KVCache& cache);
@@ -91,6 +97,11 @@ class Model {
   Status run_head(const std::vector<int32_t>& rows,
                   const std::function<Status(const Tensor&, int64_t, int64_t)>& sink);
   Status run_head(const std::vector<int32_t>& rows, float* logits);  // -> host logits
+  // Shared body of forward()/forward_scores(): runs the blocks, then the head over the
+  // rows select(b, r) accepts (r indexes the returned half for sequential), in order.
+  Status forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                      AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,
+                      const std::function<Status(const Tensor&, int64_t, int64_t)>& sink);
   Status check_step(const KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
                     int commit, int logits_from) const;
   Status ensure_workspace(int64_t rows);
