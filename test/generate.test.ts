@@ -324,8 +324,9 @@ describe('the per-model call queue', () => {
     const readMs = performance.now() - t0;
     await Promise.all(runs);
     const allMs = performance.now() - t0;
-    // Had the waiting calls blocked the 4 libuv threads, the read would wait for ~4 runs.
-    expect(readMs).toBeLessThan(allMs / 4);
+    // Had the waiting calls blocked the 4 libuv threads, the read (queued behind the eight
+    // calls) would wait until about five of them had finished.
+    expect(readMs).toBeLessThan(allMs / 2);
   });
 
   it('dispose() returns at once, cancels a generation in flight and rejects later calls', async () => {
