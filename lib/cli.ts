@@ -80,8 +80,8 @@ function render(tokens: Int32Array, mask: number, tok: Tokenizer | null): string
 }
 
 interface GenerateCli {
-  model?: string; infill?: string; length?: number; steps: number; alpha0: number; topP: number;
-  temperature: number; seed: number; batch: number; method: SamplerMethod; backend: BackendOpt;
+  model?: string; infill?: string; length?: number; steps?: number; alpha0?: number; topP?: number;
+  temperature?: number; seed: number; batch: number; method: SamplerMethod; backend: BackendOpt;
   greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number;
 }
 
@@ -103,12 +103,18 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
       if (!tok) throw new EsolmError('ERR_INVALID_ARG', 'a text prompt needs a model with a tokenizer');
       promptTokens = tok.encode(prompt);
     }
+    // Options not given on the command line come from the model's config.json "sampling"
+    // (its recommended settings), then from the built-in defaults.
+    const rec = model.config.sampling ?? {};
+    const steps = o.steps ?? rec.steps ?? 64;
+    const alpha0 = o.alpha0 ?? rec.alpha0 ?? 1;
     const sampler = new Sampler({
       method: o.method,
-      ...(o.method !== 'ar' && o.blocks === undefined ? { steps: o.steps } : {}),
-      ...(o.method === 'esolm' ? { alpha0: o.alpha0 } : {}),
+      ...(o.method !== 'ar' && o.blocks === undefined ? { steps } : {}),
+      ...(o.method === 'esolm' ? { alpha0 } : {}),
       ...(o.blocks !== undefined ? { blocks: { length: o.blocks, shuffle: true } } : {}),
-      topP: o.topP, temperature: o.temperature, seed: o.seed, greedy: o.greedy ?? false,
+      topP: o.topP ?? rec.topP ?? 0.9, temperature: o.temperature ?? rec.temperature ?? 1, seed: o.seed,
+      greedy: o.greedy ?? false,
     });
     const mask = model.config.mask_index;
     const live = o.stream && !o.json;
@@ -177,7 +183,7 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         process.stdout.write((res.text ? res.text[b] : Array.from(s).join(' ')) + '\n');
       });
     }
-    process.stderr.write(`[${o.method}${o.method === 'esolm' ? ` alpha0=${o.alpha0}` : ''} L=${length} NFE=${res.nfe} ` +
+    process.stderr.write(`[${o.method}${o.method === 'esolm' ? ` alpha0=${alpha0}` : ''} T=${steps} L=${length} NFE=${res.nfe} ` +
       `${(res.timings.totalMs / 1e3).toFixed(2)} s on ${model.backend}]\n`);
   } finally {
     model.dispose();
@@ -277,10 +283,10 @@ export function buildProgram(): Command {
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--infill <pattern>', 'text with _ for each token to generate, e.g. "In the ____ God created"')
     .option('-n, --length <n>', 'tokens per sequence (default: the model context length)', int)
-    .option('-T, --steps <n>', 'sampling steps T', int, 64)
-    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (the diffusion share)', num, 1)
-    .option('-p, --top-p <x>', 'nucleus top-p', num, 0.9)
-    .option('-t, --temperature <x>', 'softmax temperature', num, 1)
+    .option('-T, --steps <n>', 'sampling steps T (default: the model\'s recommendation, else 64)', int)
+    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1], the diffusion share (default: the model\'s, else 1)', num)
+    .option('-p, --top-p <x>', 'nucleus top-p (default: the model\'s, else 0.9)', num)
+    .option('-t, --temperature <x>', 'softmax temperature (default: the model\'s, else 1)', num)
     .option('-s, --seed <n>', 'random seed', int, 0)
     .option('-b, --batch <n>', 'sequences to generate', int, 1)
     .option('--method <name>', 'esolm | mdlm | ar', 'esolm')

@@ -22,6 +22,16 @@ export interface ModelConfig {
   length: number;
   /** `gpt2` | `bert-base-uncased` | `bytes` | a path to a tokenizer.json; absent = ids only. */
   tokenizer?: string;
+  /** Recommended sampling settings (used by the CLI when an option is not given). */
+  sampling?: SamplingDefaults;
+}
+
+/** A model folder's recommended sampling settings (config.json "sampling"). */
+export interface SamplingDefaults {
+  alpha0?: number;
+  steps?: number;
+  topP?: number;
+  temperature?: number;
 }
 
 function bad(field: string, why: string): EsolmError {
@@ -57,6 +67,17 @@ export function parseConfig(raw: unknown): ModelConfig {
   if (r.tokenizer !== undefined) {
     if (typeof r.tokenizer !== 'string') throw bad('tokenizer', 'must be a string');
     cfg.tokenizer = r.tokenizer;
+  }
+  if (r.sampling !== undefined) {
+    const sm = r.sampling as Record<string, unknown>;
+    if (typeof sm !== 'object' || sm === null || Array.isArray(sm)) throw bad('sampling', 'must be an object');
+    const out: SamplingDefaults = {};
+    for (const k of ['alpha0', 'steps', 'topP', 'temperature'] as const) {
+      if (sm[k] === undefined) continue;
+      if (typeof sm[k] !== 'number' || !Number.isFinite(sm[k])) throw bad(`sampling.${k}`, 'must be a number');
+      out[k] = sm[k] as number;
+    }
+    cfg.sampling = out;
   }
   if (cfg.hidden_size % cfg.n_heads !== 0) throw bad('hidden_size', `(${cfg.hidden_size}) must be a multiple of n_heads (${cfg.n_heads})`);
   if ((cfg.hidden_size / cfg.n_heads) % 2 !== 0) throw bad('n_heads', 'must leave an even head dimension (rotary)');
