@@ -53,3 +53,14 @@ describe('forwardScores', () => {
     await expect(model.forwardScores({ tokens, targets: Int32Array.from([1, 2]) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
   });
 });
+
+describe('forward out buffer', () => {
+  it('writes into a given buffer and checks its size', async () => {
+    const tokens = Int32Array.from([1, 2, 3]);
+    const out = new Float32Array(3 * V);
+    const got = await model.forward({ tokens, out });
+    expect(got).toBe(out);
+    expect(Array.from(out)).toEqual(Array.from(await model.forward({ tokens })));
+    await expect(model.forward({ tokens, out: new Float32Array(5) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
+});
