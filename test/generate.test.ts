@@ -29,6 +29,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'esolm-gen-'));
   makeRandomModel(path.join(dir, 'esolm'), { arch: 'esolm', seed: 11 });
   makeRandomModel(path.join(dir, 'ar'), { arch: 'ar', seed: 12 });
+  makeRandomModel(path.join(dir, 'long'), { arch: 'esolm', seed: 13, hidden_size: 128, n_heads: 4, n_blocks: 8, vocab_size: 1000, length: 1024 });
   model = await Model.load(path.join(dir, 'esolm'), { backend: 'cpu' });
   arModel = await Model.load(path.join(dir, 'ar'), { backend: 'cpu' });
 });
@@ -219,20 +220,23 @@ describe('streaming, abort and concurrency', () => {
   });
 
   it('an AbortSignal stops between steps with ERR_ABORTED and leaves model and cache usable', async () => {
-    const cache = model.createCache({ batch: 1, capacity: 64 });
+    // A model whose 1024-step generation takes about a second, so the abort (delivered to
+    // the loop asynchronously, after the third step event) lands long before the end.
+    const long = await Model.load(path.join(dir, 'long'), { backend: 'cpu' });
+    const cache = long.createCache({ batch: 1, capacity: 1024 });
     const ac = new AbortController();
-    const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.5, seed: 1 });
+    const sampler = new Sampler({ method: 'esolm', steps: 8, alpha0: 0, seed: 1 });
     let steps = 0;
-    const run = model.generate({ sampler, length: 64, cache, signal: ac.signal, onStep: () => { if (++steps === 3) ac.abort(); } });
+    const run = long.generate({ sampler, length: 1024, cache, signal: ac.signal, onStep: () => { if (++steps === 3) ac.abort(); } });
     await expect(run).rejects.toMatchObject({ code: 'ERR_ABORTED' });
-    expect(steps).toBeLessThan(64);
-    const again = await model.generate({ sampler, length: 64, cache });
-    const fresh = await model.generate({ sampler, length: 64 });
+    expect(steps).toBeLessThan(1024);
+    const again = await long.generate({ sampler, length: 64, cache });
+    const fresh = await long.generate({ sampler, length: 64 });
     expect(Array.from(again.sequences[0])).toEqual(Array.from(fresh.sequences[0]));
     const pre = new AbortController();
     pre.abort();
-    await expect(model.generate({ sampler, length: 8, signal: pre.signal })).rejects.toBeInstanceOf(EsolmError);
-    cache.dispose();
+    await expect(long.generate({ sampler, length: 8, signal: pre.signal })).rejects.toBeInstanceOf(EsolmError);
+    long.dispose();
   });
 
   it('breaking out of generateStream cancels the run; the model stays usable', async () => {
@@ -330,13 +334,12 @@ describe('the per-model call queue', () => {
   });
 
   it('dispose() returns at once, cancels a generation in flight and rejects later calls', async () => {
-    makeRandomModel(path.join(dir, 'esolm2'), { arch: 'esolm', seed: 11 });
-    const m = await Model.load(path.join(dir, 'esolm2'), { backend: 'cpu' });
-    const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.2, seed: 1 });
+    const m = await Model.load(path.join(dir, 'long'), { backend: 'cpu' });  // ~1 s per generation
+    const sampler = new Sampler({ method: 'esolm', steps: 8, alpha0: 0, seed: 1 });
     let started!: () => void;
     const first = new Promise<void>((r) => { started = r; });
-    const run = m.generate({ sampler, length: 64, onStep: () => started() });
-    const queued = m.generate({ sampler, length: 64 });
+    const run = m.generate({ sampler, length: 1024, onStep: () => started() });
+    const queued = m.generate({ sampler, length: 1024 });
     await first;
     const t0 = performance.now();
     m.dispose();
