@@ -97,3 +97,14 @@ describe('esolm CLI', () => {
     await expect(run('generate', 'x', '-m', modelDir, '--infill', 'a_', '--backend', 'cpu')).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
   });
 });
+
+describe('the esolm executable', () => {
+  it('dist/bin.js is built, executable, and runs', async () => {
+    const { statSync } = await import('node:fs');
+    const { execFileSync } = await import('node:child_process');
+    const bin = path.resolve(import.meta.dirname, '..', 'dist', 'bin.js');
+    expect(statSync(bin).mode & 0o111).not.toBe(0);
+    const out = JSON.parse(execFileSync(bin, ['doctor', '--json'], { encoding: 'utf8' }));
+    expect(out.cpu.ok).toBe(true);
+  });
+});
