@@ -216,15 +216,37 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     if (!holder || !holder->cache) return Napi::Number::New(info.Env(), 0);
     return Napi::Number::New(info.Env(), holder->cache->committed);
   }
+  // Called by TS through the model's call queue, so no call is using the cache.
   Napi::Value Reset(const Napi::CallbackInfo& info) {
-    if (holder && holder->cache) {
-      std::lock_guard<std::mutex> lk(holder->owner->mu);
-      holder->cache->committed = 0;
-    }
+    if (holder && holder->cache) holder->cache->committed = 0;
     return info.Env().Undefined();
   }
 };
 Napi::FunctionReference* NativeCache::ctor = nullptr;
+
+// The arguments forward() and forwardScores() share: (tokens, positions, batch, n, mode, x0 | null).
+struct ForwardArgs {
+  std::vector<int32_t> tokens, positions, x0;
+  int batch = 0, n = 0;
+  AttnMode mode = AttnMode::causal;
+};
+
+static ForwardArgs forward_args(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ForwardArgs a;
+  a.tokens = int32_arg(info, 0, "tokens");
+  a.positions = int32_arg(info, 1, "positions");
+  a.batch = int_arg(info, 2, "batch");
+  a.n = int_arg(info, 3, "n");
+  if (!info[4].IsString() || !parse_attn_mode(info[4].As<Napi::String>(), a.mode))
+    throw make_error(env, Status::error(Code::invalid_arg, "unknown attention mode"));
+  if (info[5].IsTypedArray()) a.x0 = int32_arg(info, 5, "x0");
+  const int64_t count = int64_t(a.batch) * a.n;
+  if (a.batch <= 0 || a.n <= 0 || int64_t(a.tokens.size()) != count || int64_t(a.positions.size()) != count ||
+      (!a.x0.empty() && int64_t(a.x0.size()) != count))
+    throw make_error(env, Status::error(Code::invalid_arg, "tokens/positions/x0 must hold batch * n entries"));
+  return a;
+}
 
 // ---- NativeModel -------------------------------------------------------------------
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
@@ -255,32 +277,20 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
-    auto tokens = int32_arg(info, 0, "tokens");
-    auto positions = int32_arg(info, 1, "positions");
-    const int batch = int_arg(info, 2, "batch"), n = int_arg(info, 3, "n");
-    AttnMode mode;
-    if (!info[4].IsString() || !parse_attn_mode(info[4].As<Napi::String>(), mode))
-      throw make_error(env, Status::error(Code::invalid_arg, "unknown attention mode"));
-    std::vector<int32_t> x0;
-    if (info[5].IsTypedArray()) x0 = int32_arg(info, 5, "x0");
+    ForwardArgs a = forward_args(info);
     Napi::Float32Array out = float32_arg(info, 6, "out");
     std::vector<int> rows;
-    bool has_rows = info.Length() > 7 && info[7].IsTypedArray();
+    const bool has_rows = info.Length() > 7 && info[7].IsTypedArray();
     if (has_rows)
       for (int32_t r : int32_arg(info, 7, "logitsRows")) rows.push_back(r);
-    const int64_t count = int64_t(batch) * n;
-    if (batch <= 0 || n <= 0 || int64_t(tokens.size()) != count || int64_t(positions.size()) != count ||
-        (!x0.empty() && int64_t(x0.size()) != count))
-      throw make_error(env, Status::error(Code::invalid_arg, "tokens/positions/x0 must hold batch * n entries"));
     const int64_t vocab = h->model->config().vocab_size;
-    const int64_t want = int64_t(batch) * (has_rows ? int64_t(rows.size()) : n) * vocab;
+    const int64_t want = int64_t(a.batch) * (has_rows ? int64_t(rows.size()) : a.n) * vocab;
     if (int64_t(out.ElementLength()) != want)
       throw make_error(env, Status::error(Code::internal, "output buffer has the wrong size"));
     float* dst = out.Data();
-    auto fn = [=, tokens = std::move(tokens), positions = std::move(positions), x0 = std::move(x0),
-               rows = std::move(rows)](Model& m) {
-      return m.forward(tokens.data(), positions.data(), batch, n, mode, x0.empty() ? nullptr : x0.data(),
-                       dst, has_rows ? &rows : nullptr);
+    auto fn = [=, a = std::move(a), rows = std::move(rows)](Model& m) {
+      return m.forward(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
+                       a.x0.empty() ? nullptr : a.x0.data(), dst, has_rows ? &rows : nullptr);
     };
     auto* w = new ModelCallWorker(env, h, fn, out, {});
     w->Queue();
@@ -291,28 +301,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value ForwardScores(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
-    auto tokens = int32_arg(info, 0, "tokens");
-    auto positions = int32_arg(info, 1, "positions");
-    const int batch = int_arg(info, 2, "batch"), n = int_arg(info, 3, "n");
-    AttnMode mode;
-    if (!info[4].IsString() || !parse_attn_mode(info[4].As<Napi::String>(), mode))
-      throw make_error(env, Status::error(Code::invalid_arg, "unknown attention mode"));
-    std::vector<int32_t> x0;
-    if (info[5].IsTypedArray()) x0 = int32_arg(info, 5, "x0");
+    ForwardArgs a = forward_args(info);
     auto targets = int32_arg(info, 6, "targets");
     if (!info[7].IsTypedArray() || info[7].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
       throw make_error(env, Status::error(Code::invalid_arg, "expected a Float64Array for out"));
     Napi::Float64Array out = info[7].As<Napi::Float64Array>();
-    const int64_t count = int64_t(batch) * n;
-    if (batch <= 0 || n <= 0 || int64_t(tokens.size()) != count || int64_t(positions.size()) != count ||
-        int64_t(targets.size()) != count || int64_t(out.ElementLength()) != count ||
-        (!x0.empty() && int64_t(x0.size()) != count))
-      throw make_error(env, Status::error(Code::invalid_arg, "tokens/positions/targets/x0/out must hold batch * n entries"));
+    const int64_t count = int64_t(a.batch) * a.n;
+    if (int64_t(targets.size()) != count || int64_t(out.ElementLength()) != count)
+      throw make_error(env, Status::error(Code::invalid_arg, "targets and out must hold batch * n entries"));
     double* dst = out.Data();
-    auto fn = [=, tokens = std::move(tokens), positions = std::move(positions), x0 = std::move(x0),
-               targets = std::move(targets)](Model& m) {
-      return m.forward_scores(tokens.data(), positions.data(), batch, n, mode, x0.empty() ? nullptr : x0.data(),
-                              targets.data(), dst);
+    auto fn = [=, a = std::move(a), targets = std::move(targets)](Model& m) {
+      return m.forward_scores(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
+                              a.x0.empty() ? nullptr : a.x0.data(), targets.data(), dst);
     };
     auto* w = new ModelCallWorker(env, h, fn, out, {});
     w->Queue();

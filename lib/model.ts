@@ -154,9 +154,13 @@ export class Cache {
     return this.native_ === null;
   }
 
-  /** Forgets every committed slot (the memory is kept). */
-  reset(): void {
-    this.live().reset();
+  /**
+   * Forgets every committed slot (the memory is kept). Runs after the calls already queued
+   * on the model, like any other call.
+   */
+  async reset(): Promise<void> {
+    this.live();
+    return this.model_.enqueue(async () => this.live().reset());
   }
 
   /** @internal */

@@ -319,6 +319,18 @@ describe('the per-model call queue', () => {
     cache.dispose();
   });
 
+  it('cache.reset() runs in call order and forgets the committed slots', async () => {
+    const cache = model.createCache({ batch: 1, capacity: 8 });
+    const t = Int32Array.from([4, 5, 6]);
+    const first = model.step(cache, { tokens: t, commit: 3 });
+    const reset = cache.reset();
+    const again = model.step(cache, { tokens: t, commit: 3 });
+    const [a, , b] = await Promise.all([first, reset, again]);
+    expect(cache.committed).toBe(3);
+    expect(Array.from(b)).toEqual(Array.from(a));
+    cache.dispose();
+  });
+
   it('queued calls hold no libuv thread: file reads finish while eight generations wait', async () => {
     const { readFile } = await import('node:fs/promises');
     const sampler = new Sampler({ method: 'mdlm', steps: 256, seed: 1 });

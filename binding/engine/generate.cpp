@@ -16,8 +16,8 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
-#include <thread>
 
+#include "engine/parallel.h"
 #include "engine/philox.h"
 
 namespace esolm {
@@ -26,24 +26,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads (rows are independent).
-template <class F>
-void parallel_rows(int64_t n, F fn) {
-  const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t nt = std::min<int64_t>(hw, n / 4);  // a row costs ~0.1-0.5 ms at V = 50k
-  if (nt <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::vector<std::thread> ts;
-  for (int64_t t = 1; t < nt; ++t)
-    ts.emplace_back([&, t] {
-      for (int64_t i = t; i < n; i += nt) fn(i);
-    });
-  for (int64_t i = 0; i < n; i += nt) fn(i);
-  for (auto& th : ts) th.join();
 }
 
 bool cancelled(const std::atomic<bool>* c) { return c && c->load(); }
@@ -236,7 +218,7 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
       for (int j = 0; j < L; ++j)
         if (x[size_t(b) * L + j] == cfg.mask_index) masked.emplace_back(b, j);
     std::vector<int32_t> newtok(masked.size(), cfg.mask_index);
-    parallel_rows(int64_t(masked.size()), [&](int64_t m) {
+    parallel_rows(int64_t(masked.size()), 4, [&](int64_t m) {
       const int b = masked[m].first, j = masked[m].second;
       // Reveal with probability 1 - r: one uniform per (sequence, position, step).
       const double u = draw_uniform(sp.seed, uint32_t(b), uint32_t(j), uint32_t(i + 1), 0xFFFFFFFFu);

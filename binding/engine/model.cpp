@@ -9,7 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <set>
-#include <thread>
+
+#include "engine/parallel.h"
 
 namespace esolm {
 namespace {
@@ -35,26 +36,15 @@ Status shape_error(const std::string& name, const std::vector<int64_t>& want,
 // flat[i] is the (b * n + r) index of row i into targets/out. Rows over the cores.
 void score_rows_host(const float* logits, int64_t m, int V, int mask, const int64_t* flat,
                      const int32_t* targets, double* out) {
-  auto work = [&](int64_t t, int64_t stride) {
-    for (int64_t i = t; i < m; i += stride) {
-      const float* row = logits + i * V;
-      auto at = [&](int v) { return v == mask ? -1e6 : double(row[v]); };
-      double mx = -INFINITY;
-      for (int v = 0; v < V; ++v) mx = std::max(mx, at(v));
-      double sum = 0;
-      for (int v = 0; v < V; ++v) sum += std::exp(at(v) - mx);
-      out[flat[i]] = -(at(targets[flat[i]]) - mx - std::log(sum));
-    }
-  };
-  const int64_t nt = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), m / 8);
-  if (nt <= 1) {
-    work(0, 1);
-    return;
-  }
-  std::vector<std::thread> ts;
-  for (int64_t t = 1; t < nt; ++t) ts.emplace_back(work, t, nt);
-  work(0, nt);
-  for (auto& th : ts) th.join();
+  parallel_rows(m, 8, [&](int64_t i) {
+    const float* row = logits + i * V;
+    auto at = [&](int v) { return v == mask ? -1e6 : double(row[v]); };
+    double mx = -INFINITY;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, at(v));
+    double sum = 0;
+    for (int v = 0; v < V; ++v) sum += std::exp(at(v) - mx);
+    out[flat[i]] = -(at(targets[flat[i]]) - mx - std::log(sum));
+  });
 }
 
 }  // namespace
