@@ -47,7 +47,8 @@ SANITIZER="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sa
 GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
 DRIVER="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
 CUDA_VER="$("$NVCC" --version 2>/dev/null | grep -o 'release [0-9.]*' | head -1)"
-COMMIT="$(git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)"
+# The device copy may come without .git: ESOLM_COMMIT names the commit then.
+COMMIT="${ESOLM_COMMIT:-$(git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)}"
 DIRTY=""
 [ "$COMMIT" != unknown ] && ! git diff --quiet HEAD 2>/dev/null && DIRTY=" (+ uncommitted changes)"
 
@@ -79,6 +80,9 @@ if [ $BUILD_OK -eq 1 ]; then
   stage "bench cuda_bench" 150 "$OUTDIR/bench.log" "$BUILD/cuda_bench" "$OUTDIR/bench.json"
   grep -E "^\|" "$OUTDIR/bench.log" | tail -n 40
 fi
+
+# Logs name files relative to the repo root, not by this machine's absolute path.
+sed -i "s#$ROOT/#./#g; s#$ROOT#.#g" "$OUTDIR"/*.log 2>/dev/null || true
 
 # ---- README (card, driver, CUDA, commit, date, stage table)
 {
