@@ -4,24 +4,16 @@
 // step needs). Prints ms, tokens/s and GFLOP/s (PERFORMANCE-NOTES.md §1.1 formulas).
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16]
 import { cpus } from 'node:os';
-import { existsSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Model, writeRandomModel, SMALL_CONFIG, loadCpuAddon } from '../dist/index.js';
+import { writeFileSync } from 'node:fs';
+import { SMALL_CONFIG, loadCpuAddon } from '../dist/index.js';
+import { loadSmallModel, opt } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const reps = Number(opt('--reps', '3'));
 const threads = Number(opt('--threads', '0'));
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16
 
-const dir = path.join(os.tmpdir(), 'esolm-bench-small-f32');
-if (!existsSync(path.join(dir, 'model.safetensors'))) {
-  console.log(`writing random small model to ${dir} ...`);
-  writeRandomModel(dir, SMALL_CONFIG, { seed: 7, dtype: 'F32' });
-}
-const model = await Model.load(dir, { backend: 'cpu', threads, weights });
+const model = await loadSmallModel({ backend: 'cpu', threads, weights });
 const info = loadCpuAddon().backendInfo();
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 console.log(`CPU: ${cpu} x ${cpus().length} threads; kernels: ${info.cpuKernels}; weights ${weights}; Node ${process.versions.node}`);

@@ -7,13 +7,10 @@
 // MDLM at T = 1024 costs ~650 full forwards (tens of minutes on 2 CPU cores): it runs only
 // when --mdlm-max-steps allows it.
 import { cpus } from 'node:os';
-import { existsSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Model, Sampler, writeRandomModel, SMALL_CONFIG, loadCpuAddon } from '../dist/index.js';
+import { writeFileSync } from 'node:fs';
+import { Sampler, loadCpuAddon } from '../dist/index.js';
+import { loadSmallModel, opt } from './common.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const L = Number(opt('--length', '1024'));
 const stepsList = opt('--steps', '16,128,1024').split(',').map(Number);
 const methods = opt('--methods', 'esolm,mdlm,ar').split(',');
@@ -22,12 +19,7 @@ const backend = opt('--backend', 'cpu');
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16
 
-const dir = path.join(os.tmpdir(), 'esolm-bench-small-f32');
-if (!existsSync(path.join(dir, 'model.safetensors'))) {
-  console.log(`writing random small model to ${dir} ...`);
-  writeRandomModel(dir, SMALL_CONFIG, { seed: 7, dtype: 'F32' });
-}
-const model = await Model.load(dir, { backend, weights });
+const model = await loadSmallModel({ backend, weights });
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 console.log(`backend ${model.backend}; CPU: ${cpu} x ${cpus().length}; kernels: ${loadCpuAddon().backendInfo().cpuKernels}; L = ${L}; weights ${weights}`);
 

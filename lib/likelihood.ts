@@ -74,7 +74,7 @@ export interface NllOptions {
   orders?: number;
   /** PRNG seed (any safe integer). Defaults to 0. */
   seed?: number;
-  /** Rows (sequence × sample × term) per forward call. Defaults to as many as keep the logits under 256 MiB, between 1 and 16. */
+  /** Rows (sequence × sample × term) per forward call. Defaults to as many as keep a call under 16384 token rows, between 1 and 16. */
   batch?: number;
   /** Called with (0, total) before the first forward call, then after each one. */
   onProgress?: (done: number, total: number) => void;
@@ -457,12 +457,14 @@ function rowKeys(r: Resolved, n: number): Array<{ attention: AttentionMode; len:
   return keys;
 }
 
-const LOGITS_BUDGET = 256 * 2 ** 20;
+// Rows are scored in the engine (forwardScores), so a call's memory is its activations,
+// which grow with the token rows it runs.
+const TOKEN_ROWS_BUDGET = 16384;
 const MAX_AUTO_BATCH = 16;
 
-function batchFor(r: Resolved, len: number, vocab: number): number {
+function batchFor(r: Resolved, len: number): number {
   if (r.batch !== undefined) return r.batch;
-  return Math.max(1, Math.min(MAX_AUTO_BATCH, Math.floor(LOGITS_BUDGET / (len * vocab * 4))));
+  return Math.max(1, Math.min(MAX_AUTO_BATCH, Math.floor(TOKEN_ROWS_BUDGET / len)));
 }
 
 function logSumExp(a: ArrayLike<number>): number {
@@ -525,7 +527,6 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
   }
   const r = resolveOptions(model, opts);
   const seqs = resolveTokens(model, tokens, r.estimator);
-  const { vocab_size: V } = model.config;
   if (r.signal?.aborted) throw aborted(r.signal);
 
   // Count forward calls: one queue per (attention, row length), flushed when full.
@@ -537,7 +538,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     }
   }
   let total = 0;
-  for (const [key, c] of counts) total += Math.ceil(c / batchFor(r, Number(key.split(':')[1]), V));
+  for (const [key, c] of counts) total += Math.ceil(c / batchFor(r, Number(key.split(':')[1])));
 
   const perSample = rowsPerSample(r);
   const values = seqs.map(() => new Float64Array(r.samples * perSample));
@@ -619,7 +620,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
         let q = queues.get(key);
         if (!q) queues.set(key, (q = []));
         q.push(row);
-        if (q.length >= batchFor(r, row.input.length, V)) {
+        if (q.length >= batchFor(r, row.input.length)) {
           queues.delete(key);
           await flush(q);
         }

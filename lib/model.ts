@@ -354,7 +354,7 @@ export class Model {
    * `logitsFrom..n-1`: `[batch, n - logitsFrom, vocab]`.
    */
   async step(cache: Cache, opts: StepOptions): Promise<Float32Array> {
-    const nm = this.live();
+    this.live();
     if (!(cache instanceof Cache)) throw expected('a Cache', 'cache', cache);
     if (cache.model_ !== this) throw invalidArg('the cache belongs to another model');
     const nc = cache.live();
@@ -411,23 +411,20 @@ export class Model {
    * C++ off the event loop). Concurrent calls on one model queue and run one at a time.
    */
   async generate(opts: GenerateOptions): Promise<GenerateResult> {
-    const nm = this.live();
+    this.live();
     const req = this.generateRequest(opts);
-    const nc = opts.cache ? opts.cache.live() : null;
+    opts.cache?.live();  // a disposed cache fails now, not when the call runs
     const signal = opts.signal;
     if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
     const onStep = opts.onStep;
-    void nm;
     return this.enqueue(async () => {
       if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
-      const cacheNow = opts.cache ? opts.cache.live() : nc;
-      const handle = (this.live() as unknown as { generate(r: object, c: NativeCache | null, cb: ((e: StepEvent) => void) | null): { promise: Promise<RawResult>; cancel(): void } })
-        .generate(req, cacheNow, onStep ? (e) => onStep(e) : null);
+      const handle = this.live().generate(req, opts.cache ? opts.cache.live() : null, onStep ?? null);
       const onAbort = (): void => handle.cancel();
       signal?.addEventListener('abort', onAbort, { once: true });
       this.cancels_.add(handle.cancel);
       try {
-        const raw = await native(handle.promise);
+        const raw = (await native(handle.promise)) as RawResult;
         return this.toResult(raw, req.batch, req.length);
       } finally {
         this.cancels_.delete(handle.cancel);

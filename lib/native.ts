@@ -29,6 +29,7 @@ export interface NativeModel {
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
     logitsFrom: number, out: Float32Array): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;
+  /** One native generation; onEvent receives each step event (see StepEvent in model.ts). */
   generate(request: object, cache: NativeCache | null, onEvent: ((e: never) => void) | null): { promise: Promise<unknown>; cancel(): void };
   dispose(): void;
 }

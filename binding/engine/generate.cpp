@@ -3,10 +3,8 @@
 // Eso-LM (B) (MODEL-REFERENCE.md §2.5): step i feeds the window
 // [p tokens revealed last step | k mask tokens] right after the committed slots; only the
 // p tokens are committed; logits only for the k mask rows.
-// MDLM (§4.1): one bidirectional forward per NFE, reused while nothing changes. A masked
-// position is revealed with probability 1 - r (r = s/t) and the token drawn from the
-// top-p filtered p(x0): the same distribution as the official single Gumbel-max over the
-// V tokens plus the mask entry (P(stay masked) = r), but only revealed rows are sampled.
+// MDLM (§4.1): one bidirectional forward per NFE, reused while nothing changes; each masked
+// position is updated by sample_row_mdlm (sampler.h).
 // AR: one token per step through the KV cache.
 // Eso-LM and AR sample on the backend (Backend::sample_rows): logits stay on the device;
 // forward_ms then includes the head and the sampling, and sample_ms is bookkeeping only.
@@ -78,7 +76,7 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
                  const std::function<void(const StepEvent&)>& on_step,
                  const std::atomic<bool>* cancel, GenerateResult& out) {
   const ModelConfig& cfg = model.config();
-  const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
+  const int B = req.batch, L = req.length, G = int(req.given_positions.size());
   auto t_plan = Clock::now();
   EsoPlanOptions po;
   po.length = L;
@@ -220,14 +218,9 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
     std::vector<int32_t> newtok(masked.size(), cfg.mask_index);
     parallel_rows(int64_t(masked.size()), 4, [&](int64_t m) {
       const int b = masked[m].first, j = masked[m].second;
-      // Reveal with probability 1 - r: one uniform per (sequence, position, step).
-      const double u = draw_uniform(sp.seed, uint32_t(b), uint32_t(j), uint32_t(i + 1), 0xFFFFFFFFu);
-      if (r > 0.0 && u < r) return;
-      DrawKey key;
-      key.sequence = uint32_t(b);
-      key.position = uint32_t(j);
+      const DrawKey key{uint32_t(b), uint32_t(j), uint32_t(i + 1)};  // round: the step (0 = token draws)
       const float* row = logits.data() + (size_t(b) * rows.size() + row_of[j]) * V;
-      newtok[m] = sample_row(row, V, sp, key);
+      newtok[m] = sample_row_mdlm(row, V, sp, r, key);
     });
     StepEvent ev;
     ev.step = i;

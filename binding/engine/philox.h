@@ -7,9 +7,9 @@
 //   key     = (seed low 32, seed high 32)
 //   counter = (token >> 1, position, round, sequence)
 //   the 4 output words give two float64 uniforms; token & 1 picks which.
-// `round` is 0 for Eso-LM and AR draws (a position is drawn once) and the step index
-// for MDLM (a masked position is redrawn every step). Plans use a separate domain
-// (sequence = 0xFFFFFFFF - stream).
+// `round` is 0 for every token draw (a position's token is drawn once); MDLM's per-step
+// stay-masked decision uses round = step + 1 on token id 0xFFFFFFFF (sampler.h). Plans use
+// a separate domain (round 0xFFFFFFFF, schedule.cpp).
 #pragma once
 #include <cstdint>
 

@@ -67,7 +67,6 @@ struct Nucleus {
   const int32_t* kept = nullptr;  // ascending ids, when !all
   int n_kept = 0;
   int vocab = 0, mask = -1;
-  double kept_sum = 0;      // sum of exp(x - max) over the kept set (only if requested)
 
   template <class F>
   void for_each(F f) const {
@@ -257,10 +256,8 @@ double select_boundary(Cand* c, int n, double above, double budget) {
   return best;
 }
 
-// The nucleus filter. need_sum: also compute kept_sum (MDLM needs the kept normaliser).
-// need_list: build the kept list even when nothing is filtered.
-Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need_sum,
-                bool need_list) {
+// The nucleus filter. need_list: build the kept list even when nothing is filtered.
+Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need_list) {
   Nucleus nu;
   if (vocab <= 0) return nu;
   Scratch& s = scratch();
@@ -297,13 +294,12 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
     nu.kind = m == kInf ? Nucleus::pos_inf : Nucleus::all_neg_inf;
     nu.threshold = m;
     nu.n_kept = n;
-    nu.kept_sum = n;
     return nu;
   }
   nu.kind = Nucleus::normal;
   const bool filter = p.top_p < 1.0;  // top_p >= 1 (or NaN): no filtering, as the reference
 
-  if (!filter && !need_sum) {
+  if (!filter) {
     nu.threshold = -kInf;
     nu.all = true;
     nu.n_kept = vocab - (mask >= 0);
@@ -329,18 +325,6 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
     bin_mass[b] = (mass[0][b] + mass[1][b]) + (mass[2][b] + mass[3][b]);
     bin_count[b] = count[0][b] + count[1][b] + count[2][b] + count[3][b];
     z += bin_mass[b];
-  }
-
-  if (!filter) {
-    nu.threshold = -kInf;
-    nu.all = true;
-    nu.n_kept = vocab - (mask >= 0);
-    nu.kept_sum = z;
-    if (need_list) {
-      nu.for_each([&](int32_t t) { kept[t - (mask >= 0 && t > mask)] = t; });
-      nu.all = false;
-    }
-    return nu;
   }
 
   // bin(x) is monotone in x, so every value in bin b is below every value in bins < b and
@@ -369,17 +353,12 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
 
   // Keep every token at or above the boundary value: ties at the boundary are all kept.
   int k = 0;
-  double kept_sum = 0;
   for (int i = 0; i < n; ++i) {
     int t = kept[i];
-    if (x[t] >= thr) {
-      kept[k++] = t;
-      kept_sum += e[t];
-    }
+    if (x[t] >= thr) kept[k++] = t;
   }
   nu.threshold = thr;
   nu.n_kept = k;
-  nu.kept_sum = kept_sum;
   return nu;
 }
 
@@ -434,19 +413,10 @@ struct ArrayNoise {
   }
 };
 
-struct NoNoise {
-  bool operator()(int32_t, double, double& g) const {
-    g = 0.0;
-    return true;
-  }
-};
-
-// argmax over kept t of base(t) + noise(t), plus an optional extra candidate
-// (extra_id, extra_base); ties go to the lowest id. The top token is scored first so that
-// pruning bites from the start.
+// argmax over kept t of base(t) + noise(t); ties go to the lowest id. The top token is
+// scored first so that pruning bites from the start.
 template <class Base, class Noise>
-int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise, int32_t extra_id,
-                      double extra_base) {
+int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise) {
   int32_t best = -1;
   double best_score = -kInf;
   auto offer = [&](int32_t t, double b) {
@@ -467,7 +437,6 @@ int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise, int32_t extra_
     top = nu.kept[0];
   }
   if (top >= 0) offer(top, base(top));
-  if (extra_id >= 0) offer(extra_id, extra_base);
   nu.for_each([&](int32_t t) {
     if (t != top) offer(t, base(t));
   });
@@ -492,19 +461,19 @@ int32_t greedy_row(const float* logits, int vocab, int mask) {
 template <class Noise>
 int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise& noise) {
   if (p.greedy || !valid_temperature(p.temperature)) return greedy_row(logits, vocab, p.mask_index);
-  Nucleus nu = nucleus(logits, vocab, p, false, false);
+  Nucleus nu = nucleus(logits, vocab, p, false);
   if (nu.kind == Nucleus::empty) return -1;
   if (nu.kind != Nucleus::normal)  // uniform over the kept set
-    return gumbel_argmax(nu, [](int32_t) { return 0.0; }, noise, -1, 0.0);
+    return gumbel_argmax(nu, [](int32_t) { return 0.0; }, noise);
   const double* x = nu.x;
-  return gumbel_argmax(nu, [x](int32_t t) { return x[t]; }, noise, -1, 0.0);
+  return gumbel_argmax(nu, [x](int32_t t) { return x[t]; }, noise);
 }
 
 }  // namespace
 
 double top_p_threshold(const float* logits, int vocab, const SampleParams& p,
                        std::vector<int32_t>* kept) {
-  Nucleus nu = nucleus(logits, vocab, p, false, kept != nullptr);
+  Nucleus nu = nucleus(logits, vocab, p, kept != nullptr);
   if (kept) kept->assign(nu.kept, nu.kept + nu.n_kept);
   return nu.threshold;
 }
@@ -520,37 +489,21 @@ int32_t sample_row_with_uniforms(const float* logits, int vocab, const SamplePar
   return sample_impl(logits, vocab, p, noise);
 }
 
+bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r) {
+  if (!(r > 0.0)) return false;  // r <= 0 or NaN: always reveal
+  if (r >= 1.0) return true;
+  // One uniform per (sequence, position, round), on a token id no vocabulary reaches.
+  return draw_uniform(seed, key.sequence, key.position, key.round, 0xFFFFFFFFu) < r;
+}
+
 int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, double r,
                         const DrawKey& key) {
-  const int mask = p.mask_index;
-  const bool has_mask = mask >= 0 && mask < vocab;
-  if (has_mask && r >= 1.0) return mask;  // q = (0, ..., 0, q[mask] = 1)
-  const bool stay_option = has_mask && r > 0;  // r <= 0 or NaN: always reveal
-  Nucleus nu = nucleus(logits, vocab, p, true, false);
-  if (nu.kind == Nucleus::empty) return stay_option ? mask : -1;
-
-  // log q_t = log softmax_kept(x)_t + log(1 - r); log q_mask = log r.
-  const double log_keep = stay_option ? std::log1p(-r) : 0.0;
-  double shift;
-  const double* x = nu.x;
-  if (nu.kind == Nucleus::normal) {
-    shift = -nu.max - std::log(nu.kept_sum) + log_keep;
-  } else {
-    shift = -std::log(double(nu.n_kept)) + log_keep;
-  }
-  const bool uniform = nu.kind != Nucleus::normal;
-  auto base = [x, shift, uniform](int32_t t) { return (uniform ? 0.0 : x[t]) + shift; };
-  const int32_t extra = stay_option ? mask : -1;
-  const double extra_base = stay_option ? std::log(r) : 0.0;
-
-  const bool greedy = p.greedy || !valid_temperature(p.temperature);
-  if (greedy) {
-    // Noise-free argmax of log q over the same kept set (lowest id on ties).
-    NoNoise none;
-    return gumbel_argmax(nu, base, none, extra, extra_base);
-  }
-  PhiloxNoise noise{p.seed, key};
-  return gumbel_argmax(nu, base, noise, extra, extra_base);
+  const bool has_mask = p.mask_index >= 0 && p.mask_index < vocab;
+  if (has_mask && mdlm_stays_masked(p.seed, key, r)) return p.mask_index;
+  DrawKey token_key = key;
+  token_key.round = 0;  // the token a position reveals does not depend on the step
+  const int32_t t = sample_row(logits, vocab, p, token_key);
+  return t < 0 && has_mask ? p.mask_index : t;  // nothing to reveal: stays masked
 }
 
 }  // namespace esolm

@@ -45,11 +45,15 @@ int32_t sample_row(const float* logits, int vocab, const SampleParams& p, const 
 int32_t sample_row_with_uniforms(const float* logits, int vocab, const SampleParams& p,
                                  const double* uniforms);
 
-// MDLM ancestral update of one masked position (MODEL-REFERENCE.md §4.1):
-// probs = softmax(top-p filtered logits / T) over non-mask tokens,
-// q = probs * (1 - r), q[mask] = r; returns argmax(log q + Gumbel) — mask_index means
-// "stays masked". r = s / t in [0, 1); r = 0 always reveals.
+// MDLM ancestral update of one masked position at step key.round (MODEL-REFERENCE.md §4.1):
+// it stays masked with probability r = s/t (mdlm_stays_masked), else reveals the token
+// sample_row picks with key.round = 0. This has the distribution of the official single
+// Gumbel-max over q = probs * (1 - r), q[mask] = r (P(mask) = r, the revealed token ~ the
+// top-p filtered probs), but only revealed rows touch the vocabulary, and a position's
+// token does not depend on the step it is revealed in. Greedy affects the token only.
+// Returns mask_index for "stays masked" (also when no token can be revealed).
 int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, double r,
                         const DrawKey& key);
+bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r);
 
 }  // namespace esolm

@@ -567,7 +567,16 @@ static void test_mdlm() {
   for (int t = 1; t < V; ++t)
     if (t != mask && row[t] > row[top]) top = t;
   CHECK(sample_row_mdlm(row.data(), V, g, 0.0, DrawKey{}) == top, "greedy mdlm r=0 -> argmax");
-  CHECK(sample_row_mdlm(row.data(), V, g, 0.999, DrawKey{}) == mask, "greedy mdlm r~1 -> mask");
+  CHECK(sample_row_mdlm(row.data(), V, g, 1.0, DrawKey{}) == mask, "greedy mdlm r=1 -> mask");
+  // Greedy changes the token only: the stay-masked decision is the same draw as sampling.
+  long agree = 0;
+  for (long i = 0; i < 2000; ++i) {
+    const DrawKey k{0, uint32_t(i), 7};
+    const bool stays_g = sample_row_mdlm(row.data(), V, g, 0.4, k) == mask;
+    const bool stays_s = sample_row_mdlm(row.data(), V, p, 0.4, k) == mask;
+    agree += stays_g == stays_s && stays_g == mdlm_stays_masked(p.seed, k, 0.4);
+  }
+  CHECK(agree == 2000, "greedy and sampled mdlm share the stay decision: %ld/2000", agree);
 }
 
 static void timing() {
