@@ -5,7 +5,9 @@
 # op and of whole forwards/steps, compute-sanitizer memcheck on the --quick subset, and the
 # benchmark; writes logs, JSON and a README (card, driver, CUDA, commit, date) into
 # ${OUT:-bench/results/gpu-latest} (<= 8 files, no subfolders) and prints a short table last.
-# Each stage has its own timeout so one hang cannot eat the budget. Needs no Node.js, no network.
+# Each stage has its own timeout so one hang cannot eat the budget, and no stage may run past
+# the script's budget (ESOLM_CHECK_BUDGET seconds, default 510: the whole check stays under
+# 9 minutes; a stage cut by it counts as a TIMEOUT). Needs no Node.js, no network.
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,12 +18,20 @@ BUILD="${ESOLM_BUILD_DIR:-build-gpu}"
 export ESOLM_REQUIRE_CUDA=1
 ARCH="${ESOLM_CUDA_ARCH:-90a}"
 T0=$(date +%s)
+BUDGET="${ESOLM_CHECK_BUDGET:-510}"
 declare -a SUMMARY=()
 
 stage() {  # stage NAME TIMEOUT LOGFILE CMD...
   local name=$1 limit=$2 log=$3
   shift 3
   local t=$(date +%s)
+  local left=$(( BUDGET - (t - T0) - 10 ))  # 10 s kept for the README
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -lt 5 ]; then
+    echo "=== $name: TIMEOUT (script budget of ${BUDGET}s spent before it started) ===" | tee -a "$log"
+    SUMMARY+=("| $name | TIMEOUT (script budget) | 0s | $(basename "$log") |")
+    return 124
+  fi
   echo "=== $name (timeout ${limit}s) ===" | tee -a "$log"
   timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
   local rc=$?
@@ -70,15 +80,15 @@ if [ $BUILD_OK -eq 1 ]; then
   done
   grep -E "^(FAIL|PASSED|FAILED)" "$OUTDIR/tests.log" | tail -n 40
   if [ -x "$SANITIZER" ] || command -v compute-sanitizer >/dev/null; then
-    stage "memcheck ops_test --quick" 90 "$OUTDIR/sanitizer.log" \
+    stage "memcheck ops_test --quick" 120 "$OUTDIR/sanitizer.log" \
       "$SANITIZER" --tool memcheck --error-exitcode 3 --leak-check no "$BUILD/ops_test" --quick
     grep -E "ERROR SUMMARY|^FAIL|PASSED|FAILED" "$OUTDIR/sanitizer.log" | tail -n 10
   else
     echo "compute-sanitizer not found" | tee "$OUTDIR/sanitizer.log"
     SUMMARY+=("| memcheck | SKIPPED (no compute-sanitizer) | 0s | sanitizer.log |")
   fi
-  stage "bench cuda_bench" 150 "$OUTDIR/bench.log" "$BUILD/cuda_bench" "$OUTDIR/bench.json"
-  grep -E "^\|" "$OUTDIR/bench.log" | tail -n 40
+  stage "bench cuda_bench" 280 "$OUTDIR/bench.log" "$BUILD/cuda_bench" "$OUTDIR/bench.json"
+  grep -E "^\|" "$OUTDIR/bench.log" | tail -n 60
 fi
 
 # Logs name files relative to the repo root, not by this machine's absolute path.

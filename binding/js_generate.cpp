@@ -101,6 +101,7 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
     o.Set("nfe", result_.nfe);
     o.Set("steps", result_.steps);
     o.Set("nDiffusion", result_.n_diffusion);
+    o.Set("replayedSteps", result_.replayed_steps);
     Napi::Object t = Napi::Object::New(env);
     t.Set("totalMs", result_.timings.total_ms);
     t.Set("forwardMs", result_.timings.forward_ms);

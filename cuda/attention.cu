@@ -4,6 +4,9 @@
 // encodes backend.h's AttnMode rules. Softmax is online (running max m, sum l) in fp32;
 // a row with no visible key yields zeros. For causal and sequential modes every visible
 // key slot is <= the query slot, so key loops stop at max query slot + 1.
+// Planned KV loop (AttnArgs::loop_state): the window is read at kernel start; the grid and
+// the split plan use only static sizes (capacity), and CTAs or splits left without keys
+// write empty partials (m = -inf, l = 0), which the combine turns into zeros.
 #include <algorithm>
 
 #include "attention.cuh"
@@ -34,6 +37,16 @@ __host__ __device__ __forceinline__ int key_end(AttnMode mode, int n_kv, int q_e
                                                                     : n_kv;
 }
 
+// The query window a launch sees: static, or read from the loop state (clamped so that a
+// bad state cannot reach past the cache). Query rows >= n_valid see no key (zeros).
+struct Window { int q_slot0, n_kv, n_valid; };
+__device__ __forceinline__ Window query_window(const AttnArgs& a) {
+  if (!a.loop_state) return {a.q_slot0, a.n_kv, a.n_q};
+  const int q_slot0 = min(max(a.loop_state[kLoopSlot0], 0), a.capacity);
+  const int n_valid = min(max(a.loop_state[kLoopN], 0), a.n_q);
+  return {q_slot0, min(q_slot0 + n_valid, a.capacity), n_valid};
+}
+
 // ---------------------------------------------------------------- split-KV path
 constexpr int kQG = 16;     // queries per CTA (4 per warp)
 constexpr int kKT = 32;     // keys per smem tile (one per lane)
@@ -44,7 +57,8 @@ struct SplitPlan { int splits, chunk, kv_range, groups; };
 static SplitPlan plan_split(const AttnArgs& a, int sm_count) {
   SplitPlan p;
   p.groups = (a.n_q + kQG - 1) / kQG;
-  p.kv_range = std::max(1, key_end(a.mode, a.n_kv, a.q_slot0 + a.n_q));
+  // The loop's window is known only on the device: plan for the whole cache.
+  p.kv_range = std::max(1, a.loop_state ? a.capacity : key_end(a.mode, a.n_kv, a.q_slot0 + a.n_q));
   const int64_t ctas = int64_t(a.batch) * a.n_heads * p.groups;
   const int tiles = (p.kv_range + kKT - 1) / kKT;
   int64_t want = (2 * int64_t(sm_count) + ctas - 1) / ctas;  // fill ~2 waves
@@ -69,14 +83,15 @@ __global__ void __launch_bounds__(128)
   const T* kc = static_cast<const T*>(a.k);
   const T* vc = static_cast<const T*>(a.v);
   const int32_t* clean_b = a.clean ? a.clean + int64_t(b) * a.capacity : nullptr;
-  const int half = a.n_kv / 2;
+  const Window win = query_window(a);
+  const int half = win.n_kv / 2;
   const float scale = rsqrtf(float(hd));
   for (int i = threadIdx.x; i < kQG * hd; i += blockDim.x) {
     const int qi = i / hd, dd = i % hd, r = r0 + qi;
     Qs[qi][dd] = r < a.n_q ? to_f(q[(int64_t(b) * a.n_q + r) * d + h * hd + dd]) : 0.f;
   }
-  const int kb = split * chunk;
-  const int ke = min(kb + chunk, key_end(a.mode, a.n_kv, a.q_slot0 + min(r0 + kQG, a.n_q)));
+  const int kb = split * chunk, q_end = min(r0 + kQG, win.n_valid);
+  const int ke = q_end > r0 ? min(kb + chunk, key_end(a.mode, win.n_kv, win.q_slot0 + q_end)) : kb;
   float m[4], l[4], o[4][4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -97,8 +112,8 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int qi = warp * 4 + w, r = r0 + qi;
-      if (r >= a.n_q) break;  // warp-uniform
-      const int qs = a.q_slot0 + r;
+      if (r >= win.n_valid) break;  // warp-uniform
+      const int qs = win.q_slot0 + r;
       float s = -INFINITY;
       if (ks < ke && visible(a.mode, qs, ks, half, clean_b)) {
         float acc = 0.f;
@@ -209,7 +224,8 @@ __global__ void __launch_bounds__(128) attn_tiled_kernel(AttnArgs a) {
   const bf16* kc = static_cast<const bf16*>(a.k);
   const bf16* vc = static_cast<const bf16*>(a.v);
   const int32_t* clean_b = a.clean ? a.clean + int64_t(b) * a.capacity : nullptr;
-  const int half = a.n_kv / 2;
+  const Window win = query_window(a);
+  const int half = win.n_kv / 2;
   const float sl2 = rsqrtf(float(HD)) * 1.4426950408889634f;  // scale * log2(e)
 
   load_rows64<HD>(Qs, q, int64_t(b) * a.n_q, q0, a.n_q, d, h);
@@ -227,7 +243,8 @@ __global__ void __launch_bounds__(128) attn_tiled_kernel(AttnArgs a) {
 #pragma unroll
   for (int i = 0; i < HD / 8; ++i) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
   const int row_q[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-  const int kend = key_end(a.mode, a.n_kv, a.q_slot0 + min(q0 + 64, a.n_q));
+  const int q_end = min(q0 + 64, win.n_valid);
+  const int kend = q_end > q0 ? key_end(a.mode, win.n_kv, win.q_slot0 + q_end) : 0;
 
   for (int k0 = 0; k0 < kend; k0 += 64) {
     __syncthreads();  // previous tile fully consumed
@@ -252,8 +269,8 @@ __global__ void __launch_bounds__(128) attn_tiled_kernel(AttnArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int ri = e >> 1, ks = k0 + nt * 8 + 2 * t + (e & 1);
-        const bool ok = row_q[ri] < a.n_q && ks < kend &&
-                        visible(a.mode, a.q_slot0 + row_q[ri], ks, half, clean_b);
+        const bool ok = row_q[ri] < win.n_valid && ks < kend &&
+                        visible(a.mode, win.q_slot0 + row_q[ri], ks, half, clean_b);
         S[nt][e] = ok ? S[nt][e] * sl2 : -INFINITY;
         tmax[ri] = fmaxf(tmax[ri], S[nt][e]);
       }

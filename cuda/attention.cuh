@@ -15,6 +15,10 @@ struct AttnArgs {
   const void* k = nullptr;  const void* v = nullptr;  DType kv_t = DType::bf16;
   void* out = nullptr;      DType out_t = DType::bf16;
   const int32_t* clean = nullptr;  // [batch, capacity] (mixed2)
+  // Planned KV loop (causal only): q_slot0 = loop_state[kLoopSlot0], n_valid =
+  // loop_state[kLoopN] rows, n_kv = q_slot0 + n_valid, read on the device; rows >= n_valid
+  // are zeros. The static q_slot0 / n_kv are then ignored.
+  const int32_t* loop_state = nullptr;
   int batch = 1, n_q = 0, q_slot0 = 0, n_kv = 0, n_heads = 1, head_dim = 64, capacity = 0;
   AttnMode mode = AttnMode::causal;
 };

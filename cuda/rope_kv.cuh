@@ -8,10 +8,14 @@
 namespace esolm {
 namespace cuda {
 
+// loop_state (planned KV loop, may be null): slot0 = loop_state[kLoopSlot0] replaces the
+// argument, and only rows j < loop_state[kLoopN] (and slots < capacity) reach the caches;
+// every q row is written.
 Status launch_rope_qkv_store(const void* qkv, DType qkv_t, const int32_t* positions, int batch,
-                             int n, int n_heads, int head_dim, int slot0, int capacity,
-                             void* q_out, DType q_t, void* k_cache, DType k_t, void* v_cache,
-                             DType v_t, cudaStream_t stream);
+                             int n, int n_heads, int head_dim, int slot0,
+                             const int32_t* loop_state, int capacity, void* q_out, DType q_t,
+                             void* k_cache, DType k_t, void* v_cache, DType v_t,
+                             cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace esolm

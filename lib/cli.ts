@@ -169,7 +169,7 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
     if (o.json) {
       process.stdout.write(JSON.stringify({
         model: model.dir, backend: model.backend, method: o.method, length, nfe: res.nfe, steps: res.steps,
-        nDiffusion: res.nDiffusion, timings: res.timings,
+        nDiffusion: res.nDiffusion, replayedSteps: res.replayedSteps, timings: res.timings,
         sequences: res.sequences.map((s, i) => ({ tokens: Array.from(s), ...(res.text ? { text: res.text[i] } : {}) })),
       }, null, 2) + '\n');
       return;

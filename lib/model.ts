@@ -69,6 +69,8 @@ export interface GenerateResult {
   steps: number;
   /** esolm: tokens revealed by the diffusion phase (the rest came from the sequential phase). */
   nDiffusion: number;
+  /** Steps run by replaying a recorded step (CUDA graphs); 0 on the CPU. */
+  replayedSteps: number;
   timings: { totalMs: number; forwardMs: number; sampleMs: number; planMs: number; diffusionMs: number; sequentialMs: number };
   /** Decoded text per sequence when the model has a tokenizer. */
   text?: string[];
@@ -578,7 +580,7 @@ export class Model {
   toResult(raw: RawResult, batch: number, length: number): GenerateResult {
     const sequences: Int32Array[] = [];
     for (let b = 0; b < batch; b++) sequences.push(raw.tokens.slice(b * length, (b + 1) * length));
-    const out: GenerateResult = { sequences, nfe: raw.nfe, steps: raw.steps, nDiffusion: raw.nDiffusion, timings: raw.timings };
+    const out: GenerateResult = { sequences, nfe: raw.nfe, steps: raw.steps, nDiffusion: raw.nDiffusion, replayedSteps: raw.replayedSteps, timings: raw.timings };
     const t = this.tokenizer_;
     if (t) out.text = sequences.map((seq) => t.decode(seq));
     return out;
@@ -628,6 +630,7 @@ interface RawResult {
   nfe: number;
   steps: number;
   nDiffusion: number;
+  replayedSteps: number;
   timings: GenerateResult['timings'];
 }
 

@@ -12,6 +12,9 @@
 // and scale by the step count. "step+sample ms" is one real Model::step_sample of the same
 // step (blocks, head for the h rows in chunks of 128, fused device sampling at top-p 0.9,
 // picks copied back): what engine/generate pays per Eso-LM step.
+// Last, whole Eso-LM (B) generations through engine/generate with the planned KV loop off,
+// on without recording (ESOLM_CUDA_GRAPHS=0) and on with CUDA graphs, every variant on its
+// own backend and model (the backend reads ESOLM_CUDA_* at creation).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -225,6 +228,26 @@ struct Bench {
     });
   }
 };
+
+// Sets ESOLM_CUDA_KV_LOOP / ESOLM_CUDA_GRAPHS for one backend creation, then restores them.
+std::unique_ptr<Backend> loop_variant_backend(bool loop, bool graphs, Status& s) {
+  const char* names[2] = {"ESOLM_CUDA_KV_LOOP", "ESOLM_CUDA_GRAPHS"};
+  std::string old[2];
+  bool had[2];
+  for (int i = 0; i < 2; ++i) {
+    const char* v = std::getenv(names[i]);
+    had[i] = v != nullptr;
+    if (had[i]) old[i] = v;
+  }
+  setenv(names[0], loop ? "1" : "0", 1);
+  setenv(names[1], graphs ? "1" : "0", 1);
+  std::unique_ptr<Backend> be = create_cuda_backend(0, s);
+  for (int i = 0; i < 2; ++i) {
+    if (had[i]) setenv(names[i], old[i].c_str(), 1);
+    else unsetenv(names[i]);
+  }
+  return be;
+}
 
 std::string json_num(double v) {
   if (!std::isfinite(v)) return "null";
@@ -475,6 +498,97 @@ int main(int argc, char** argv) {
   for (const Measured& me : measured)
     std::printf("| %s | %d | %d | %d | %d | %.1f | %.1f | %.1f | %s |\n", me.method.c_str(), me.L, me.B, me.T, me.nfe,
                 me.ms, me.fwd_ms, me.sample_ms, me.note.c_str());
+
+  // ---- planned KV loop: Eso-LM (B) generations, loop off / loop / loop + graphs.
+  // Budget: a case whose three runs are estimated (from the Eso-LM estimates above, x1.5 as
+  // measured generations run over them) at more than 60 s is skipped, and nothing starts
+  // that would end past kBudgetMs (the script's stage allows 280 s). Cases estimated under
+  // 1 s take the median of 3 runs.
+  const double kBudgetMs = 225e3;
+  struct LoopCase { int L, B, T, nfe[3]; double ms[3], est_ms; bool skip; std::string note; int replayed; };
+  std::vector<LoopCase> loop_cases;
+  for (int L : {1024, 8192})
+    for (int B : {1, 64})
+      for (int T : {16, 128, 1024}) {
+        LoopCase lc{L, B, T, {0, 0, 0}, {NAN, NAN, NAN}, NAN, false, "", 0};
+        for (const Gen& g : gens)
+          if (g.L == L && g.B == B && g.T == T) lc.est_ms = 1.5 * g.eso_ms;
+        char why[96];
+        if (!std::isfinite(lc.est_ms) && B * L >= 64 * 8192) {
+          lc.skip = true;
+          lc.note = "skipped: no estimate";
+        } else if (3 * lc.est_ms > 60e3) {
+          lc.skip = true;
+          std::snprintf(why, sizeof why, "skipped: ~%.0f s for the three runs (> 60 s)", 3 * lc.est_ms / 1e3);
+          lc.note = why;
+        }
+        loop_cases.push_back(lc);
+      }
+  const char* variant_names[3] = {"loop off", "loop", "loop + graphs"};
+  {
+    const HostWeights weights = random_weights(cfg);
+    for (int v = 0; v < 3; ++v) {
+      Status vs;
+      std::unique_ptr<Backend> vbe = loop_variant_backend(v > 0, v == 2, vs);
+      std::unique_ptr<Model> vm;
+      if (vbe) vs = Model::create(cfg, HostWeights(weights), vbe.get(), vm);
+      if (!vs) {
+        std::printf("%s: backend/model failed: %s\n", variant_names[v], vs.message.c_str());
+        continue;
+      }
+      GenerateRequest req;
+      req.method = Method::esolm;
+      req.alpha0 = 1.0;
+      req.sample.top_p = 0.9;
+      req.sample.seed = 11;
+      GenerateResult res;
+      req.batch = 1;
+      req.length = 1024;
+      req.steps = 16;
+      vs = generate(*vm, req, nullptr, nullptr, nullptr, res);  // warm-up: first touch of buffers
+      if (!vs) std::printf("%s: warm-up generation failed: %s\n", variant_names[v], vs.message.c_str());
+      for (LoopCase& lc : loop_cases) {
+        if (lc.skip) continue;
+        const double cache_bytes = 12.0 * 2 * lc.B * double(lc.L) * 768 * 2;
+        if (cache_bytes + 2e9 > 0.9 * double(bench.free_bytes())) {
+          lc.note += std::string(lc.note.empty() ? "" : "; ") + variant_names[v] + ": KV cache does not fit";
+          continue;
+        }
+        if (ms_since(t_start) + (std::isfinite(lc.est_ms) ? lc.est_ms : 0) > kBudgetMs) {
+          lc.note += std::string(lc.note.empty() ? "" : "; ") + variant_names[v] + ": skipped, bench time budget";
+          continue;
+        }
+        req.batch = lc.B;
+        req.length = lc.L;
+        req.steps = lc.T;
+        std::vector<double> runs;
+        Status gs;
+        for (int rep = 0; rep < (lc.est_ms < 1e3 ? 3 : 1) && gs; ++rep) {
+          gs = generate(*vm, req, nullptr, nullptr, nullptr, res);
+          runs.push_back(res.timings.total_ms);
+        }
+        if (!gs) {
+          lc.note += std::string(lc.note.empty() ? "" : "; ") + variant_names[v] + " error: " + gs.message;
+          continue;
+        }
+        lc.ms[v] = median(runs);
+        lc.nfe[v] = res.nfe;
+        if (v == 2) lc.replayed = res.replayed_steps;  // 0 would mean the graphs never took
+      }
+      std::printf("%s runs done at %.1f s\n", variant_names[v], ms_since(t_start) / 1e3);
+    }
+  }
+  std::printf("\nPlanned KV loop (Eso-LM (B) through engine/generate, alpha0 1, top-p 0.9, median of 3 runs "
+              "when estimated under 1 s, else one run; ms/step = total / NFE; speedup = loop-off ms / variant ms; recording cost included):\n\n");
+  std::printf("| L | B | T | NFE | off ms | off ms/step | loop ms | loop ms/step | graphs ms | graphs ms/step | "
+              "replayed steps | loop speedup | graphs speedup | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const LoopCase& lc : loop_cases) {
+    const int nfe = lc.nfe[0] ? lc.nfe[0] : lc.nfe[1] ? lc.nfe[1] : lc.nfe[2];
+    auto per_step = [&](int v) { return lc.nfe[v] ? lc.ms[v] / lc.nfe[v] : NAN; };
+    std::printf("| %d | %d | %d | %d | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f | %d | %.2fx | %.2fx | %s |\n", lc.L, lc.B,
+                lc.T, nfe, lc.ms[0], per_step(0), lc.ms[1], per_step(1), lc.ms[2], per_step(2), lc.replayed, lc.ms[0] / lc.ms[1],
+                lc.ms[0] / lc.ms[2], lc.note.c_str());
+  }
   std::printf("\nbench total %.1f s\n", ms_since(t_start) / 1e3);
 
   if (argc > 1) {
@@ -513,6 +627,16 @@ int main(int argc, char** argv) {
                    "\"forward_ms\": %s, \"sample_ms\": %s, \"note\": \"%s\"}%s\n",
                    me.method.c_str(), me.L, me.B, me.T, me.nfe, json_num(me.ms).c_str(), json_num(me.fwd_ms).c_str(),
                    json_num(me.sample_ms).c_str(), me.note.c_str(), i + 1 < measured.size() ? "," : "");
+    }
+    std::fprintf(fp, "  ],\n  \"loop_generation\": [\n");
+    for (size_t i = 0; i < loop_cases.size(); ++i) {
+      const LoopCase& lc = loop_cases[i];
+      std::fprintf(fp,
+                   "    {\"L\": %d, \"B\": %d, \"T\": %d, \"nfe\": [%d, %d, %d], \"off_ms\": %s, \"loop_ms\": %s, "
+                   "\"graphs_ms\": %s, \"replayed_steps\": %d, \"note\": \"%s\"}%s\n",
+                   lc.L, lc.B, lc.T, lc.nfe[0], lc.nfe[1], lc.nfe[2], json_num(lc.ms[0]).c_str(),
+                   json_num(lc.ms[1]).c_str(), json_num(lc.ms[2]).c_str(), lc.replayed, lc.note.c_str(),
+                   i + 1 < loop_cases.size() ? "," : "");
     }
     std::fprintf(fp, "  ]\n}\n");
     std::fclose(fp);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/loop_ops.h"
 #include "cpu/ops_reference.h"
 #include "cpu/thread_pool.h"
 #include "engine/backend.h"
@@ -245,6 +246,7 @@ class CpuBackend : public Backend {
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                    const AttnParams& p, Tensor& out) override {
+    if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     const int d = p.n_heads * p.head_dim;
     // One task per (sequence, head): K and V are packed once and reused by every row.
@@ -292,6 +294,47 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
 
+  // ---- planned KV loop: the state lives in host memory, so these read it directly.
+  bool supports_kv_loop() const override { return true; }
+  Status loop_begin_step(LoopTensors& lt, int batch, int length, int n_pad, int k_pad) override {
+    return loop_begin_step_host(lt, batch, length, n_pad, k_pad);
+  }
+  Status loop_end_step(LoopTensors& lt, int batch, int length, int k_pad) override {
+    return loop_end_step_host(lt, batch, length, k_pad);
+  }
+  Status rope_qkv_store_loop(const Tensor& qkv, const Tensor& positions, int batch, int n_pad,
+                             int n_heads, int capacity, const Tensor& state, Tensor& q_out,
+                             Tensor& k_cache, Tensor& v_cache) override {
+    int slot0 = 0, n = 0;
+    ESOLM_TRY(read_loop_state(state, n_pad, capacity, slot0, n));
+    if (qkv.rows < int64_t(batch) * n_pad || positions.numel() < int64_t(batch) * n_pad ||
+        q_out.rows < int64_t(batch) * n_pad || k_cache.rows < int64_t(batch) * capacity ||
+        v_cache.rows < int64_t(batch) * capacity)
+      return Status::error(Code::invalid_arg, "rope_qkv_store_loop: shapes");
+    // Sequence by sequence: the window rows of sequence b start at row b * n_pad.
+    for (int b = 0; b < batch; ++b) {
+      Tensor qv = row_slice(q_out, int64_t(b) * n_pad, n_pad);
+      Tensor kv = row_slice(k_cache, int64_t(b) * capacity, capacity);
+      Tensor vv = row_slice(v_cache, int64_t(b) * capacity, capacity);
+      ESOLM_TRY(rope_qkv_store(row_slice(qkv, int64_t(b) * n_pad, n), row_slice(positions, int64_t(b) * n_pad, n),
+                               1, n, n_heads, slot0, capacity, qv, kv, vv));
+    }
+    return Status::ok();
+  }
+  Status sample_rows_to(const Tensor& logits, int64_t rows, const SampleParams& p, const Tensor& keys,
+                        Tensor& out) override {
+    if (keys.dtype != DType::i32 || keys.numel() < rows * 3 || out.dtype != DType::i32 || out.numel() < rows)
+      return Status::error(Code::invalid_arg, "sample_rows_to: keys must be I32 [rows, 3], out I32 [rows]");
+    static_assert(sizeof(DrawKey) == 3 * sizeof(int32_t), "DrawKey is three 32-bit words");
+    return sample_rows(logits, rows, p, static_cast<const DrawKey*>(keys.data), static_cast<int32_t*>(out.data));
+  }
+  Status download_i32_async(const Tensor& t, int64_t count, int32_t* host) override {
+    if (t.dtype != DType::i32 || count < 0 || count > t.numel())
+      return Status::error(Code::invalid_arg, "download_i32_async: I32 tensor with >= count values");
+    if (count) std::memcpy(host, t.data, size_t(count) * sizeof(int32_t));
+    return Status::ok();
+  }
+
   Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override {
     const int32_t* idx = static_cast<const int32_t*>(index.data);
     const size_t row_bytes = size_t(x.cols) * dtype_size(x.dtype);
@@ -304,6 +347,42 @@ class CpuBackend : public Backend {
   }
 
  private:
+  static Status read_loop_state(const Tensor& state, int n_pad, int capacity, int& slot0, int& n) {
+    if (state.dtype != DType::i32 || state.numel() < kLoopFields)
+      return Status::error(Code::invalid_arg, "loop state must be I32 [1, kLoopFields]");
+    const int32_t* st = static_cast<const int32_t*>(state.data);
+    slot0 = st[kLoopSlot0];
+    n = st[kLoopN];
+    if (n < 1 || n > n_pad || slot0 < 0 || slot0 + n > capacity)
+      return Status::error(Code::invalid_arg, "loop state: window outside [1, n_pad] or over capacity");
+    return Status::ok();
+  }
+  // attention() with p.loop_state: the real window (slot0, n) from the state, rows >= n zero.
+  Status attention_loop(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttnParams& p,
+                        Tensor& out) {
+    if (p.mode != AttnMode::causal) return Status::error(Code::invalid_arg, "attention: loop_state needs causal mode");
+    int slot0 = 0, n = 0;
+    ESOLM_TRY(read_loop_state(*p.loop_state, p.n_q, p.capacity, slot0, n));
+    const int64_t d = int64_t(p.n_heads) * p.head_dim;
+    if (q.rows < int64_t(p.batch) * p.n_q || out.rows < int64_t(p.batch) * p.n_q || out.cols != d ||
+        out.dtype != DType::f32 || k_cache.rows < int64_t(p.batch) * p.capacity ||
+        v_cache.rows < int64_t(p.batch) * p.capacity)
+      return Status::error(Code::invalid_arg, "attention: shapes");
+    AttnParams one = p;
+    one.loop_state = nullptr;
+    one.batch = 1;
+    one.n_q = n;
+    one.q_slot0 = slot0;
+    one.n_kv = slot0 + n;
+    for (int b = 0; b < p.batch; ++b) {
+      Tensor ov = row_slice(out, int64_t(b) * p.n_q, p.n_q);
+      Tensor on = row_slice(ov, 0, n);
+      ESOLM_TRY(attention(row_slice(q, int64_t(b) * p.n_q, n), row_slice(k_cache, int64_t(b) * p.capacity, p.capacity),
+                          row_slice(v_cache, int64_t(b) * p.capacity, p.capacity), one, on));
+      std::memset(static_cast<float*>(ov.data) + int64_t(n) * d, 0, size_t(p.n_q - n) * size_t(d) * sizeof(float));
+    }
+    return Status::ok();
+  }
   const PackedInfo* packed_info(const Tensor& t) {
     std::lock_guard<std::mutex> lk(packed_mutex_);
     auto it = packed_.find(t.data);

@@ -1,6 +1,7 @@
 // backend.cpp — default implementations of the optional Backend ops.
 #include "engine/backend.h"
 
+#include <string>
 #include <vector>
 
 #include "engine/parallel.h"
@@ -21,5 +22,27 @@ Status Backend::sample_rows(const Tensor& logits, int64_t rows, const SamplePara
   sample_rows_host(host.data(), rows, int(logits.cols), p, keys, out);
   return Status::ok();
 }
+
+namespace {
+Status unsupported(const Backend& be, const char* op) {
+  return Status::error(Code::internal, std::string(op) + " is not supported by the " + be.name() + " backend");
+}
+}  // namespace
+
+Status Backend::loop_begin_step(LoopTensors&, int, int, int, int) { return unsupported(*this, "loop_begin_step"); }
+Status Backend::rope_qkv_store_loop(const Tensor&, const Tensor&, int, int, int, int, const Tensor&, Tensor&,
+                                    Tensor&, Tensor&) {
+  return unsupported(*this, "rope_qkv_store_loop");
+}
+Status Backend::sample_rows_to(const Tensor&, int64_t, const SampleParams&, const Tensor&, Tensor&) {
+  return unsupported(*this, "sample_rows_to");
+}
+Status Backend::loop_end_step(LoopTensors&, int, int, int) { return unsupported(*this, "loop_end_step"); }
+Status Backend::download_i32_async(const Tensor&, int64_t, int32_t*) {
+  return unsupported(*this, "download_i32_async");
+}
+Status Backend::begin_record() { return unsupported(*this, "begin_record"); }
+Status Backend::end_record(int&) { return unsupported(*this, "end_record"); }
+Status Backend::replay(int) { return unsupported(*this, "replay"); }
 
 }  // namespace esolm

@@ -32,6 +32,14 @@ struct Tensor {
   size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
 };
 
+// Rows [row0, row0 + rows) of t: a tensor is one row-major allocation on every backend.
+inline Tensor row_slice(const Tensor& t, int64_t row0, int64_t rows) {
+  Tensor v = t;
+  v.data = static_cast<char*>(t.data) + size_t(row0 * t.cols) * dtype_size(t.dtype);
+  v.rows = rows;
+  return v;
+}
+
 // Epilogue of linear(): what happens to y = in · Wᵀ + bias.
 enum class Epilogue {
   store,    // out = y
@@ -59,6 +67,40 @@ struct AttnParams {
   int capacity = 0;     // slots per sequence in the K/V tensors
   AttnMode mode = AttnMode::causal;
   const Tensor* clean = nullptr;  // mixed2 only: I32 [batch, capacity], 1 = clean token
+  // Planned KV loop only (causal mode): the LoopState tensor (below). Then q_slot0 and the
+  // valid query count come from backend memory at run time: q_slot0 = state[kLoopSlot0],
+  // n_kv = q_slot0 + state[kLoopN]; query rows r >= state[kLoopN] get zeros. n_q is the
+  // static (padded) row count and the static q_slot0 / n_kv fields are ignored.
+  const Tensor* loop_state = nullptr;
+};
+
+// ---- planned KV loop ------------------------------------------------------------------
+// Eso-LM (B) and AR generation know every step's shape before the first step, so the
+// loop can run from tables in backend memory with no host round trip between steps, and a
+// backend may record one step and replay it (CUDA graphs). engine/kv_loop.cpp drives it.
+//
+// StepTable, I32 [n_steps, kStepFields], one row per step:
+//   slot0   first window slot (= committed slots before the step)
+//   n       window length: slots [slot0, slot0 + n) are fed
+//   head0   first window row that gets logits
+//   k       rows [head0, head0 + k) are sampled ...
+//   target  ... into slots [target, target + k)
+//   commit  committed slots after the step = slot0 + commit (host bookkeeping only)
+// LoopState, I32 [1, kLoopFields]: state[kLoopCursor] is the step index; loop_begin_step
+// copies that table row into state[kLoopSlot0 ..] for the other ops; loop_end_step
+// advances the cursor. Tokens live in z, I32 [batch, length] in slot order, with order
+// I32 [batch, length] (slot -> original position) and fixed I32 [1, length] (1 = a given
+// token that sampling must not overwrite).
+constexpr int kStepFields = 6;
+constexpr int kLoopCursor = 0, kLoopSlot0 = 1, kLoopN = 2, kLoopHead0 = 3, kLoopK = 4,
+              kLoopTarget = 5, kLoopFields = 8;
+
+struct LoopTensors {
+  Tensor table, state, z, order, fixed;  // described above
+  Tensor tokens, positions;              // I32 [batch * n_pad, 1]: window inputs
+  Tensor head_rows;                      // I32 [batch * k_pad, 1]: rows of the block output
+  Tensor keys;                           // I32 [batch * k_pad, 3]: DrawKey per head row
+  Tensor picks;                          // I32 [batch * k_pad, 1]: sampled tokens
 };
 
 class Backend {
@@ -83,6 +125,9 @@ class Backend {
   // Tensor -> host F32 (converted from t.dtype). Rows [row0, row0 + n_rows).
   virtual Status download_f32(const Tensor& t, int64_t row0, int64_t n_rows, float* host) = 0;
   virtual Status synchronize() = 0;
+  // (optional) True when ops are queued and run later, so the host can run ahead of the
+  // device (CUDA); the planned KV loop then waits only every few steps.
+  virtual bool is_asynchronous() const { return false; }
   // (optional) Called once for each linear weight W [n, k] after upload; a backend may
   // re-layout it (the CPU backend packs panels). Defaults to nothing.
   virtual Status prepare_weight(Tensor& W) { (void)W; return Status::ok(); }
@@ -121,6 +166,47 @@ class Backend {
   // memory [rows]. Defaults to downloading the rows and sampling them on the host.
   virtual Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p,
                              const DrawKey* keys, int32_t* out);
+
+  // ---- planned KV loop (optional; see LoopTensors) ------------------------------------
+  // A backend that implements the five loop ops returns true; the engine then runs
+  // Eso-LM (B) and AR generation through them. Shapes n_pad, k_pad are static; the
+  // step's real n, k (<= n_pad, k_pad) are read from backend memory.
+  virtual bool supports_kv_loop() const { return false; }
+  // Reads row state[kLoopCursor] of lt.table into state[kLoopSlot0 ..] and fills, for
+  // b < batch, r < n_pad (n, head0, k, slot0, target from that row):
+  //   tokens[b*n_pad + r]    = r < n ? z[b, slot0 + r] : 0
+  //   positions[b*n_pad + r] = r < n ? order[b, slot0 + r] : 0
+  // and for r < k_pad, with rr = min(r, k - 1) (padding rows repeat the last real row):
+  //   head_rows[b*k_pad + r] = b*n_pad + head0 + rr
+  //   keys[b*k_pad + r]      = {b, order[b, target + rr], 0}   (DrawKey: sequence, position, round)
+  virtual Status loop_begin_step(LoopTensors& lt, int batch, int length, int n_pad, int k_pad);
+  // rope_qkv_store for the window rows [0, n_pad) of each sequence with slot0 = state[kLoopSlot0];
+  // rows r >= state[kLoopN] are not written to the caches (their q_out rows are unspecified).
+  virtual Status rope_qkv_store_loop(const Tensor& qkv, const Tensor& positions, int batch,
+                                     int n_pad, int n_heads, int capacity, const Tensor& state,
+                                     Tensor& q_out, Tensor& k_cache, Tensor& v_cache);
+  // sample_rows with keys I32 [rows, 3] and out I32 [rows, 1] in backend memory; no host wait.
+  virtual Status sample_rows_to(const Tensor& logits, int64_t rows, const SampleParams& p,
+                                const Tensor& keys, Tensor& out);
+  // z[b, target + r] = picks[b*k_pad + r] for r < k unless fixed[target + r]; then
+  // state[kLoopCursor] += 1.
+  virtual Status loop_end_step(LoopTensors& lt, int batch, int length, int k_pad);
+  // Copies count I32 values from t to host memory; `host` is filled by the next
+  // synchronize() (the CPU backend copies at once). No wait here.
+  virtual Status download_i32_async(const Tensor& t, int64_t count, int32_t* host);
+
+  // ---- recording (optional) -------------------------------------------------------
+  // A backend that can record returns true: between begin_record() and end_record() ops
+  // are recorded, not run, and replay() runs the recording. Recorded ops must take every
+  // value that changes between replays from backend memory (the loop ops above), and the
+  // tensors they use must outlive the recording. Host-side work that cannot be recorded
+  // (a scratch buffer growing, an upload) makes the op or end_record fail; the engine then
+  // runs that step eagerly. release_recordings() frees them all.
+  virtual bool can_record() const { return false; }
+  virtual Status begin_record();
+  virtual Status end_record(int& id);
+  virtual Status replay(int id);
+  virtual void release_recordings() {}
 };
 
 // Samples rows of host logits (the default sample_rows, also used by the CPU backend).

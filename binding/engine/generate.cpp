@@ -6,8 +6,10 @@
 // MDLM (§4.1): one bidirectional forward per NFE, reused while nothing changes; each masked
 // position is updated by sample_row_mdlm (sampler.h).
 // AR: one token per step through the KV cache.
-// Eso-LM and AR sample on the backend (Backend::sample_rows): logits stay on the device;
-// forward_ms then includes the head and the sampling, and sample_ms is bookkeeping only.
+// Eso-LM and AR sample on the backend: logits stay on the device, and forward_ms includes
+// the head and the sampling. On a backend with the planned KV loop (kv_loop.h) the steps
+// run from tables in backend memory with no host round trip; otherwise each step is a
+// step_sample() call.
 #include "engine/generate.h"
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <cmath>
 #include <memory>
 
+#include "engine/kv_loop.h"
 #include "engine/parallel.h"
 #include "engine/philox.h"
 
@@ -102,60 +105,91 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
   const int n_steps = int(plan.step_sizes.size());
-  int u = G, p = G;  // u: slots decided so far; p: slots to commit in this step's window
-  int diffusion_left = plan.n_diffusion;
-  std::vector<int32_t> win_tok, win_pos, picks;
-  std::vector<DrawKey> keys;
-  for (int i = 0; i < n_steps; ++i) {
-    if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
-    const int k = plan.step_sizes[i];
-    const int n = p + k;
-    const bool diffusion = diffusion_left > 0;
-    auto t_step = Clock::now();
-    win_tok.resize(size_t(B) * n);
-    win_pos.resize(size_t(B) * n);
-    for (int b = 0; b < B; ++b)
-      for (int r = 0; r < n; ++r) {
-        const int slot = u - p + r;
-        win_tok[size_t(b) * n + r] = z[size_t(b) * L + slot];
-        win_pos[size_t(b) * n + r] = plan.order[b][slot];
-      }
-    keys.resize(size_t(B) * k);
-    picks.resize(size_t(B) * k);
-    for (int b = 0; b < B; ++b)
-      for (int r = 0; r < k; ++r) {
-        DrawKey& key = keys[size_t(b) * k + r];
-        key.sequence = uint32_t(b);
-        key.position = uint32_t(plan.order[b][u + r]);
-        key.round = 0;
-      }
-    // Forward, head for the k mask rows only, and sampling on the backend.
-    auto t_fwd = Clock::now();
-    ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, p, p, sp, keys.data(), picks.data()));
-    out.timings.forward_ms += ms_since(t_fwd);
+  // Step i reveals slots [u[i], u[i] + k) and feeds the window [u[i] - p, u[i] + k): the p
+  // slots revealed by the step before (committed now) and the k mask slots.
+  std::vector<int> u_at(n_steps), p_at(n_steps);
+  std::vector<char> diffusion_at(n_steps);
+  {
+    int u = G, p = G, diffusion_left = plan.n_diffusion;
+    for (int i = 0; i < n_steps; ++i) {
+      u_at[i] = u;
+      p_at[i] = p;
+      diffusion_at[i] = diffusion_left > 0;
+      if (diffusion_left > 0) diffusion_left -= plan.step_sizes[i];
+      u += plan.step_sizes[i];
+      p = plan.step_sizes[i];
+    }
+  }
+  // Picks of step i (row b * stride + r) go into z and out to the caller.
+  auto finish_step = [&](int i, const int32_t* picks, int stride, double ms) {
+    const int k = plan.step_sizes[i], u = u_at[i];
+    out.timings.forward_ms += ms;
+    (diffusion_at[i] ? out.timings.diffusion_ms : out.timings.sequential_ms) += ms;
     ++out.nfe;
-    auto t_s = Clock::now();
     StepEvent ev;
     ev.step = i;
     ev.n_steps = n_steps;
     ev.per_sequence = k;
-    ev.phase = diffusion ? "diffusion" : "sequential";
+    ev.phase = diffusion_at[i] ? "diffusion" : "sequential";
     ev.positions.resize(size_t(B) * k);
     ev.tokens.resize(size_t(B) * k);
     for (int b = 0; b < B; ++b)
       for (int r = 0; r < k; ++r) {
-        const size_t row = size_t(b) * k + r;
-        z[size_t(b) * L + u + r] = picks[row];
-        ev.positions[row] = int32_t(keys[row].position);
-        ev.tokens[row] = picks[row];
+        const int32_t t = picks[size_t(b) * stride + r];
+        z[size_t(b) * L + u + r] = t;
+        ev.positions[size_t(b) * k + r] = plan.order[b][u + r];
+        ev.tokens[size_t(b) * k + r] = t;
       }
-    out.timings.sample_ms += ms_since(t_s);
-    (diffusion ? out.timings.diffusion_ms : out.timings.sequential_ms) += ms_since(t_step);
-    if (diffusion) diffusion_left -= k;
-    u += k;
-    p = k;
     ev.nfe = out.nfe;
     if (on_step) on_step(ev);
+  };
+
+  if (model.backend()->supports_kv_loop()) {
+    KvLoopPlan lp;
+    lp.batch = B;
+    lp.length = L;
+    lp.z = z;
+    lp.fixed.assign(L, 0);
+    std::fill(lp.fixed.begin(), lp.fixed.begin() + G, 1);
+    lp.order.resize(size_t(B) * L);
+    for (int b = 0; b < B; ++b) std::copy(plan.order[b].begin(), plan.order[b].end(), lp.order.begin() + size_t(b) * L);
+    for (int i = 0; i < n_steps; ++i) {
+      KvLoopStep st;
+      st.slot0 = u_at[i] - p_at[i];
+      st.n = p_at[i] + plan.step_sizes[i];
+      st.head0 = p_at[i];
+      st.k = plan.step_sizes[i];
+      st.target = u_at[i];
+      st.commit = p_at[i];
+      st.phase = diffusion_at[i] ? 0 : 1;
+      lp.steps.push_back(st);
+    }
+    std::vector<int32_t> z_final;
+    ESOLM_TRY(run_kv_loop(model, cache, lp, sp, finish_step, cancel, z_final, &out.replayed_steps));
+    if (z_final != z) return Status::error(Code::internal, "kv loop: the tokens on the backend differ from the streamed picks");
+  } else {
+    std::vector<int32_t> win_tok, win_pos, picks;
+    std::vector<DrawKey> keys;
+    for (int i = 0; i < n_steps; ++i) {
+      if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
+      const int k = plan.step_sizes[i], u = u_at[i], p = p_at[i], n = p + k;
+      win_tok.resize(size_t(B) * n);
+      win_pos.resize(size_t(B) * n);
+      for (int b = 0; b < B; ++b)
+        for (int r = 0; r < n; ++r) {
+          const int slot = u - p + r;
+          win_tok[size_t(b) * n + r] = z[size_t(b) * L + slot];
+          win_pos[size_t(b) * n + r] = plan.order[b][slot];
+        }
+      keys.resize(size_t(B) * k);
+      picks.resize(size_t(B) * k);
+      for (int b = 0; b < B; ++b)
+        for (int r = 0; r < k; ++r) keys[size_t(b) * k + r] = DrawKey{uint32_t(b), uint32_t(plan.order[b][u + r]), 0};
+      // Forward, head for the k mask rows only, and sampling on the backend.
+      auto t_fwd = Clock::now();
+      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, p, p, sp, keys.data(), picks.data()));
+      finish_step(i, picks.data(), k, ms_since(t_fwd));
+    }
   }
   out.steps = n_steps;
   out.tokens.assign(size_t(B) * L, 0);
@@ -279,29 +313,13 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
   }
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
-  std::vector<int32_t> win_tok, win_pos;
-  std::vector<int32_t> picks(B);
-  std::vector<DrawKey> keys(B);
-  int fed = 0;  // positions already in the cache
-  int step = 0;
   const int n_steps = L - P;
-  for (int j = P; j < L; ++j, ++step) {
-    if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
-    const int n = j - fed;  // feed positions [fed, j)
-    win_tok.resize(size_t(B) * n);
-    win_pos.resize(size_t(B) * n);
-    for (int b = 0; b < B; ++b)
-      for (int r = 0; r < n; ++r) {
-        win_tok[size_t(b) * n + r] = x[size_t(b) * L + fed + r];
-        win_pos[size_t(b) * n + r] = fed + r;
-      }
-    for (int b = 0; b < B; ++b) keys[b] = DrawKey{uint32_t(b), uint32_t(j), 0};
-    auto t_fwd = Clock::now();
-    ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, n, n - 1, sp, keys.data(), picks.data()));
-    out.timings.forward_ms += ms_since(t_fwd);
+  // Step s predicts position j = P + s from its last window row; the window is what the
+  // cache lacks: the prefix [0, P) at step 0, then the token at j - 1.
+  auto finish_step = [&](int step, const int32_t* picks, int stride, double ms) {
+    const int j = P + step;
+    out.timings.forward_ms += ms;
     ++out.nfe;
-    fed = j;
-    auto t_s = Clock::now();
     StepEvent ev;
     ev.step = step;
     ev.n_steps = n_steps;
@@ -310,18 +328,59 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
     ev.positions.assign(B, j);
     ev.tokens.resize(B);
     for (int b = 0; b < B; ++b) {
-      int32_t tok;
-      if (fixed[j] >= 0) {
-        tok = req.given_tokens[size_t(b) * G + fixed[j]];
-      } else {
-        tok = picks[b];
-      }
+      const int32_t tok = fixed[j] >= 0 ? req.given_tokens[size_t(b) * G + fixed[j]] : picks[size_t(b) * stride];
       x[size_t(b) * L + j] = tok;
       ev.tokens[b] = tok;
     }
-    out.timings.sample_ms += ms_since(t_s);
     ev.nfe = out.nfe;
     if (on_step) on_step(ev);
+  };
+
+  if (model.backend()->supports_kv_loop() && n_steps > 0) {
+    KvLoopPlan lp;
+    lp.batch = B;
+    lp.length = L;
+    lp.z = x;
+    for (int b = 0; b < B; ++b)
+      for (int j = P; j < L; ++j)
+        if (fixed[j] >= 0) lp.z[size_t(b) * L + j] = req.given_tokens[size_t(b) * G + fixed[j]];
+    lp.fixed.resize(L);
+    for (int j = 0; j < L; ++j) lp.fixed[j] = j < P || fixed[j] >= 0;
+    lp.order.resize(size_t(B) * L);
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < L; ++j) lp.order[size_t(b) * L + j] = j;
+    for (int j = P, fed = 0; j < L; fed = j, ++j) {
+      KvLoopStep st;
+      st.slot0 = fed;
+      st.n = j - fed;
+      st.head0 = st.n - 1;
+      st.k = 1;
+      st.target = j;
+      st.commit = st.n;
+      lp.steps.push_back(st);
+    }
+    std::vector<int32_t> z_final;
+    ESOLM_TRY(run_kv_loop(model, cache, lp, sp, finish_step, cancel, z_final, &out.replayed_steps));
+    if (z_final != x) return Status::error(Code::internal, "kv loop: the tokens on the backend differ from the streamed picks");
+  } else {
+    std::vector<int32_t> win_tok, win_pos;
+    std::vector<int32_t> picks(B);
+    std::vector<DrawKey> keys(B);
+    for (int j = P, fed = 0; j < L; fed = j, ++j) {
+      if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
+      const int n = j - fed;  // feed positions [fed, j)
+      win_tok.resize(size_t(B) * n);
+      win_pos.resize(size_t(B) * n);
+      for (int b = 0; b < B; ++b)
+        for (int r = 0; r < n; ++r) {
+          win_tok[size_t(b) * n + r] = x[size_t(b) * L + fed + r];
+          win_pos[size_t(b) * n + r] = fed + r;
+        }
+      for (int b = 0; b < B; ++b) keys[b] = DrawKey{uint32_t(b), uint32_t(j), 0};
+      auto t_fwd = Clock::now();
+      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, n, n - 1, sp, keys.data(), picks.data()));
+      finish_step(j - P, picks.data(), 1, ms_since(t_fwd));
+    }
   }
   out.steps = n_steps;
   out.tokens = x;

@@ -54,6 +54,7 @@ struct GenerateResult {
   int nfe = 0;                       // network function evaluations (forward or step calls)
   int steps = 0;                     // sampler steps taken (mdlm: including skipped NFEs)
   int n_diffusion = 0;               // esolm: tokens revealed by the diffusion phase
+  int replayed_steps = 0;            // steps run by replaying a recorded step (CUDA graphs)
   GenerateTimings timings;
 };
 

@@ -21,6 +21,9 @@ Tensor view_rows(const Tensor& t, int64_t rows) {
   return v;
 }
 
+// Head rows per chunk: bounds the F32 logits buffer to kHeadChunk * vocab floats.
+constexpr int64_t kHeadChunk = 128;
+
 Status shape_error(const std::string& name, const std::vector<int64_t>& want,
                    const std::vector<int64_t>& got) {
   auto fmt = [](const std::vector<int64_t>& s) {
@@ -347,6 +350,14 @@ Status Model::run_blocks(const int32_t* tokens, const int32_t* positions, int ba
   Tensor tok = view_rows(tok_, rows), pos = view_rows(pos_, rows);
   ESOLM_TRY(be.upload_i32(tok, tokens, rows));
   ESOLM_TRY(be.upload_i32(pos, positions, rows));
+  return run_blocks_on(tok, pos, batch, n, slot0, cache, attn);
+}
+
+Status Model::run_blocks_on(const Tensor& tok, const Tensor& pos, int batch, int n, int slot0,
+                            KVCache& cache, const AttnParams& attn) {
+  Backend& be = *be_;
+  const int64_t rows = int64_t(batch) * n;
+  if (rows > ws_rows_) return Status::error(Code::internal, "run_blocks_on: workspace too small");
   Tensor x = view_rows(x_, rows), h = view_rows(h_, rows), qkv = view_rows(qkv_, rows),
          q = view_rows(q_, rows), att = view_rows(att_, rows), mlp = view_rows(mlp_, rows);
   ESOLM_TRY(be.embed(embed_, tok, x));
@@ -354,8 +365,12 @@ Status Model::run_blocks(const int32_t* tokens, const int32_t* positions, int ba
     const LayerWeights& L = layers_[l];
     ESOLM_TRY(be.layernorm(x, L.ln1_w, L.ln1_b, h));
     ESOLM_TRY(be.linear(h, L.qkv_w, Tensor{}, qkv, Epilogue::store));
-    ESOLM_TRY(be.rope_qkv_store(qkv, pos, batch, n, cfg_.n_heads, slot0, cache.capacity, q,
-                                cache.k[l], cache.v[l]));
+    if (attn.loop_state)
+      ESOLM_TRY(be.rope_qkv_store_loop(qkv, pos, batch, n, cfg_.n_heads, cache.capacity, *attn.loop_state,
+                                       q, cache.k[l], cache.v[l]));
+    else
+      ESOLM_TRY(be.rope_qkv_store(qkv, pos, batch, n, cfg_.n_heads, slot0, cache.capacity, q,
+                                  cache.k[l], cache.v[l]));
     ESOLM_TRY(be.attention(q, cache.k[l], cache.v[l], attn, att));
     ESOLM_TRY(be.linear(att, L.out_w, Tensor{}, x, Epilogue::add_to));
     ESOLM_TRY(be.layernorm(x, L.ln2_w, L.ln2_b, h));
@@ -376,7 +391,7 @@ Status Model::run_head(const std::vector<int32_t>& rows,
                        const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
   Backend& be = *be_;
   const int64_t d = cfg_.hidden_size, V = cfg_.vocab_size;
-  const int64_t chunk = 128;  // bounds the F32 logits buffer to chunk * V floats
+  const int64_t chunk = kHeadChunk;
   const int64_t m_all = int64_t(rows.size());
   if (m_all == 0) return Status::ok();
   Tensor& idx = head_idx_;
@@ -403,6 +418,53 @@ Status Model::run_head(const std::vector<int32_t>& rows,
     if (s) s = sink(lv, r0, m);
   }
   return s;
+}
+
+Status Model::reserve_loop(int batch, int n_pad_max, int k_pad_max) {
+  if (batch < 1 || n_pad_max < 1 || k_pad_max < 1 || k_pad_max > n_pad_max)
+    return Status::error(Code::invalid_arg, "reserve_loop: bad shapes");
+  ESOLM_TRY(ensure_workspace(int64_t(batch) * n_pad_max));
+  const int64_t m = std::min<int64_t>(kHeadChunk, int64_t(batch) * k_pad_max);
+  if (head_logits_.rows >= m) return Status::ok();
+  for (Tensor* t : {&head_idx_, &head_x_, &head_h_, &head_logits_}) be_->release(*t);
+  Status s = be_->alloc(head_idx_, DType::i32, m, 1);
+  if (s) s = be_->alloc(head_x_, DType::f32, m, cfg_.hidden_size);
+  if (s) s = be_->alloc(head_h_, be_->activation_dtype(), m, cfg_.hidden_size);
+  if (s) s = be_->alloc(head_logits_, DType::f32, m, cfg_.vocab_size);
+  if (!s)
+    for (Tensor* t : {&head_idx_, &head_x_, &head_h_, &head_logits_}) be_->release(*t);
+  return s;
+}
+
+Status Model::loop_step(KVCache& cache, LoopTensors& lt, int length, int n_pad, int k_pad,
+                        const SampleParams& sp) {
+  Backend& be = *be_;
+  const int B = cache.batch;
+  ESOLM_TRY(be.loop_begin_step(lt, B, length, n_pad, k_pad));
+  AttnParams attn;
+  attn.batch = B;
+  attn.n_q = n_pad;
+  attn.n_kv = cache.capacity;  // static bound; the real window comes from the state
+  attn.n_heads = cfg_.n_heads;
+  attn.head_dim = cfg_.head_dim();
+  attn.capacity = cache.capacity;
+  attn.mode = AttnMode::causal;
+  attn.loop_state = &lt.state;
+  ESOLM_TRY(run_blocks_on(lt.tokens, lt.positions, B, n_pad, 0, cache, attn));
+  // Head and sampling over the k_pad rows of each sequence, in chunks of static size.
+  const int64_t m_all = int64_t(B) * k_pad;
+  const Tensor x = view_rows(x_, int64_t(B) * n_pad);
+  for (int64_t r0 = 0; r0 < m_all; r0 += kHeadChunk) {
+    const int64_t m = std::min<int64_t>(kHeadChunk, m_all - r0);
+    if (head_logits_.rows < m) return Status::error(Code::internal, "loop_step: head buffers not reserved");
+    Tensor xv = view_rows(head_x_, m), hv = view_rows(head_h_, m), lv = view_rows(head_logits_, m);
+    Tensor keys = row_slice(lt.keys, r0, m), picks = row_slice(lt.picks, r0, m);
+    ESOLM_TRY(be.gather_rows(x, row_slice(lt.head_rows, r0, m), xv));
+    ESOLM_TRY(be.layernorm(xv, lnf_w_, lnf_b_, hv));
+    ESOLM_TRY(be.linear(hv, head_w_, head_b_, lv, Epilogue::store));
+    ESOLM_TRY(be.sample_rows_to(lv, m, sp, keys, picks));
+  }
+  return be.loop_end_step(lt, B, length, k_pad);
 }
 
 Status Model::create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out) {

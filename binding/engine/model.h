@@ -85,6 +85,18 @@ class Model {
   // Validation shared by forward/step (token range, positions).
   Status check_tokens(const int32_t* tokens, int64_t count) const;
 
+  // ---- planned KV loop (engine/kv_loop.cpp; Backend::supports_kv_loop) --------------
+  // Sizes the workspace for windows of up to n_pad_max rows and heads of up to k_pad_max
+  // rows per sequence, so that loop_step never allocates.
+  Status reserve_loop(int batch, int n_pad_max, int k_pad_max);
+  // One step of the plan in lt.table at lt.state's cursor, with static shapes: the window
+  // (loop_begin_step), the blocks, the head over lt.head_rows, sampling into lt.picks and
+  // loop_end_step. No host wait, no upload and no host value that changes from step to
+  // step, so a backend may record it once and replay it.
+  // `length` is the generation length L of lt.z / lt.order (<= cache.capacity).
+  Status loop_step(KVCache& cache, LoopTensors& lt, int length, int n_pad, int k_pad,
+                   const SampleParams& sp);
+
  private:
   Model() = default;
   Status fold_and_upload(HostWeights& w);
@@ -92,6 +104,10 @@ class Model {
   // of `cache`, attention by `attn`. Leaves the final residual in x_.
   Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
                     int slot0, KVCache& cache, const AttnParams& attn);
+  // The blocks over tokens/positions already in backend memory (I32 [batch*n, 1]).
+  // With attn.loop_state the cache slots come from the loop state (slot0 is unused).
+  Status run_blocks_on(const Tensor& tok, const Tensor& pos, int batch, int n, int slot0,
+                       KVCache& cache, const AttnParams& attn);
   // Final LN + head over selected rows of x_ (index into [batch*n]), in chunks; for each
   // chunk calls sink(logits tensor, first row, row count).
   Status run_head(const std::vector<int32_t>& rows,
