@@ -17,7 +17,7 @@ describe('native tests (ctest executables)', () => {
   }, 600_000);
 
   it('found the native tests', () => {
-    expect(tests).toEqual(expect.arrayContaining(['philox_test', 'sampler_test', 'schedule_test', 'cpu_ops_test', 'kv_loop_test']));
+    expect(tests).toEqual(expect.arrayContaining(['philox_test', 'sampler_test', 'schedule_test', 'cpu_ops_test', 'kv_loop_test', 'mdlm_test']));
   });
 
   for (const t of tests) {

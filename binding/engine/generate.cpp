@@ -4,7 +4,10 @@
 // [p tokens revealed last step | k mask tokens] right after the committed slots; only the
 // p tokens are committed; logits only for the k mask rows.
 // MDLM (§4.1): one bidirectional forward per NFE, reused while nothing changes; each masked
-// position is updated by sample_row_mdlm (sampler.h).
+// position is updated as sample_row_mdlm (sampler.h) would, in its two halves: the
+// stay-masked draw on the host, then the token from the backend's sampler for the revealed
+// rows only, so the head runs for those rows alone and no logits leave the backend
+// (test/native/mdlm_test.cpp checks this equals sample_row_mdlm over full logits).
 // AR: one token per step through the KV cache.
 // Eso-LM and AR sample on the backend: logits stay on the device, and forward_ms includes
 // the head and the sampling. On a backend with the planned KV loop (kv_loop.h) the steps
@@ -214,62 +217,56 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
   }
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
-  std::vector<float> logits;
-  std::vector<int> rows;          // logits rows held (positions masked in some sequence)
-  std::vector<int> row_of(L, -1);  // position -> index into rows
-  bool have_logits = false;
+  // sample_row_mdlm (sampler.h) split in two: the stay-masked draw here on the host, the
+  // token on the backend for the revealed rows only (sample_kept), so no logits leave it.
+  const bool has_mask = cfg.mask_index >= 0 && cfg.mask_index < V;
+  bool have_output = false;  // the kept network output matches x
+  std::vector<std::pair<int, int>> reveal;  // (b, position) revealed this step
+  std::vector<int32_t> rows, picks;
+  std::vector<DrawKey> keys;
   int i = 0;
   for (; i < req.steps; ++i) {
     bool any_mask = false;
     for (int32_t t : x) any_mask |= (t == cfg.mask_index);
     if (!any_mask) break;
     if (cancelled(cancel)) return Status::error(Code::aborted, "generation aborted");
-    if (!have_logits) {
-      rows.clear();
-      std::fill(row_of.begin(), row_of.end(), -1);
-      for (int j = 0; j < L; ++j) {
-        bool masked = false;
-        for (int b = 0; b < B && !masked; ++b) masked = x[size_t(b) * L + j] == cfg.mask_index;
-        if (masked) {
-          row_of[j] = int(rows.size());
-          rows.push_back(j);
-        }
-      }
-      logits.resize(size_t(B) * rows.size() * V);
+    if (!have_output) {
       auto t_fwd = Clock::now();
-      ESOLM_TRY(model.forward(x.data(), pos.data(), B, L, AttnMode::bidirectional, nullptr,
-                              logits.data(), &rows));
+      ESOLM_TRY(model.forward_keep(x.data(), pos.data(), B, L, AttnMode::bidirectional));
       out.timings.forward_ms += ms_since(t_fwd);
       ++out.nfe;
-      have_logits = true;
+      have_output = true;
     }
     auto t_s = Clock::now();
     const double r = mp.r[i];
-    std::vector<std::pair<int, int>> masked;  // (b, position)
+    reveal.clear();
     for (int b = 0; b < B; ++b)
       for (int j = 0; j < L; ++j)
-        if (x[size_t(b) * L + j] == cfg.mask_index) masked.emplace_back(b, j);
-    std::vector<int32_t> newtok(masked.size(), cfg.mask_index);
-    parallel_rows(int64_t(masked.size()), 4, [&](int64_t m) {
-      const int b = masked[m].first, j = masked[m].second;
-      const DrawKey key{uint32_t(b), uint32_t(j), uint32_t(i + 1)};  // round: the step (0 = token draws)
-      const float* row = logits.data() + (size_t(b) * rows.size() + row_of[j]) * V;
-      newtok[m] = sample_row_mdlm(row, V, sp, r, key);
-    });
+        if (x[size_t(b) * L + j] == cfg.mask_index &&
+            !(has_mask && mdlm_stays_masked(sp.seed, DrawKey{uint32_t(b), uint32_t(j), uint32_t(i + 1)}, r)))
+          reveal.emplace_back(b, j);  // round: the step (0 = token draws)
+    rows.resize(reveal.size());
+    keys.resize(reveal.size());
+    picks.assign(reveal.size(), -1);
+    for (size_t m = 0; m < reveal.size(); ++m) {
+      rows[m] = reveal[m].first * L + reveal[m].second;
+      keys[m] = DrawKey{uint32_t(reveal[m].first), uint32_t(reveal[m].second), 0};
+    }
+    ESOLM_TRY(model.sample_kept(rows, sp, keys.data(), picks.data()));
     StepEvent ev;
     ev.step = i;
     ev.n_steps = req.steps;
     ev.phase = "mdlm";
     bool changed = false;
     std::vector<std::vector<std::pair<int32_t, int32_t>>> per(B);
-    for (size_t m = 0; m < masked.size(); ++m)
-      if (newtok[m] != cfg.mask_index) {
-        x[size_t(masked[m].first) * L + masked[m].second] = newtok[m];
-        per[masked[m].first].emplace_back(masked[m].second, newtok[m]);
+    for (size_t m = 0; m < reveal.size(); ++m)
+      if (picks[m] >= 0 && picks[m] != cfg.mask_index) {  // no token to reveal: stays masked
+        x[size_t(reveal[m].first) * L + reveal[m].second] = picks[m];
+        per[reveal[m].first].emplace_back(reveal[m].second, picks[m]);
         changed = true;
       }
     out.timings.sample_ms += ms_since(t_s);
-    if (changed) have_logits = false;  // p(x0) cache: reuse the logits while nothing changed
+    if (changed) have_output = false;  // p(x0) cache: reuse the output while nothing changed
     // Event: per_sequence = max revealed in any sequence; shorter lists padded with -1.
     size_t width = 0;
     for (auto& v : per) width = std::max(width, v.size());

@@ -358,6 +358,7 @@ Status Model::run_blocks_on(const Tensor& tok, const Tensor& pos, int batch, int
   Backend& be = *be_;
   const int64_t rows = int64_t(batch) * n;
   if (rows > ws_rows_) return Status::error(Code::internal, "run_blocks_on: workspace too small");
+  kept_.valid = false;  // x_ is about to change
   Tensor x = view_rows(x_, rows), h = view_rows(h_, rows), qkv = view_rows(qkv_, rows),
          q = view_rows(q_, rows), att = view_rows(att_, rows), mlp = view_rows(mlp_, rows);
   ESOLM_TRY(be.embed(embed_, tok, x));
@@ -544,6 +545,36 @@ Status Model::forward_scores(const int32_t* tokens, const int32_t* positions, in
 Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
                            AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,
                            const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
+  ESOLM_TRY(forward_blocks(tokens, positions, batch, n, mode, x0));
+  std::vector<int32_t> rows;
+  for (int b = 0; b < batch; ++b)
+    for (int r = 0; r < n; ++r)
+      if (select(b, r)) rows.push_back(b * kept_.rows_per + kept_.first + r);
+  return run_head(rows, sink);
+}
+
+Status Model::forward_keep(const int32_t* tokens, const int32_t* positions, int batch, int n, AttnMode mode,
+                           const int32_t* x0) {
+  return forward_blocks(tokens, positions, batch, n, mode, x0);
+}
+
+Status Model::sample_kept(const std::vector<int32_t>& rows, const SampleParams& sp, const DrawKey* keys,
+                          int32_t* out) {
+  if (!kept_.valid) return Status::error(Code::internal, "sample_kept: no kept forward output");
+  std::vector<int32_t> head_rows(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int32_t f = rows[i];
+    if (f < 0 || f >= kept_.batch * kept_.n) return Status::error(Code::invalid_arg, "sample_kept: row out of range");
+    head_rows[i] = (f / kept_.n) * kept_.rows_per + kept_.first + f % kept_.n;
+  }
+  return run_head(head_rows, [&](const Tensor& lv, int64_t r0, int64_t m) {
+    return be_->sample_rows(lv, m, sp, keys + r0, out + r0);
+  });
+}
+
+Status Model::forward_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n, AttnMode mode,
+                             const int32_t* x0) {
+  kept_.valid = false;
   if (batch <= 0 || n <= 0) return Status::error(Code::invalid_arg, "batch and n must be positive");
   if (n > cfg_.length)
     return Status::error(Code::invalid_arg, "sequence length " + std::to_string(n) +
@@ -604,14 +635,6 @@ Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int 
     attn.clean = &scratch->clean;
   }
   if (s) s = run_blocks(tp, pp, batch, rows_per, 0, *scratch, attn);
-  if (s) {
-    std::vector<int32_t> rows;
-    const int first = seq ? n : 0;
-    for (int b = 0; b < batch; ++b)
-      for (int r = 0; r < n; ++r)
-        if (select(b, r)) rows.push_back(b * rows_per + first + r);
-    s = run_head(rows, sink);
-  }
   be_->release(scratch->clean);
   // Keep the scratch cache for the next call unless it is large.
   const int64_t kept_bytes = int64_t(scratch_->k.size()) * 2 * scratch_->k[0].bytes();
@@ -619,6 +642,7 @@ Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int 
     release_cache(*scratch_);
     scratch_.reset();
   }
+  if (s) kept_ = KeptOutput{true, batch, n, rows_per, seq ? n : 0};
   return s;
 }
 

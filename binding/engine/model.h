@@ -82,6 +82,17 @@ class Model {
                      int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
                      int32_t* out_tokens);
 
+  // forward() in two halves, for MDLM's p(x0) cache, which samples rows of one network
+  // output at several steps: forward_keep runs the blocks and keeps the final hidden states
+  // (no head); sample_kept runs the head and the backend sampler on rows of them (flat
+  // indices b * n + r into the forward's rows; keys and out parallel to rows), so logits
+  // are computed only for the rows being revealed and never leave the backend. The kept
+  // output is valid until the next call that runs the network.
+  Status forward_keep(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                      AttnMode mode, const int32_t* x0 = nullptr);
+  Status sample_kept(const std::vector<int32_t>& rows, const SampleParams& sp, const DrawKey* keys,
+                     int32_t* out);
+
   // Validation shared by forward/step (token range, positions).
   Status check_tokens(const int32_t* tokens, int64_t count) const;
 
@@ -113,6 +124,9 @@ class Model {
   Status run_head(const std::vector<int32_t>& rows,
                   const std::function<Status(const Tensor&, int64_t, int64_t)>& sink);
   Status run_head(const std::vector<int32_t>& rows, float* logits);  // -> host logits
+  // Validates and runs the blocks of a full forward; leaves x_ and sets kept_.
+  Status forward_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                        AttnMode mode, const int32_t* x0);
   // Shared body of forward()/forward_scores(): runs the blocks, then the head over the
   // rows select(b, r) accepts (r indexes the returned half for sequential), in order.
   Status forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
@@ -134,6 +148,11 @@ class Model {
   // calls do not pay for fresh allocations and page faults.
   std::unique_ptr<KVCache> scratch_;
   Tensor head_idx_, head_x_, head_h_, head_logits_;
+  // Which rows of x_ hold the last full forward's output: row b * rows_per + first + r.
+  struct KeptOutput {
+    bool valid = false;
+    int batch = 0, n = 0, rows_per = 0, first = 0;
+  } kept_;
 };
 
 // Helpers for tests and tools.

@@ -51,7 +51,8 @@ int32_t sample_row_with_uniforms(const float* logits, int vocab, const SamplePar
 // Gumbel-max over q = probs * (1 - r), q[mask] = r (P(mask) = r, the revealed token ~ the
 // top-p filtered probs), but only revealed rows touch the vocabulary, and a position's
 // token does not depend on the step it is revealed in. Greedy affects the token only.
-// Returns mask_index for "stays masked" (also when no token can be revealed).
+// Returns mask_index for "stays masked" (also when no token can be revealed). The MDLM loop
+// (generate.cpp) runs the two halves separately so that only revealed rows need logits.
 int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, double r,
                         const DrawKey& key);
 bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r);
