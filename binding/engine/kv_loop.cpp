@@ -111,7 +111,8 @@ Status run_kv_loop(Model& model, KVCache& cache, const KvLoopPlan& plan, const S
   ESOLM_TRY(be.synchronize());
   cache.committed = 0;
 
-  // Recording state per shape: -1 not recorded (yet), -2 recording failed (run eagerly).
+  // Per shape: the recording's id, or -2 once recording failed (the shape then runs eagerly);
+  // and how often it was seen before being recorded.
   std::map<std::pair<int, int>, int> rec_id, seen;
   auto run_step = [&](int i) -> Status {
     const int n_pad = shape[i].first, k_pad = shape[i].second;
