@@ -231,7 +231,9 @@ function doctorCommand(o: { json?: boolean }): void {
   }
   const cudaAddon = loadCudaAddon();
   const why = cudaUnavailableReason();
-  report.cuda = cudaAddon ? { addon: true, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda } : { addon: false, usable: false, reason: why };
+  // The planned KV loop with CUDA graphs is opt-in until a GPU check has verified it (cuda/backend_cuda.cu reads the same variables).
+  const kvLoop = process.env.ESOLM_CUDA_KV_LOOP === '1', graphs = process.env.ESOLM_CUDA_GRAPHS !== '0';
+  report.cuda = cudaAddon ? { addon: true, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda, kvLoop, graphs } : { addon: false, usable: false, reason: why };
   report.defaultModel = existsSync(path.join(defaultModelDir(), 'config.json')) ? defaultModelDir() : null;
   if (o.json) {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
@@ -241,6 +243,7 @@ function doctorCommand(o: { json?: boolean }): void {
   console.log(`platform   ${report.platform}, Node ${report.node}, ${report.cpus} CPUs (${report.cpuModel})`);
   console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels})` : `NOT AVAILABLE: ${cpu.reason}`}`);
   console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})` : `not available: ${why}`}`);
+  if (why === '') console.log(`           planned KV loop ${kvLoop ? `on, CUDA graphs ${graphs ? 'on' : 'off'}` : 'off (opt-in: ESOLM_CUDA_KV_LOOP=1)'}`);
   console.log(`default    ${report.defaultModel ?? 'missing'}`);
 }
 

@@ -63,6 +63,7 @@ describe('Eso-LM (B) generation', () => {
     expect(Array.from(res.sequences[0])).toEqual(Array.from(expected));
     expect(res.nfe).toBe(schedule.length);
     expect(res.nDiffusion).toBe(L);
+    expect(res.replayedSteps).toBe(0);  // the CPU runs the planned KV loop without recording
   });
 
   it('prompt and fixed tokens come first, are committed in step 1 and never change', async () => {
