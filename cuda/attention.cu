@@ -5,8 +5,9 @@
 // a row with no visible key yields zeros. For causal and sequential modes every visible
 // key slot is <= the query slot, so key loops stop at max query slot + 1.
 // Planned KV loop (AttnArgs::loop_state): the window is read at kernel start; the grid and
-// the split plan use only static sizes (capacity), and CTAs or splits left without keys
-// write empty partials (m = -inf, l = 0), which the combine turns into zeros.
+// the split plan use only static sizes (capacity), each query group spreads its runtime key
+// range over all the planned splits, and CTAs or splits left without keys write empty
+// partials (m = -inf, l = 0), which the combine turns into zeros.
 #include <algorithm>
 
 #include "attention.cuh"
@@ -90,8 +91,12 @@ __global__ void __launch_bounds__(128)
     const int qi = i / hd, dd = i % hd, r = r0 + qi;
     Qs[qi][dd] = r < a.n_q ? to_f(q[(int64_t(b) * a.n_q + r) * d + h * hd + dd]) : 0.f;
   }
-  const int kb = split * chunk, q_end = min(r0 + kQG, win.n_valid);
-  const int ke = q_end > r0 ? min(kb + chunk, key_end(a.mode, win.n_kv, win.q_slot0 + q_end)) : kb;
+  const int q_end = min(r0 + kQG, win.n_valid);
+  const int group_end = q_end > r0 ? key_end(a.mode, win.n_kv, win.q_slot0 + q_end) : 0;
+  // Planned loop: the splits were planned for the whole cache; spread this group's real key
+  // range over all of them, so the work per CTA follows the window, not the capacity.
+  const int span = a.loop_state ? ((group_end + kKT - 1) / kKT + splits - 1) / splits * kKT : chunk;
+  const int kb = split * span, ke = min(kb + span, group_end);
   float m[4], l[4], o[4][4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
