@@ -113,6 +113,16 @@ void test_generations(Variant (&vs)[3], const ModelConfig& cfg) {
     req.sample.seed = 4;
     compare_variants(vs, req, "esolm blocks S=8");
   }
+  {  // every position given: no step at all
+    GenerateRequest req;
+    req.method = Method::esolm;
+    req.batch = 2;
+    req.length = 4;
+    req.steps = 4;
+    req.given_positions = {0, 1, 2, 3};
+    req.given_tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+    compare_variants(vs, req, "esolm, everything given");
+  }
   {  // AR from BOS
     GenerateRequest req;
     req.method = Method::ar;
