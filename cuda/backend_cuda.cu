@@ -63,8 +63,6 @@ bool i32_at_least(const Tensor& t, int64_t n) {
   return t.data && t.dtype == DType::i32 && t.numel() >= n;
 }
 
-static_assert(sizeof(DrawKey) == 3 * sizeof(int32_t), "keys tensors hold DrawKey as I32 [rows, 3]");
-
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int dev, int sm)

@@ -325,7 +325,6 @@ class CpuBackend : public Backend {
                         Tensor& out) override {
     if (keys.dtype != DType::i32 || keys.numel() < rows * 3 || out.dtype != DType::i32 || out.numel() < rows)
       return Status::error(Code::invalid_arg, "sample_rows_to: keys must be I32 [rows, 3], out I32 [rows]");
-    static_assert(sizeof(DrawKey) == 3 * sizeof(int32_t), "DrawKey is three 32-bit words");
     return sample_rows(logits, rows, p, static_cast<const DrawKey*>(keys.data), static_cast<int32_t*>(out.data));
   }
   Status download_i32_async(const Tensor& t, int64_t count, int32_t* host) override {

@@ -95,6 +95,8 @@ constexpr int kStepFields = 6;
 constexpr int kLoopCursor = 0, kLoopSlot0 = 1, kLoopN = 2, kLoopHead0 = 3, kLoopK = 4,
               kLoopTarget = 5, kLoopFields = 8;
 
+static_assert(sizeof(DrawKey) == 3 * sizeof(int32_t), "a keys tensor holds DrawKeys as I32 [rows, 3]");
+
 struct LoopTensors {
   Tensor table, state, z, order, fixed;  // described above
   Tensor tokens, positions;              // I32 [batch * n_pad, 1]: window inputs

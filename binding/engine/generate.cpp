@@ -206,7 +206,7 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
                 const std::function<void(const StepEvent&)>& on_step,
                 const std::atomic<bool>* cancel, GenerateResult& out) {
   const ModelConfig& cfg = model.config();
-  const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
+  const int B = req.batch, L = req.length, G = int(req.given_positions.size());
   if (req.steps < 1) return Status::error(Code::invalid_arg, "steps must be >= 1");
   MdlmPlan mp;
   ESOLM_TRY(plan_mdlm(req.steps, mp));
@@ -219,7 +219,6 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
   sp.mask_index = cfg.mask_index;
   // sample_row_mdlm (sampler.h) split in two: the stay-masked draw here on the host, the
   // token on the backend for the revealed rows only (sample_kept), so no logits leave it.
-  const bool has_mask = cfg.mask_index >= 0 && cfg.mask_index < V;
   bool have_output = false;  // the kept network output matches x
   std::vector<std::pair<int, int>> reveal;  // (b, position) revealed this step
   std::vector<int32_t> rows, picks;
@@ -243,7 +242,7 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
     for (int b = 0; b < B; ++b)
       for (int j = 0; j < L; ++j)
         if (x[size_t(b) * L + j] == cfg.mask_index &&
-            !(has_mask && mdlm_stays_masked(sp.seed, DrawKey{uint32_t(b), uint32_t(j), uint32_t(i + 1)}, r)))
+            !mdlm_stays_masked(sp.seed, DrawKey{uint32_t(b), uint32_t(j), uint32_t(i + 1)}, r))
           reveal.emplace_back(b, j);  // round: the step (0 = token draws)
     rows.resize(reveal.size());
     keys.resize(reveal.size());
@@ -260,7 +259,7 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
     bool changed = false;
     std::vector<std::vector<std::pair<int32_t, int32_t>>> per(B);
     for (size_t m = 0; m < reveal.size(); ++m)
-      if (picks[m] >= 0 && picks[m] != cfg.mask_index) {  // no token to reveal: stays masked
+      if (picks[m] >= 0) {  // -1: no token can be revealed, so it stays masked
         x[size_t(reveal[m].first) * L + reveal[m].second] = picks[m];
         per[reveal[m].first].emplace_back(reveal[m].second, picks[m]);
         changed = true;

@@ -50,19 +50,14 @@ struct LoopResources {
   }
 };
 
-Tensor with_rows(const Tensor& t, int64_t rows) {
-  Tensor v = t;
-  v.rows = rows;
-  return v;
-}
-
-}  // namespace
-
-int kv_loop_pad(int n) {
+// The padded size of a window or head of n rows on a recording backend.
+int pad_pow2(int n) {
   int p = 1;
   while (p < n) p <<= 1;
   return p;
 }
+
+}  // namespace
 
 Status run_kv_loop(Model& model, KVCache& cache, const KvLoopPlan& plan, const SampleParams& sp,
                    const KvLoopSink& sink, const std::atomic<bool>* cancel,
@@ -79,7 +74,7 @@ Status run_kv_loop(Model& model, KVCache& cache, const KvLoopPlan& plan, const S
   int n_max = 1, k_max = 1;
   for (int i = 0; i < S; ++i) {
     const KvLoopStep& s = plan.steps[i];
-    shape[i] = record ? std::make_pair(kv_loop_pad(s.n), kv_loop_pad(s.k)) : std::make_pair(s.n, s.k);
+    shape[i] = record ? std::make_pair(pad_pow2(s.n), pad_pow2(s.k)) : std::make_pair(s.n, s.k);
     ++uses[shape[i]];
     n_max = std::max(n_max, shape[i].first);
     k_max = std::max(k_max, shape[i].second);
@@ -117,11 +112,11 @@ Status run_kv_loop(Model& model, KVCache& cache, const KvLoopPlan& plan, const S
   auto run_step = [&](int i) -> Status {
     const int n_pad = shape[i].first, k_pad = shape[i].second;
     LoopTensors v = lt;
-    v.tokens = with_rows(lt.tokens, int64_t(B) * n_pad);
-    v.positions = with_rows(lt.positions, int64_t(B) * n_pad);
-    v.head_rows = with_rows(lt.head_rows, int64_t(B) * k_pad);
-    v.keys = with_rows(lt.keys, int64_t(B) * k_pad);
-    v.picks = with_rows(lt.picks, int64_t(B) * k_pad);
+    v.tokens = row_slice(lt.tokens, 0, int64_t(B) * n_pad);
+    v.positions = row_slice(lt.positions, 0, int64_t(B) * n_pad);
+    v.head_rows = row_slice(lt.head_rows, 0, int64_t(B) * k_pad);
+    v.keys = row_slice(lt.keys, 0, int64_t(B) * k_pad);
+    v.picks = row_slice(lt.picks, 0, int64_t(B) * k_pad);
     auto eager = [&] { return model.loop_step(cache, v, L, n_pad, k_pad, sp); };
     auto replay = [&](int id) {
       if (replayed_steps) ++*replayed_steps;

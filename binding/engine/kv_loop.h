@@ -40,7 +40,4 @@ Status run_kv_loop(Model& model, KVCache& cache, const KvLoopPlan& plan, const S
                    const KvLoopSink& sink, const std::atomic<bool>* cancel,
                    std::vector<int32_t>& z_out, int* replayed_steps = nullptr);
 
-// The padded size of a window or head of n rows on a recording backend.
-int kv_loop_pad(int n);
-
 }  // namespace esolm

@@ -391,27 +391,14 @@ Status Model::run_head(const std::vector<int32_t>& rows, float* logits) {
 Status Model::run_head(const std::vector<int32_t>& rows,
                        const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
   Backend& be = *be_;
-  const int64_t d = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t chunk = kHeadChunk;
   const int64_t m_all = int64_t(rows.size());
   if (m_all == 0) return Status::ok();
-  Tensor& idx = head_idx_;
-  Tensor& xs = head_x_;
-  Tensor& hs = head_h_;
-  Tensor& lg = head_logits_;
-  const int64_t m_max = std::min(chunk, m_all);
-  Status s = Status::ok();
-  if (lg.rows < m_max) {
-    for (Tensor* t : {&idx, &xs, &hs, &lg}) be.release(*t);
-    s = be.alloc(idx, DType::i32, m_max, 1);
-    if (s) s = be.alloc(xs, DType::f32, m_max, d);
-    if (s) s = be.alloc(hs, be.activation_dtype(), m_max, d);
-    if (s) s = be.alloc(lg, DType::f32, m_max, V);
-    if (!s) for (Tensor* t : {&idx, &xs, &hs, &lg}) be.release(*t);
-  }
+  Status s = ensure_head_buffers(std::min(chunk, m_all));
   for (int64_t r0 = 0; s && r0 < m_all; r0 += chunk) {
     const int64_t m = std::min(chunk, m_all - r0);
-    Tensor iv = view_rows(idx, m), xv = view_rows(xs, m), hv = view_rows(hs, m), lv = view_rows(lg, m);
+    Tensor iv = view_rows(head_idx_, m), xv = view_rows(head_x_, m), hv = view_rows(head_h_, m),
+           lv = view_rows(head_logits_, m);
     s = be.upload_i32(iv, rows.data() + r0, m);
     if (s) s = be.gather_rows(view_rows(x_, ws_rows_), iv, xv);
     if (s) s = be.layernorm(xv, lnf_w_, lnf_b_, hv);
@@ -425,7 +412,10 @@ Status Model::reserve_loop(int batch, int n_pad_max, int k_pad_max) {
   if (batch < 1 || n_pad_max < 1 || k_pad_max < 1 || k_pad_max > n_pad_max)
     return Status::error(Code::invalid_arg, "reserve_loop: bad shapes");
   ESOLM_TRY(ensure_workspace(int64_t(batch) * n_pad_max));
-  const int64_t m = std::min<int64_t>(kHeadChunk, int64_t(batch) * k_pad_max);
+  return ensure_head_buffers(std::min<int64_t>(kHeadChunk, int64_t(batch) * k_pad_max));
+}
+
+Status Model::ensure_head_buffers(int64_t m) {
   if (head_logits_.rows >= m) return Status::ok();
   for (Tensor* t : {&head_idx_, &head_x_, &head_h_, &head_logits_}) be_->release(*t);
   Status s = be_->alloc(head_idx_, DType::i32, m, 1);
@@ -545,17 +535,12 @@ Status Model::forward_scores(const int32_t* tokens, const int32_t* positions, in
 Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
                            AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,
                            const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
-  ESOLM_TRY(forward_blocks(tokens, positions, batch, n, mode, x0));
+  ESOLM_TRY(forward_keep(tokens, positions, batch, n, mode, x0));
   std::vector<int32_t> rows;
   for (int b = 0; b < batch; ++b)
     for (int r = 0; r < n; ++r)
       if (select(b, r)) rows.push_back(b * kept_.rows_per + kept_.first + r);
   return run_head(rows, sink);
-}
-
-Status Model::forward_keep(const int32_t* tokens, const int32_t* positions, int batch, int n, AttnMode mode,
-                           const int32_t* x0) {
-  return forward_blocks(tokens, positions, batch, n, mode, x0);
 }
 
 Status Model::sample_kept(const std::vector<int32_t>& rows, const SampleParams& sp, const DrawKey* keys,
@@ -572,8 +557,8 @@ Status Model::sample_kept(const std::vector<int32_t>& rows, const SampleParams& 
   });
 }
 
-Status Model::forward_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n, AttnMode mode,
-                             const int32_t* x0) {
+Status Model::forward_keep(const int32_t* tokens, const int32_t* positions, int batch, int n, AttnMode mode,
+                           const int32_t* x0) {
   kept_.valid = false;
   if (batch <= 0 || n <= 0) return Status::error(Code::invalid_arg, "batch and n must be positive");
   if (n > cfg_.length)

@@ -124,10 +124,9 @@ class Model {
   Status run_head(const std::vector<int32_t>& rows,
                   const std::function<Status(const Tensor&, int64_t, int64_t)>& sink);
   Status run_head(const std::vector<int32_t>& rows, float* logits);  // -> host logits
-  // Validates and runs the blocks of a full forward; leaves x_ and sets kept_.
-  Status forward_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
-                        AttnMode mode, const int32_t* x0);
-  // Shared body of forward()/forward_scores(): runs the blocks, then the head over the
+  // Grows the head buffers (head_idx_, head_x_, head_h_, head_logits_) to m rows.
+  Status ensure_head_buffers(int64_t m);
+  // Shared body of forward()/forward_scores(): forward_keep, then the head over the
   // rows select(b, r) accepts (r indexes the returned half for sequential), in order.
   Status forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
                       AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,

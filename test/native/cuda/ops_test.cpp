@@ -44,14 +44,7 @@ const double kTolF32 = 1e-4;       // fp32 vs the CPU's fp32/fp64: accumulation 
 const double kTolAttnBf16 = 1.5e-2;  // bf16 output + bf16 P in the P·V tensor-core product
 const double kTolModel = 2e-2;     // DESIGN.md: CUDA vs CPU logits within 2e-2 of the logit scale
 
-float bf16_round(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  u &= 0xffff0000u;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using test::bf16_round;  // test/native/tiny_model.h
 
 std::vector<float> randv(size_t n, float scale = 1.f) {
   std::normal_distribution<float> d(0.f, scale);
