@@ -6,10 +6,12 @@
  * loop. dispose() (or `await using`) frees native memory at once; a disposed object
  * throws ERR_DISPOSED.
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { EsolmError, expected, invalidArg, native, nativeSync } from './errors.js';
-import { expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
+import { cacheBytes, expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
+import { parseJson, readRegularFile } from './files.js';
 import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
@@ -228,6 +230,7 @@ export class Model {
     const matrices = entries.filter((e) => e.shape.length === 2);
     // auto + BF16 file: BF16 storage except the gate-scaled matrices, so the file runs exactly.
     const weights = weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16-exact' : 'f32';
+    checkMemory('loading this model', loadBytes(entries, weights === 'f32' ? 4 : 2));
 
     let backend: BackendName = 'cpu';
     let reason: string | undefined;
@@ -310,7 +313,7 @@ export class Model {
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'forward options', opts);
     const tokens = checkInt32('tokens', opts.tokens);
     const batch = opts.batch ?? 1;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
     if (tokens.length === 0 || tokens.length % batch !== 0) {
       throw invalidArg(`tokens has ${tokens.length} entries, which is not a positive multiple of batch (${batch})`);
     }
@@ -341,8 +344,9 @@ export class Model {
     const nm = this.live();
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'createCache options', opts);
     const { batch, capacity } = opts;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
-    if (!isInt(capacity) || capacity < 1) throw expected('a positive integer', 'capacity', capacity);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
+    if (!isInt(capacity) || capacity < 1 || capacity > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'capacity', capacity);
+    checkMemory(`a cache of batch ${batch} and capacity ${capacity}`, cacheBytes(this.config, batch, capacity));
     const nc = nativeSync(() => nm.createCache(batch, capacity));
     const cache = new Cache(this, nc, batch, capacity);
     this.caches_.add(cache);
@@ -484,11 +488,13 @@ export class Model {
     const s = opts.sampler;
     if (!(s instanceof Sampler)) throw expected('a Sampler', 'sampler', s);
     const batch = opts.batch ?? 1;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
     const length = opts.length ?? this.config.length;
     if (!isInt(length) || length < 1 || length > this.config.length) {
       throw expected(`an integer in [1, ${this.config.length}] (the context length)`, 'length', length);
     }
+    // Before anything sized by batch is allocated or looped over: the generation's cache.
+    if (opts.cache === undefined) checkMemory(`generating ${batch} sequences of ${length} tokens`, cacheBytes(this.config, batch, length));
     if (opts.cache !== undefined) {
       if (!(opts.cache instanceof Cache)) throw expected('a Cache', 'cache', opts.cache);
       if (opts.cache.model_ !== this) throw invalidArg('the cache belongs to another model');
@@ -611,8 +617,8 @@ export class Model {
     if (!this.native_) return;
     const nm = this.native_;
     this.native_ = null;
-    for (const c of [...this.caches_]) c.dispose();
     for (const cancel of this.cancels_) cancel();
+    for (const c of [...this.caches_]) c.dispose();
     void this.tail_.finally(() => nm.dispose());
   }
 
@@ -659,6 +665,27 @@ function defaultPositions(batch: number, n: number, start: number): Int32Array {
   return p;
 }
 
+const INT32_MAX = 2 ** 31 - 1;
+
+/** Throws ERR_OUT_OF_MEMORY when `bytes` exceed this machine's memory (nothing is allocated yet). */
+function checkMemory(what: string, bytes: number): void {
+  const total = os.totalmem();
+  if (bytes > total) {
+    throw new EsolmError('ERR_OUT_OF_MEMORY',
+      `${what} needs ${(bytes / 2 ** 30).toFixed(1)} GiB of memory, more than this machine's ${(total / 2 ** 30).toFixed(1)} GiB`);
+  }
+}
+
+/**
+ * Host bytes a load needs at its peak: the F32 copy decoded from the files plus the
+ * backend's copy (`storage` bytes per weight).
+ */
+function loadBytes(entries: TensorEntry[], storage: 2 | 4): number {
+  let numel = 0;
+  for (const e of entries) numel += e.shape.reduce((a, b) => a * b, 1);
+  return numel * (4 + storage);
+}
+
 function allocLogits(rows: number, vocab: number): Float32Array {
   const count = rows * vocab;
   if (count > 2 ** 31) {
@@ -676,19 +703,17 @@ export function readModelFolder(dir: string): { config: ModelConfig; entries: Te
     throw new EsolmError('ERR_IO', `model folder ${dir} does not exist`);
   }
   if (!st.isDirectory()) throw new EsolmError('ERR_IO', `${dir} is not a folder`);
+  const configFile = path.join(dir, 'config.json');
   let text: string;
   try {
-    text = readFileSync(path.join(dir, 'config.json'), 'utf8');
-  } catch {
-    throw new EsolmError('ERR_IO', `model folder ${dir} has no readable config.json`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
+    text = readRegularFile(configFile, 'config file', 2 ** 24).toString('utf8');
   } catch (e) {
-    throw new EsolmError('ERR_BAD_WEIGHTS', `config.json in ${dir} is not valid JSON (${(e as Error).message})`);
+    if (e instanceof EsolmError && e.code === 'ERR_IO' && !statSync(configFile, { throwIfNoEntry: false })) {
+      throw new EsolmError('ERR_IO', `model folder ${dir} has no readable config.json`);
+    }
+    throw e;
   }
-  const config = parseConfig(raw);
+  const config = parseConfig(parseJson(text, `config.json in ${dir}`));
   const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
   if (files.length === 0) throw new EsolmError('ERR_BAD_WEIGHTS', `model folder ${dir} has no .safetensors file`);
   const want = expectedTensors(config);

@@ -461,6 +461,10 @@ Status Model::loop_step(KVCache& cache, LoopTensors& lt, int length, int n_pad, 
 Status Model::create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out) {
   if (batch <= 0 || capacity <= 0)
     return Status::error(Code::invalid_arg, "cache batch and capacity must be positive");
+  // Overflow-safe size: batch * capacity rows of hidden_size, per K and V, per block.
+  if (int64_t(batch) * capacity > (int64_t(1) << 40) / (int64_t(cfg_.hidden_size) * cfg_.n_blocks))
+    return Status::error(Code::out_of_memory, "a cache of batch " + std::to_string(batch) + " and capacity " +
+                                                  std::to_string(capacity) + " is too large");
   std::unique_ptr<KVCache> c(new KVCache());
   c->batch = batch;
   c->capacity = capacity;
