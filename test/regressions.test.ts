@@ -80,11 +80,17 @@ describe('native seam', () => {
       });
       const main = await esolm.Model.load(process.env.DIR, { backend: 'cpu', threads: 1 });
       const got = await Promise.all([run(), run()]);
+      got.push(await run());
+      // After the workers' environments are gone, the main thread's classes must still work.
+      const again = await esolm.Model.load(process.env.DIR, { backend: 'cpu', threads: 1 });
+      const r = await again.generate({ sampler: new esolm.Sampler({ method: 'mdlm', steps: 4, seed: 1 }), length: 16 });
+      got.push(r.sequences[0].length);
       main.dispose();
+      again.dispose();
       console.log('ok', got.join(','));
     `, { env: { DIR: tiny }, timeoutMs: 60_000 });
     expect(r.status, describeChild(r)).toBe(0);
-    expect(r.stdout).toContain('ok 16,16');
+    expect(r.stdout).toContain('ok 16,16,16,16');
   });
 
   it('a load that cannot fit is refused with ERR_OUT_OF_MEMORY before allocating (sparse 4 TiB file), also by the CLI', () => {
