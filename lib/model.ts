@@ -18,7 +18,8 @@ import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
 import {
   cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
-  type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
+  type NativeAddon, type NativeCache, type NativeGenerateRequest, type NativeGenerateResult, type NativeModel,
+  type NativeStepEvent, type TensorEntry,
 } from './native.js';
 
 export type BackendName = 'cpu' | 'cuda';
@@ -47,20 +48,8 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void;
 }
 
-export interface StepEvent {
-  /** Step index (0-based) and the number of planned steps. */
-  step: number;
-  steps: number;
-  /** Network evaluations so far. */
-  nfe: number;
-  /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
-  phase: string;
-  /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
-  perSequence: number;
-  /** Original positions and tokens revealed, `[batch * perSequence]`. */
-  positions: Int32Array;
-  tokens: Int32Array;
-}
+/** One step of a generation (the native event shape, declared in native.ts). */
+export type StepEvent = NativeStepEvent;
 
 export interface GenerateResult {
   /** One Int32Array of `length` tokens per sequence, in position order. */
@@ -73,7 +62,7 @@ export interface GenerateResult {
   nDiffusion: number;
   /** Steps run by replaying a recorded step (CUDA graphs); 0 on the CPU. */
   replayedSteps: number;
-  timings: { totalMs: number; forwardMs: number; sampleMs: number; planMs: number; diffusionMs: number; sequentialMs: number };
+  timings: NativeGenerateResult['timings'];
   /** Decoded text per sequence when the model has a tokenizer. */
   text?: string[];
 }
@@ -430,7 +419,7 @@ export class Model {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.cancels_.add(handle.cancel);
       try {
-        const raw = (await native(handle.promise)) as RawResult;
+        const raw = await native(handle.promise);
         return this.toResult(raw, req.batch, req.length);
       } finally {
         this.cancels_.delete(handle.cancel);
@@ -631,22 +620,10 @@ export class Model {
   }
 }
 
-interface RawResult {
-  tokens: Int32Array;
-  nfe: number;
-  steps: number;
-  nDiffusion: number;
-  replayedSteps: number;
-  timings: GenerateResult['timings'];
-}
+type RawResult = NativeGenerateResult;
 
-/** @internal The request object the native generate() reads. */
-export interface GenerateRequestRaw {
-  method: string; batch: number; length: number; steps: number; alpha0: number;
-  blockLen: number; blockShuffle: boolean; topP: number; temperature: number; greedy: boolean;
-  seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
-  orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
-}
+/** @internal The request object the native generate() reads (declared in native.ts). */
+export type GenerateRequestRaw = NativeGenerateRequest;
 
 function fixedEntries(f: FixedTokens): [number, number][] {
   if (f instanceof Map) return [...f.entries()];
