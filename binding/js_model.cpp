@@ -1,7 +1,8 @@
 // js_model.cpp — NativeModel: forward, forwardScores, step, createCache, generate,
 // dispose. Long calls run in workers under the model mutex, off the event loop; each
-// writes into its own native buffer and copies into the caller's typed array on the main
-// thread at the end, so no pointer into a JS buffer is held while JS runs.
+// writes into its own native buffer, which becomes the result (an external ArrayBuffer, no
+// copy) or, when the caller passed `out`, is copied into it on the main thread at the end:
+// no pointer into a JS buffer is held while JS runs.
 #include <napi.h>
 
 #include <cstring>
@@ -19,16 +20,17 @@
 namespace esolm {
 namespace {
 
-// Runs fn(model, buffer of n Ts) under the model lock, then copies the buffer into the
-// typed array `out` (re-checked: it may have been detached or resized meanwhile).
+// Runs fn(model, buffer of n Ts) under the model lock. The result is the buffer itself as
+// a new typed array, or, given `out`, the buffer copied into it (re-checked: it may have
+// been detached or resized meanwhile).
 template <class T, class TA>
 class BufferCallWorker : public Worker {
  public:
   using Fn = std::function<Status(Model&, T*)>;
-  BufferCallWorker(Napi::Env env, std::shared_ptr<ModelHolder> h, Fn fn, TA out, size_t n,
+  BufferCallWorker(Napi::Env env, std::shared_ptr<ModelHolder> h, Fn fn, Napi::Value out, size_t n,
                    std::shared_ptr<CacheHolder> cache)
       : Worker(env), holder_(std::move(h)), cache_(std::move(cache)), fn_(std::move(fn)), n_(n) {
-    out_ = Napi::Persistent(static_cast<Napi::Value>(out));
+    if (!out.IsNull()) out_ = Napi::Persistent(out);
   }
 
  protected:
@@ -39,6 +41,13 @@ class BufferCallWorker : public Worker {
     return fn_(*holder_->model, buf_.get());
   }
   Napi::Value Result(Napi::Env env) override {
+    if (out_.IsEmpty()) {
+      T* data = buf_.release();
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, n_ * sizeof(T), [](Napi::Env, void* p) {
+        delete[] static_cast<T*>(p);
+      });
+      return TA::New(env, n_, ab, 0);
+    }
     Napi::Value v = out_.Value();
     TA a = v.As<TA>();
     if (a.ElementLength() != n_)
@@ -56,11 +65,13 @@ class BufferCallWorker : public Worker {
   Napi::Reference<Napi::Value> out_;
 };
 
-template <class TA>
-TA typed_arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what) {
+// A typed array of `type` with `want` elements, or null (the call then makes its own).
+Napi::Value out_arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, int64_t want, const char* what) {
   Napi::Value v = arg(info, i);
+  if (v.IsNull()) return v;
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) throw_invalid(info.Env(), what);
-  return v.As<TA>();
+  if (int64_t(v.As<Napi::TypedArray>().ElementLength()) != want) throw_invalid(info.Env(), "output buffer has the wrong size");
+  return v;
 }
 
 // The arguments forward() and forwardScores() share: (tokens, positions, batch, n, mode, x0 | null).
@@ -96,18 +107,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return holder;
   }
 
-  // forward(tokens, positions, batch, n, mode, x0 | null, out Float32Array, logitsRows | null)
+  // forward(tokens, positions, batch, n, mode, x0 | null, out Float32Array | null, logitsRows | null)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
     ForwardArgs a = forward_args(info);
-    auto out = typed_arg<Napi::Float32Array>(info, 6, napi_float32_array, "expected a Float32Array for out");
     std::vector<int32_t> rows32 = to_i32_or_null(env, arg(info, 7), "logitsRows");
     const bool has_rows = !arg(info, 7).IsNull();
     std::vector<int> rows(rows32.begin(), rows32.end());
     const int64_t vocab = h->model->config().vocab_size;
     const int64_t want = int64_t(a.batch) * (has_rows ? int64_t(rows.size()) : a.n) * vocab;
-    if (int64_t(out.ElementLength()) != want) throw_invalid(env, "output buffer has the wrong size");
+    Napi::Value out = out_arg(info, 6, napi_float32_array, want, "expected a Float32Array or null for out");
     auto fn = [a = std::move(a), rows = std::move(rows), has_rows](Model& m, float* dst) {
       return m.forward(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
                        a.x0.empty() ? nullptr : a.x0.data(), dst, has_rows ? &rows : nullptr);
@@ -117,16 +127,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return w->Promise();
   }
 
-  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array)
+  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array | null)
   Napi::Value ForwardScores(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
     ForwardArgs a = forward_args(info);
     auto targets = int32_arg(info, 6, "targets");
-    auto out = typed_arg<Napi::Float64Array>(info, 7, napi_float64_array, "expected a Float64Array for out");
     const int64_t count = int64_t(a.batch) * a.n;
-    if (int64_t(targets.size()) != count || int64_t(out.ElementLength()) != count)
-      throw_invalid(env, "targets and out must hold batch * n entries");
+    if (int64_t(targets.size()) != count) throw_invalid(env, "targets must hold batch * n entries");
+    Napi::Value out = out_arg(info, 7, napi_float64_array, count, "expected a Float64Array or null for out");
     auto fn = [a = std::move(a), targets = std::move(targets)](Model& m, double* dst) {
       return m.forward_scores(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
                               a.x0.empty() ? nullptr : a.x0.data(), targets.data(), dst);
@@ -136,7 +145,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return w->Promise();
   }
 
-  // step(cache, tokens, positions, n, commit, logitsFrom, out Float32Array)
+  // step(cache, tokens, positions, n, commit, logitsFrom, out Float32Array | null)
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
@@ -144,13 +153,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto tokens = int32_arg(info, 1, "tokens");
     auto positions = int32_arg(info, 2, "positions");
     const int n = int_arg(info, 3, "n"), commit = int_arg(info, 4, "commit"), from = int_arg(info, 5, "logitsFrom");
-    auto out = typed_arg<Napi::Float32Array>(info, 6, napi_float32_array, "expected a Float32Array for out");
     const int64_t count = int64_t(ch->batch) * n;
     if (n <= 0 || int64_t(tokens.size()) != count || int64_t(positions.size()) != count)
       throw_invalid(env, "tokens/positions must hold batch * n entries");
     if (commit < 0 || commit > n || from < 0 || from > n) throw_invalid(env, "commit/logitsFrom out of range");
     const int64_t want = int64_t(ch->batch) * (n - from) * h->model->config().vocab_size;
-    if (int64_t(out.ElementLength()) != want) throw_invalid(env, "output buffer has the wrong size");
+    Napi::Value out = out_arg(info, 6, napi_float32_array, want, "expected a Float32Array or null for out");
     auto fn = [ch, tokens = std::move(tokens), positions = std::move(positions), n, commit, from](Model& m, float* dst) {
       if (ch->disposed.load()) return Status::error(Code::disposed, "the cache has been disposed");
       ESOLM_TRY(ch->ensure(m));

@@ -96,9 +96,10 @@ export interface ForwardOptions {
   /** Clean sequence for `sequential` attention (`batch * n`). */
   x0?: Int32Array;
   /**
-   * forward(): a Float32Array of `batch * n * vocab` to write the logits into (and return),
-   * instead of a new one. Reusing one buffer saves allocating and faulting in the memory
-   * of large outputs (206 MB for 1024 GPT-2 rows) on every call.
+   * forward(): a Float32Array of `batch * n * vocab` the logits are copied into (and
+   * returned) when the call ends. The engine always computes into its own buffer (no native
+   * call writes into a JS buffer while JS may run); without `out` that buffer itself is
+   * returned, with no copy.
    */
   out?: Float32Array;
 }
@@ -265,7 +266,7 @@ export class Model {
    */
   async forward(opts: ForwardOptions): Promise<Float32Array> {
     const f = this.forwardArgs(opts);
-    let out: Float32Array;
+    let out: Float32Array | null = null;  // null: the engine's buffer becomes the result
     if (opts.out !== undefined) {
       if (!(opts.out instanceof Float32Array)) throw expected('a Float32Array', 'out', opts.out);
       if (opts.out.length !== f.batch * f.n * this.config.vocab_size) {
@@ -273,7 +274,7 @@ export class Model {
       }
       out = opts.out;
     } else {
-      out = allocLogits(f.batch * f.n, this.config.vocab_size);
+      checkLogits(f.batch * f.n, this.config.vocab_size);
     }
     return this.enqueue(() => native(this.live().forward(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, out, null)));
   }
@@ -292,8 +293,7 @@ export class Model {
     for (let i = 0; i < targets.length; i++) {
       if (targets[i] < -1 || targets[i] >= V) throw invalidArg(`targets[${i}] = ${targets[i]} is outside [-1, ${V})`);
     }
-    const out = new Float64Array(f.tokens.length);
-    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out)));
+    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, null)));
   }
 
   /** @internal Validated arguments of forward() / forwardScores(). */
@@ -380,8 +380,8 @@ export class Model {
       }
       const positions = given ?? defaultPositions(cache.batch, n, committed);
       if (!given) this.checkPositions(positions);
-      const out = allocLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
-      return native(this.live().step(live, tokens, positions, n, commit, logitsFrom, out));
+      checkLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
+      return native(this.live().step(live, tokens, positions, n, commit, logitsFrom, null));
     });
   }
 
@@ -663,12 +663,12 @@ function loadBytes(entries: TensorEntry[], storage: 2 | 4): number {
   return numel * (4 + storage);
 }
 
-function allocLogits(rows: number, vocab: number): Float32Array {
+/** Refuses a logits result over 2^31 floats (8 GiB) before the call is made. */
+function checkLogits(rows: number, vocab: number): void {
   const count = rows * vocab;
   if (count > 2 ** 31) {
     throw new EsolmError('ERR_OUT_OF_MEMORY', `logits for ${rows} rows x ${vocab} would need ${(count * 4 / 2 ** 30).toFixed(1)} GiB`);
   }
-  return new Float32Array(count);
 }
 
 /** Reads and validates config.json and every .safetensors file of a model folder. */

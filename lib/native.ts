@@ -27,12 +27,17 @@ export interface NativeCache {
 
 export interface NativeModel {
   readonly backendName: string | undefined;
+  /**
+   * Results are written into a native buffer: returned as a new typed array (no copy) when
+   * `out` is null, else copied into `out` when the call ends (rejects if `out` was detached
+   * or resized meanwhile). No call keeps a pointer into a JS buffer while JS runs.
+   */
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, out: Float32Array, logitsRows: Int32Array | null): Promise<Float32Array>;
+    x0: Int32Array | null, out: Float32Array | null, logitsRows: Int32Array | null): Promise<Float32Array>;
   forwardScores(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, targets: Int32Array, out: Float64Array): Promise<Float64Array>;
+    x0: Int32Array | null, targets: Int32Array, out: Float64Array | null): Promise<Float64Array>;
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
-    logitsFrom: number, out: Float32Array): Promise<Float32Array>;
+    logitsFrom: number, out: Float32Array | null): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;
   /** One native generation; onEvent receives each step event (see StepEvent in model.ts). */
   /**
