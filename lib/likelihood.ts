@@ -265,14 +265,16 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
   }
   const alpha0 = opts.alpha0 ?? 1;
   if (typeof alpha0 !== 'number' || !(alpha0 >= 0 && alpha0 <= 1)) throw expected('a number in [0, 1]', 'alpha0', alpha0);
+  // Counts are bounded (2^16 each, 2^20 forward rows per sequence) before anything loops over them.
   const samples = opts.samples ?? 8;
-  if (!isInt(samples) || samples < 1) throw expected('an integer >= 1', 'samples', samples);
+  if (!isInt(samples) || samples < 1 || samples > 2 ** 16) throw expected('an integer in [1, 65536]', 'samples', samples);
   const orders = opts.orders ?? 4;
-  if (!isInt(orders) || orders < 1) throw expected('an integer >= 1', 'orders', orders);
+  if (!isInt(orders) || orders < 1 || orders > 2 ** 16) throw expected('an integer in [1, 65536]', 'orders', orders);
+  if (estimator === 'exact' && samples * orders > 2 ** 20) throw invalidArg(`samples * orders = ${samples * orders} exceeds 2^20 forward rows per sequence`);
   const seed = opts.seed ?? 0;
   if (!isInt(seed)) throw expected('a safe integer', 'seed', seed);
   const batch = opts.batch;
-  if (batch !== undefined && (!isInt(batch) || batch < 1)) throw expected('an integer >= 1', 'batch', batch);
+  if (batch !== undefined && (!isInt(batch) || batch < 1 || batch > 2 ** 16)) throw expected('an integer in [1, 65536]', 'batch', batch);
   if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw expected('a function', 'onProgress', opts.onProgress);
   const signal = opts.signal;
   if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean')) {

@@ -317,6 +317,15 @@ describe('memory safety and sizes', () => {
     expect(Date.now() - t).toBeLessThan(2_000);
   });
 
+  it('nll counts are bounded before any loop (found by the options fuzzer: orders 2^31 hung)', async () => {
+    const tokens = new Int32Array([1, 2, 3, 4]);
+    const t = Date.now();
+    for (const o of [{ estimator: 'exact', samples: 2, orders: 2 ** 31 }, { samples: 2 ** 32 }, { batch: 2 ** 32 + 1 }, { estimator: 'exact', samples: 2 ** 11, orders: 2 ** 11 }] as const) {
+      expect((await rejection(() => model.nll(tokens, o))).code).toBe('ERR_INVALID_ARG');
+    }
+    expect(Date.now() - t).toBeLessThan(2_000);
+  });
+
   it('config sizes are bounded integers: n_blocks 1e9 and length 2^31 / 2^32 + 16 are refused at once', async () => {
     for (const [field, value] of [['n_blocks', 1e9], ['length', 2 ** 31], ['length', 2 ** 32 + 16], ['vocab_size', 1e12], ['hidden_size', 2.5]] as const) {
       const dir = copyModel(`cfg-${field}-${value}`, (d) => editConfig(d, (c) => { c[field] = value; }));

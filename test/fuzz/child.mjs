@@ -70,9 +70,9 @@ function mutateJson(r, value) {
       const child = node[key];
       if (child && typeof child === 'object' && r.next() < 0.6) { node = child; continue; }
       const op = r.int(10);
-      if (op < 7) node[key] = r.pick(INTERESTING_VALUES);
+      if (op < 7) node[key] = structuredClone(r.pick(INTERESTING_VALUES));  // a copy: later steps may mutate it
       else if (op < 9 && !Array.isArray(node)) delete node[key];
-      else node[r.pick(['x', 'type', 'vocab', 'id', 'pattern'])] = r.pick(INTERESTING_VALUES);
+      else node[r.pick(['x', 'type', 'vocab', 'id', 'pattern'])] = structuredClone(r.pick(INTERESTING_VALUES));
       break;
     }
   }
