@@ -212,6 +212,7 @@ describe('no main-thread locks', () => {
     let after = 0;
     let cache: ReturnType<Model['createCache']> | undefined;
     const done = slowGenerate({
+      batch: 2,  // long enough that waiting for it would show
       onStep: (ev: { step: number }) => {
         if (ev.step === 1) {
           const t = performance.now();
@@ -226,7 +227,7 @@ describe('no main-thread locks', () => {
     });
     const r = await done;
     expect(timing).toBeGreaterThanOrEqual(0);
-    expect(timing).toBeLessThan(100);
+    expect(timing).toBeLessThan(250);
     expect(after).toBeGreaterThan(10);  // the generation kept running after createCache returned
     expect(r.sequences[0]).toHaveLength(128);
     // The cache made during the generation is allocated on first use and works.
@@ -240,9 +241,10 @@ describe('no main-thread locks', () => {
     const r = runChild(`
       const m = await esolm.Model.load(process.env.DIR, { backend: 'cpu', threads: 1 });
       let worst = 0;
-      const p = m.generate({ sampler: new esolm.Sampler({ method: 'mdlm', steps: 128, seed: 3 }), length: 128,
+      // batch 4: a generation of seconds, so a finalizer that waited for it would show.
+      const p = m.generate({ sampler: new esolm.Sampler({ method: 'mdlm', steps: 128, seed: 3 }), length: 128, batch: 4,
         onStep: (ev) => {
-          if (ev.step < 1 || ev.step > 20) return;
+          if (ev.step < 1 || ev.step > 5) return;
           for (let i = 0; i < 5; i++) { const c = m.createCache({ batch: 1, capacity: 8 }); m.caches_.delete(c); }
           const t = performance.now(); globalThis.gc(); worst = Math.max(worst, performance.now() - t);
         } });
@@ -251,7 +253,7 @@ describe('no main-thread locks', () => {
       console.log('worst', worst.toFixed(1));
     `, { env: { DIR: slow }, nodeArgs: ['--expose-gc'], timeoutMs: 120_000 });
     expect(r.status, describeChild(r)).toBe(0);
-    expect(Number(r.stdout.split(' ')[1])).toBeLessThan(200);
+    expect(Number(r.stdout.split(' ')[1])).toBeLessThan(500);
   });
 
   it('dispose during a generation rejects it with ERR_ABORTED, even with an idle cache', async () => {
@@ -270,7 +272,7 @@ describe('no main-thread locks', () => {
     });
     const e = await rejection(p);
     expect(e.code).toBe('ERR_ABORTED');
-    expect(disposedAt).toBeLessThan(100);
+    expect(disposedAt).toBeLessThan(250);
     expect(m.disposed).toBe(true);
   });
 });
