@@ -3,8 +3,9 @@
 // cache made from it (cache tensors belong to its backend).
 //
 // The main thread never waits for the model mutex: dispose and cache release use
-// try_lock, and what they cannot do at once is left to the call holding the lock
-// (ModelLock drains it on unlock) or to the holder's destructor.
+// try_lock, and what they cannot do at once is flagged (`dirty`) for the call holding the
+// lock, which settles it right after unlocking (ModelLock), or for the holder's destructor.
+// Whoever fails a try_lock flags first and retries, so no flagged work is left behind.
 #pragma once
 #include <napi.h>
 
@@ -26,11 +27,13 @@ struct ModelHolder {
   // Caches released while a call held `mu`; freed by whoever holds it next.
   std::mutex pending_mu;
   std::vector<std::unique_ptr<KVCache>> pending;
+  std::atomic<bool> dirty{false};  // pending caches or a dispose wait for the lock
 
   bool live() const { return model && !disposed.load(); }
 
   // Caller holds `mu` (or is the last owner): frees released caches, and the model once disposed.
   void drain() {
+    dirty.store(false);
     std::vector<std::unique_ptr<KVCache>> todo;
     {
       std::lock_guard<std::mutex> lk(pending_mu);
@@ -47,18 +50,28 @@ struct ModelHolder {
       release_tensors(*c);
       mu.unlock();
     } else {
-      std::lock_guard<std::mutex> lk(pending_mu);
-      pending.push_back(std::move(c));
+      {
+        std::lock_guard<std::mutex> lk(pending_mu);
+        pending.push_back(std::move(c));
+      }
+      dirty.store(true);
+      settle();
+    }
+  }
+
+  // Does flagged work if the lock is free now; never blocks.
+  void settle() {
+    if (dirty.load() && mu.try_lock()) {
+      drain();
+      mu.unlock();
     }
   }
 
   // Never blocks on `mu`: frees the weights now if idle, else when the call in flight ends.
   void dispose() {
     disposed.store(true);
-    if (mu.try_lock()) {
-      drain();
-      mu.unlock();
-    }
+    dirty.store(true);
+    settle();
   }
 
   ~ModelHolder() {
@@ -83,6 +96,7 @@ class ModelLock {
   ~ModelLock() {
     h_.drain();
     h_.mu.unlock();
+    h_.settle();  // what was flagged while this call held the lock
   }
   ModelLock(const ModelLock&) = delete;
   ModelLock& operator=(const ModelLock&) = delete;
