@@ -8,7 +8,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TorchArchive, toPlain, MAX_PLAIN_VALUES } from '../lib/checkpoint/torch.js';
 import { ZipReader } from '../lib/checkpoint/zip.js';
+import { topLevelKeys } from '../lib/files.js';
 import { EsolmError, Model, Sampler } from '../lib/index.js';
+import { riskyRegex } from '../lib/tokenizers/bert.js';
 import { describeChild, DIST, ROOT, runChild } from './helpers/child.js';
 import { makeRandomModel, TINY } from './helpers/random-model.js';
 import { buildZip, dagPickle } from './helpers/zip.js';
@@ -448,6 +450,20 @@ describe('tokenizers', () => {
     `, { env: { DIR: dir }, timeoutMs: 30_000 });
     expect(r.timedOut, describeChild(r)).toBe(false);
     expect(r.stdout).toMatch(/^ERR_BAD_WEIGHTS \d+ .*regex is refused/);
+  });
+
+  it('the regex bound refuses nested repetition and accepts the patterns real tokenizers use', () => {
+    for (const risky of ['(a+)+$', '(a*)*', '(a|aa)+', '(?:x+y?)*z', '((ab)+)+', '(a{2,})+', '(?<n>a+)+']) expect(riskyRegex(risky), risky).not.toBeNull();
+    const real = [
+      "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",  // GPT-2
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",  // Llama 3
+      '\\s+', '[(+)]+', '(ab)+', 'a\\(b+\\)+',
+    ];
+    for (const ok of real) expect(riskyRegex(ok), ok).toBeNull();
+  });
+
+  it('duplicate detection sees top-level keys only, escapes included', () => {
+    expect(topLevelKeys('{"a":{"a":1,"b":[{"a":2}]},"b\\"c":"x,\\"d\\":","a":3}')).toEqual(['a', 'b"c', 'a']);
   });
 
   it('token ids near 1e9 and a non-string unk_token are typed errors, at once', async () => {
