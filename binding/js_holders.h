@@ -29,6 +29,13 @@ struct ModelHolder {
   std::vector<std::unique_ptr<KVCache>> pending;
   std::atomic<bool> dirty{false};  // pending caches or a dispose wait for the lock
 
+  // The native buffer forward/step write into when the caller passed `out` (then copied
+  // into it): reused, so repeated calls do not fault in fresh pages. Taken by a call and
+  // given back when it ends.
+  std::mutex scratch_mu;
+  std::unique_ptr<float[]> scratch;
+  size_t scratch_n = 0;
+
   bool live() const { return model && !disposed.load(); }
 
   // Caller holds `mu` (or is the last owner): frees released caches, and the model once disposed.
@@ -40,7 +47,12 @@ struct ModelHolder {
       todo.swap(pending);
     }
     for (auto& c : todo) release_tensors(*c);
-    if (disposed.load()) model.reset();
+    if (disposed.load()) {
+      model.reset();
+      std::lock_guard<std::mutex> lk(scratch_mu);
+      scratch.reset();
+      scratch_n = 0;
+    }
   }
 
   // Never blocks on `mu`.

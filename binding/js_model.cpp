@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/model.h"
@@ -37,7 +38,20 @@ class BufferCallWorker : public Worker {
   Status Run() override {
     ModelLock lk(*holder_);
     if (!holder_->live()) return Status::error(Code::disposed, "the model has been disposed");
-    buf_.reset(new T[n_]);
+    if constexpr (std::is_same_v<T, float>) {
+      if (!out_.IsEmpty()) {  // a copy follows: compute into the model's reused buffer
+        std::lock_guard<std::mutex> lk2(holder_->scratch_mu);
+        if (holder_->scratch_n >= n_) {
+          buf_ = std::move(holder_->scratch);
+          cap_ = holder_->scratch_n;
+          holder_->scratch_n = 0;
+        }
+      }
+    }
+    if (!buf_) {
+      buf_.reset(new T[n_]);
+      cap_ = n_;
+    }
     return fn_(*holder_->model, buf_.get());
   }
   Napi::Value Result(Napi::Env env) override {
@@ -53,6 +67,13 @@ class BufferCallWorker : public Worker {
     if (a.ElementLength() != n_)
       throw make_error(env, Status::error(Code::invalid_arg, "the output buffer was detached or resized during the call"));
     std::memcpy(a.Data(), buf_.get(), n_ * sizeof(T));
+    if constexpr (std::is_same_v<T, float>) {
+      std::lock_guard<std::mutex> lk(holder_->scratch_mu);
+      if (cap_ > holder_->scratch_n) {
+        holder_->scratch = std::move(buf_);
+        holder_->scratch_n = cap_;
+      }
+    }
     return v;
   }
 
@@ -60,7 +81,7 @@ class BufferCallWorker : public Worker {
   std::shared_ptr<ModelHolder> holder_;
   std::shared_ptr<CacheHolder> cache_;  // kept alive for the call
   Fn fn_;
-  size_t n_;
+  size_t n_, cap_ = 0;
   std::unique_ptr<T[]> buf_;
   Napi::Reference<Napi::Value> out_;
 };

@@ -97,9 +97,10 @@ export interface ForwardOptions {
   x0?: Int32Array;
   /**
    * forward(): a Float32Array of `batch * n * vocab` the logits are copied into (and
-   * returned) when the call ends. The engine always computes into its own buffer (no native
-   * call writes into a JS buffer while JS may run); without `out` that buffer itself is
-   * returned, with no copy.
+   * returned) when the call ends. No native call writes into a JS buffer while JS may run:
+   * with `out` the engine computes into a native buffer the model keeps and reuses (so
+   * repeated large calls fault in no fresh memory), then copies; without `out` it computes
+   * into a new native buffer that is returned as is.
    */
   out?: Float32Array;
 }

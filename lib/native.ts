@@ -29,8 +29,9 @@ export interface NativeModel {
   readonly backendName: string | undefined;
   /**
    * Results are written into a native buffer: returned as a new typed array (no copy) when
-   * `out` is null, else copied into `out` when the call ends (rejects if `out` was detached
-   * or resized meanwhile). No call keeps a pointer into a JS buffer while JS runs.
+   * `out` is null, else computed into the model's reused buffer and copied into `out` when
+   * the call ends (rejects if `out` was detached or resized meanwhile). No call keeps a
+   * pointer into a JS buffer while JS runs.
    */
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
     x0: Int32Array | null, out: Float32Array | null, logitsRows: Int32Array | null): Promise<Float32Array>;
