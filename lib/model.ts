@@ -14,10 +14,8 @@ import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
-import {
-  cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
-  type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
-} from './native.js';
+import type { NativeAddon, NativeCache, NativeModel, TensorEntry } from './native.js';
+import { cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon } from './loader.js';
 
 export type BackendName = 'cpu' | 'cuda';
 
@@ -45,6 +43,9 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void;
 }
 
+/** Which sampler phase a step belongs to. */
+export type StepPhase = 'diffusion' | 'sequential' | 'mdlm' | 'ar';
+
 export interface StepEvent {
   /** Step index (0-based) and the number of planned steps. */
   step: number;
@@ -52,7 +53,7 @@ export interface StepEvent {
   /** Network evaluations so far. */
   nfe: number;
   /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
-  phase: string;
+  phase: StepPhase;
   /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
   perSequence: number;
   /** Original positions and tokens revealed, `[batch * perSequence]`. */
@@ -212,8 +213,11 @@ export class Model {
     this.addon_ = addon;
   }
 
-  /** Loads a model folder: config.json plus one or more .safetensors files. */
-  static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
+  /**
+   * Loads a model folder: config.json plus one or more .safetensors files. With no folder
+   * (or `undefined`), the small default model shipped in the package (see defaultModelDir).
+   */
+  static async load(dir: string = defaultModelDir(), options: LoadOptions = {}): Promise<Model> {
     if (typeof dir !== 'string' || dir.length === 0) throw expected('a folder path', 'dir', dir);
     if (typeof options !== 'object' || options === null) throw expected('an options object', 'options', options);
     const want = options.backend ?? 'auto';
