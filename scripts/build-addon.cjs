@@ -46,6 +46,17 @@ function buildTools(root, log) {
   return resolve([tools]);
 }
 
+/**
+ * cmake-js downloads the Node headers unless told where they are (npm passes its `nodedir`
+ * setting): point it at this Node's own headers when they are installed.
+ */
+function cmakeJsEnv() {
+  const env = { ...process.env };
+  const prefix = path.dirname(path.dirname(process.execPath));
+  if (!env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'node.h'))) env.npm_config_nodedir = prefix;
+  return env;
+}
+
 /** Loads `file` in a child process; returns '' or why it failed. */
 function probe(file) {
   if (!fs.existsSync(file)) return `${file}: not found`;
@@ -66,12 +77,12 @@ function buildAddonSync(root, cuda, log = (m) => process.stderr.write(m + '\n'))
   const args = [tools.cmakeJs, 'compile', '--log-level', 'warn', `--CDNODE_ADDON_API_DIR=${tools.addonApi}`];
   if (cuda) args.push('-O', path.join('cuda', 'build'), '--CDESOLM_CUDA=ON');
   log(`esolm: building the ${cuda ? 'CUDA' : 'CPU'} addon from source${cuda ? ' (several minutes)' : ''}`);
-  const r = spawnSync(process.execPath, args, { cwd: root, stdio: ['ignore', process.stderr, 'inherit'] });
+  const r = spawnSync(process.execPath, args, { cwd: root, stdio: ['ignore', process.stderr, 'inherit'], env: cmakeJsEnv() });
   if (r.status !== 0) return `the ${cuda ? 'CUDA' : 'CPU'} build failed (cmake-js exit ${r.status}; its output is above)`;
   return probe(path.join(root, cuda ? 'cuda/build/Release/esolm_cuda.node' : 'build/Release/esolm_cpu.node'));
 }
 
-module.exports = { buildAddonSync };
+module.exports = { buildAddonSync, cmakeJsEnv };
 
 if (require.main === module) {
   const root = path.resolve(__dirname, '..');
