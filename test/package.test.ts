@@ -34,7 +34,10 @@ describe('platform packages', () => {
       expect(pj.cpu).toEqual([t.includes('arm64') ? 'arm64' : 'x64']);
       expect(pj.scripts).toBeUndefined();
     }
+    // binding/compat/glibc_floor.cpp keeps the CPU addon loadable on old distributions
+    // (Ubuntu 20.04 has 2.31, RHEL 8 2.28).
     expect(packed.glibc['linux-x64']).toMatch(/^2\.\d+$/);
+    expect(Number(packed.glibc['linux-x64']!.split('.')[1])).toBeLessThanOrEqual(28);
     const installed = JSON.parse(readFileSync(path.join(app.dir, 'node_modules', '@esolm', 'linux-x64', 'package.json'), 'utf8'));
     expect(installed.esolm.glibc).toBe(packed.glibc['linux-x64']);
   });
