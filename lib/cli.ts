@@ -4,7 +4,7 @@
  * package (models/default). Ctrl-C aborts the running command, restores the terminal and
  * exits 130.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, load
 import { registerEvalCommand } from './eval-command.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
 import type { Tokenizer } from './tokenizers/index.js';
+import { benchSvg, denoisingSvg } from './svg.js';
 
 type BackendOpt = 'cpu' | 'cuda' | 'auto';
 
@@ -172,6 +173,9 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         process.stdout.write(lines.join('\n') + '\n');
       }
     };
+    // --record: when each position of sequence 0 was revealed, and in which phase.
+    const revealedAt = new Array<number>(length).fill(-1);
+    const phaseAt = new Array<string>(length).fill('given');
     let bar: cliProgress.SingleBar | null = null;
     const showBar = !live && !o.json && process.stderr.isTTY === true && length >= 256;
     const onStep = (e: StepEvent): void => {
@@ -179,6 +183,7 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         for (let q = 0; q < e.perSequence; q++) {
           const p = e.positions[b * e.perSequence + q];
           if (p >= 0) current[b][p] = e.tokens[b * e.perSequence + q];
+          if (p >= 0 && b === 0 && o.record) { revealedAt[p] = e.step; phaseAt[p] = e.phase; }
         }
       }
       if (live) draw(false);
@@ -204,6 +209,15 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
       ...(fixed ? { fixed } : {}),
       onStep, signal: interrupt.signal,
     }).finally(() => bar?.stop());
+    if (o.record) {
+      const seq = res.sequences[0]!;
+      const cells = Array.from(seq, (t) => (tok ? tok.decode([t]) : `${t} `));
+      const what = o.method === 'esolm' ? `Eso-LM (B), alpha0 ${alpha0}` : o.method === 'mdlm' ? 'MDLM' : 'AR';
+      writeFileSync(o.record, denoisingSvg({
+        cells, revealedAt, phase: phaseAt, steps: res.steps,
+        title: `${what} · ${length} tokens · ${res.steps} steps · ${res.nfe} network calls`,
+      }));
+    }
     if (ndjson) {
       process.stdout.write(JSON.stringify({
         type: 'result', model: model.dir, backend: model.backend, method: o.method, length, nfe: res.nfe, steps: res.steps,
@@ -301,26 +315,49 @@ function doctorCommand(o: { json?: boolean }): void {
   console.log(`default    ${report.defaultModel ?? 'missing'}`);
 }
 
-async function benchCommand(o: { model?: string; backend: BackendOpt; length: number; steps: string; alpha0: number; json?: boolean; svg?: string }): Promise<void> {
+async function benchCommand(o: { model?: string; backend: BackendOpt; length: number; steps: string; alpha0: number; repeat: number; json?: boolean; svg?: string }): Promise<void> {
+  if (o.repeat < 1) throw new EsolmError('ERR_INVALID_ARG', `Expected a positive integer for --repeat but received ${o.repeat}`);
+  interruptible = true;
   const model = await openModel(o.model, o.backend);
   try {
     const rows: { method: string; T: number | null; nfe: number; seconds: number; tokensPerS: number }[] = [];
     const L = Math.min(o.length, model.config.length);
+    // One untimed run first, so the first timed row does not pay for warming up.
+    await model.generate({ sampler: new Sampler({ method: 'esolm', steps: 4, seed: 1 }), length: Math.min(L, 16), signal: interrupt.signal });
+    /** The median time of --repeat runs. */
+    const timed = async (sampler: Sampler): Promise<{ nfe: number; seconds: number }> => {
+      const times: number[] = [];
+      let nfe = 0;
+      for (let i = 0; i < o.repeat; i++) {
+        const r = await model.generate({ sampler, length: L, signal: interrupt.signal });
+        times.push(r.timings.totalMs / 1e3);
+        nfe = r.nfe;
+      }
+      times.sort((a, b) => a - b);
+      return { nfe, seconds: times[(times.length - 1) >> 1]! };
+    };
     for (const T of o.steps.split(',').map(Number)) {
       for (const method of ['esolm', 'mdlm'] as const) {
         const sampler = new Sampler({ method, steps: T, ...(method === 'esolm' ? { alpha0: o.alpha0 } : {}), topP: 0.9, seed: 1 });
-        const r = await model.generate({ sampler, length: L });
-        rows.push({ method, T, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+        const r = await timed(sampler);
+        rows.push({ method, T, nfe: r.nfe, seconds: r.seconds, tokensPerS: L / r.seconds });
       }
     }
     const bos = model.tokenizer?.bosId ?? 0;
-    const r = await model.generate({ sampler: new Sampler({ method: 'ar', topP: 0.9, seed: 1, bos }), length: L });
-    rows.push({ method: 'ar', T: null, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+    const r = await timed(new Sampler({ method: 'ar', topP: 0.9, seed: 1, bos }));
+    rows.push({ method: 'ar', T: null, nfe: r.nfe, seconds: r.seconds, tokensPerS: L / r.seconds });
+    if (o.svg) {
+      const where = model.backend === 'cuda' ? (loadCudaAddon()?.backendInfo().cuda?.name ?? 'CUDA') : `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}`;
+      writeFileSync(o.svg, benchSvg(
+        rows.map((x) => ({ label: x.T === null ? 'ar' : `${x.method} T=${x.T}`, seconds: x.seconds, method: x.method })),
+        `Generating ${L} tokens: Eso-LM (B) vs MDLM vs AR`,
+        `${path.basename(model.dir)} model on ${model.backend} (${where}), batch 1, top-p 0.9, esolm alpha0 = ${o.alpha0}, median of ${o.repeat}`));
+    }
     if (o.json) {
       process.stdout.write(JSON.stringify({ model: model.dir, backend: model.backend, length: L, rows }, null, 2) + '\n');
       return;
     }
-    console.log(`${model.dir} on ${model.backend}, L = ${L}, batch 1, top-p 0.9\n`);
+    console.log(`${model.dir} on ${model.backend}, L = ${L}, batch 1, top-p 0.9, median of ${o.repeat}\n`);
     console.log('| method | T | NFE | seconds | tokens/s | MDLM / Eso-LM |\n|---|---:|---:|---:|---:|---:|');
     for (const x of rows) {
       const eso = rows.find((y) => y.method === 'esolm' && y.T === x.T);
@@ -351,7 +388,8 @@ export function buildProgram(): Command {
     .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', int)
     .option('--greedy', 'take the most likely token')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
-    .option('--stream', 'show the denoising live')
+    .option('--stream', 'show the denoising live (NDJSON step events when stdout is not a terminal)')
+    .option('--record <file.svg>', 'write an animated SVG of sequence 0 being denoised')
     .option('--json', 'print JSON')
     .action(generateCommand);
   registerEvalCommand(program, {
@@ -394,6 +432,8 @@ export function buildProgram(): Command {
     .option('--steps <list>', 'comma-separated T values', '16,64')
     .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)
     .option('--json', 'print JSON')
+    .option('--repeat <n>', 'runs per row; the median is reported', int, 1)
+    .option('--svg <file>', 'also write the timings as an SVG bar chart')
     .action(benchCommand);
   program.command('build')
     .description('build the native addon from source into this installation (needs cmake and a C++17 compiler; --cuda: nvcc)')

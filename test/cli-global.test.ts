@@ -97,3 +97,46 @@ describe('esolm executable: global behaviour', () => {
     expect(out).not.toMatch(/sequence|NFE=/);
   }, 120_000);
 });
+
+describe('SVG output', () => {
+  it('generate --record writes an animated SVG: given cells static, every other cell revealed at its step, coloured by phase', () => {
+    const file = path.join(dir, 'rec.svg');
+    const r = esolm('generate', 'Hi', '-m', modelDir, '-n', '40', '-T', '8', '--alpha0', '0.5', '--seed', '3', '--backend', 'cpu', '--record', file, '--stream');
+    expect(r.status, r.stderr).toBe(0);
+    const steps = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'step');
+    const svg = readFileSync(file, 'utf8');
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    const texts = [...svg.matchAll(/<text x="[\d.]+" y="\d+" fill="(#[0-9a-f]{6})"( opacity="0")?>[^<]*(<animate [^>]*keyTimes="0;([\d.]+)")?/g)];
+    expect(texts).toHaveLength(40);
+    // The prompt "Hi" is given: static, grey.
+    expect(texts.slice(0, 2).every((t) => t[2] === undefined && t[1] === '#57606a')).toBe(true);
+    // Every other position appears at (step + 1) / steps of the animation, in the colour of its phase.
+    const at = new Map<number, { step: number; phase: string }>();
+    for (const s of steps) s.positions.forEach((p: number) => { if (p >= 0) at.set(p, { step: s.step, phase: s.phase }); });
+    const colour: Record<string, string> = { diffusion: '#0969da', sequential: '#bc4c00' };
+    let last = -1;
+    for (let p = 2; p < 40; p++) {
+      const t = texts[p]!;
+      expect(t[2]).toBe(' opacity="0"');
+      expect(t[1]).toBe(colour[at.get(p)!.phase]);
+      const k = Number(t[4]);
+      expect(k).toBeGreaterThan(0);
+      expect(k).toBeLessThan(1);
+      if (at.get(p)!.phase === 'sequential') { expect(k).toBeGreaterThan(last); last = k; }  // left to right
+    }
+    expect(new Set(steps.map((s) => s.phase))).toEqual(new Set(['diffusion', 'sequential']));
+  });
+
+  it('bench --svg writes a bar chart of the rows it printed', () => {
+    const file = path.join(dir, 'bench.svg');
+    const r = esolm('bench', '-m', modelDir, '-n', '16', '--steps', '4,8', '--json', '--backend', 'cpu', '--svg', file);
+    expect(r.status, r.stderr).toBe(0);
+    const rows = JSON.parse(r.stdout).rows as { method: string; T: number | null; seconds: number }[];
+    const svg = readFileSync(file, 'utf8');
+    const labels = [...svg.matchAll(/text-anchor="end">([^<]+)</g)].map((m) => m[1]);
+    expect(labels).toEqual(rows.map((x) => (x.T === null ? 'ar' : `${x.method} T=${x.T}`)));
+    const widths = [...svg.matchAll(/<rect x="\d+" y="\d+" width="([\d.]+)" height="18"/g)].map((m) => Number(m[1]));
+    const max = Math.max(...rows.map((x) => x.seconds));
+    widths.forEach((w, i) => expect(w).toBeCloseTo(Math.max(1, (rows[i]!.seconds / max) * 420), 0));
+  });
+});
