@@ -3,6 +3,7 @@
 // prebuilt addon comes from @esolm/linux-x64; the CLI, the entry points and require() work;
 // without the platform package the loader explains the miss and doctor fails; the CUDA package
 // (when its addon is built here) loads and refuses CUDA without a driver, falling back to the CPU.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -134,6 +135,21 @@ describe('platform packages', () => {
     const doc = bare.run(bin(bare), ['doctor']);
     expect(doc.status).toBe(1);
     expect(doc.stdout).toContain('NOT AVAILABLE');
+  });
+
+  it('a source build is only made when asked, and without a compiler says so', () => {
+    const b = app.run(bin(app), ['build']);
+    expect(b.status).toBe(1);
+    expect(b.stderr).toContain('cmake was not found');
+    expect(b.stderr).toContain('ERR_NO_ADDON');
+    writeFileSync(path.join(app.dir, 'src.mjs'), "import { Model } from 'esolm'; try { await Model.load(); console.log('{}'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }");
+    const r = app.run(process.execPath, ['src.mjs'], {});
+    expect(JSON.parse(r.stdout)).toEqual({});  // the platform package, as usual
+    const f = spawnSync(process.execPath, ['src.mjs'], { cwd: app.dir, env: { ...app.env, ESOLM_BUILD_FROM_SOURCE: '1' }, encoding: 'utf8' });
+    const o = JSON.parse(f.stdout);
+    expect(o.code).toBe('ERR_NO_ADDON');
+    expect(o.message).toContain('skipped (ESOLM_BUILD_FROM_SOURCE=1)');
+    expect(o.message).toContain('cmake was not found');
   });
 
   it.skipIf(!withCuda)('the CUDA package loads, refuses CUDA without a driver, and auto falls back to the CPU', () => {
