@@ -23,8 +23,8 @@ run() { qemu-aarch64-static -L "$sysroot" "$arm_node" "$@"; }
 echo "arm64 node: $(run --version) ($(file -b "$arm_node" | cut -d, -f1-2))"
 mkdir "$work/app" && cd "$work/app"
 echo '{"name":"app","version":"1.0.0","private":true,"type":"module"}' > package.json
-# npm picks optional dependencies for the target platform given by --cpu/--os.
-npm install --silent --no-audit --no-fund --prefer-offline --cpu=arm64 --os=linux --libc=glibc \
+# This host is x64: --force lets npm install the arm64 package named on the command line.
+npm install --silent --force --no-audit --no-fund --prefer-offline \
   "$OLDPWD/$pack/esolm-$version.tgz" "$OLDPWD/$pack/esolm-linux-arm64-$version.tgz"
 run node_modules/.bin/esolm doctor
 cat > gen.mjs <<'JS'
