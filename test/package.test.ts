@@ -4,7 +4,7 @@
 // without the platform package the loader explains the miss and doctor fails; the CUDA package
 // (when its addon is built here) loads and refuses CUDA without a driver, falling back to the CPU.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +37,14 @@ describe('platform packages', () => {
     }
     // binding/compat/glibc_floor.cpp keeps the CPU addon loadable on old distributions
     // (Ubuntu 20.04 has 2.31, RHEL 8 2.28).
+    // Every `node <file>` in package.json scripts names a file that exists (npm run bench, ...).
+    const scripts = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).scripts as Record<string, string>;
+    for (const [name, cmd] of Object.entries(scripts)) {
+      for (const m of cmd.matchAll(/\bnode (\S+\.(?:m?js|cjs))/g)) {
+        const f = m[1]!.startsWith('dist/') ? path.join('lib', m[1]!.slice(5).replace(/\.js$/, '.ts')) : m[1]!;
+        expect(existsSync(path.join(root, f)), `npm run ${name}: ${m[1]}`).toBe(true);
+      }
+    }
     expect(packed.glibc['linux-x64']).toMatch(/^2\.\d+$/);
     expect(Number(packed.glibc['linux-x64']!.split('.')[1])).toBeLessThanOrEqual(28);
     const installed = JSON.parse(readFileSync(path.join(app.dir, 'node_modules', '@esolm', 'linux-x64', 'package.json'), 'utf8'));
