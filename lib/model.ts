@@ -47,8 +47,7 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void;
 }
 
-/** Which sampler phase a step belongs to. */
-export type StepPhase = NativeStepEvent['phase'];
+export type { StepPhase } from './native.js';
 
 /** One step of a generation (the native event shape, declared in native.ts). */
 export type StepEvent = NativeStepEvent;

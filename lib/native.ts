@@ -46,6 +46,9 @@ export interface NativeGenerateRequest {
   orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
 }
 
+/** Which sampler phase a step belongs to. */
+export type StepPhase = 'diffusion' | 'sequential' | 'mdlm' | 'ar';
+
 /** One step of a generation, as native generate() reports it. */
 export interface NativeStepEvent {
   /** Step index (0-based) and the number of planned steps. */
@@ -54,7 +57,7 @@ export interface NativeStepEvent {
   /** Network evaluations so far. */
   nfe: number;
   /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
-  phase: 'diffusion' | 'sequential' | 'mdlm' | 'ar';
+  phase: StepPhase;
   /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
   perSequence: number;
   /** Original positions and tokens revealed, `[batch * perSequence]`. */

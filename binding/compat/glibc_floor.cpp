@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ ESOLM_OLD(int, __pthread_key_create, (pthread_key_t* k, void (*d)(void*)), (k, d
 ESOLM_OLD(int, pthread_key_delete, (pthread_key_t k), (k))
 ESOLM_OLD(void*, pthread_getspecific, (pthread_key_t k), (k))
 ESOLM_OLD(int, pthread_setspecific, (pthread_key_t k, const void* v), (k, v))
+ESOLM_OLD(int, pthread_mutex_trylock, (pthread_mutex_t* m), (m))
 ESOLM_OLD(double, exp, (double x), (x))
 ESOLM_OLD(double, log, (double x), (x))
 ESOLM_OLD(double, pow, (double x, double y), (x, y))
@@ -55,6 +57,11 @@ ESOLM_OLD(double, pow, (double x, double y), (x, y))
 extern "C" {
 HIDDEN char __libc_single_threaded = 0;
 }
+
+// fstat became a real glibc symbol only in 2.33 (before, an inline wrapper around
+// __fxstat); on x86_64 and aarch64 glibc's struct stat is the kernel's, so the system call
+// answers it directly.
+extern "C" HIDDEN int __wrap_fstat(int fd, struct stat* st) { return (int)syscall(SYS_fstat, fd, st); }
 
 // std::random_device's entropy sources.
 extern "C" HIDDEN int getentropy(void* buf, size_t n) {
