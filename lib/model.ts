@@ -47,9 +47,10 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void;
 }
 
+export type { StepPhase } from './native.js';
+
 /** One step of a generation (the native event shape, declared in native.ts). */
 export type StepEvent = NativeStepEvent;
-export type { StepPhase } from './native.js';
 
 export interface GenerateResult {
   /** One Int32Array of `length` tokens per sequence, in position order. */

@@ -7,7 +7,7 @@
 // __libc_single_threaded 2.32, _dl_find_object 2.35 (libgcc's unwinder), getentropy 2.25
 // and arc4random 2.36 (std::random_device), fstat 2.33. The functions of glibc_wrap.def are bound to
 // their original versions (the same functions under their older symbol versions, which
-// every later glibc keeps), and the last four are defined here. What is left is read by
+// every later glibc keeps), and the other five are defined here. What is left is read by
 // scripts/pack-all.mjs into the package's glibc floor.
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -48,23 +48,15 @@
 #undef W
 
 // ---- defined here --------------------------------------------------------------------
-// fstat became a symbol of its own in glibc 2.33; before, <sys/stat.h> called
-// __fxstat(_STAT_VER, ...), which every later glibc still has (-Wl,--wrap=fstat).
-#if defined(__x86_64__)
-#define ESOLM_STAT_VER 1
-#define ESOLM_BASE "GLIBC_2.2.5"
-#else
-#define ESOLM_STAT_VER 0
-#define ESOLM_BASE "GLIBC_2.17"
-#endif
-extern "C" int esolm_old_fxstat(int ver, int fd, struct stat* st);
-__asm__(".symver esolm_old_fxstat,__fxstat@" ESOLM_BASE);
-extern "C" HIDDEN int __wrap_fstat(int fd, struct stat* st) { return esolm_old_fxstat(ESOLM_STAT_VER, fd, st); }
-
 // libstdc++ skips atomic reference counting when this is non-zero; 0 is always correct.
 extern "C" {
 HIDDEN char __libc_single_threaded = 0;
 }
+
+// fstat became a real glibc symbol only in 2.33 (before, an inline wrapper around
+// __fxstat); on x86_64 and aarch64 glibc's struct stat is the kernel's, so the system call
+// answers it directly.
+extern "C" HIDDEN int __wrap_fstat(int fd, struct stat* st) { return (int)syscall(SYS_fstat, fd, st); }
 
 // std::random_device's entropy sources.
 extern "C" HIDDEN int getentropy(void* buf, size_t n) {
