@@ -6,7 +6,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Model, Sampler, writeRandomModel } from '../dist/index.js';
+import { Model, Sampler } from '../dist/index.js';
+import { writeRandomModel } from '../dist/testing.js';
 import { opt } from './common.mjs';
 
 const GENERATIONS = Number(opt('--generations', 10_000));

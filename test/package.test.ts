@@ -146,6 +146,20 @@ describe('platform packages', () => {
     expect(doc.stdout).toContain('NOT AVAILABLE');
   });
 
+  it('a platform package of another version is refused, by name', () => {
+    const pj = path.join(app.dir, 'node_modules', '@esolm', 'linux-x64', 'package.json');
+    const text = readFileSync(pj, 'utf8');
+    try {
+      writeFileSync(pj, text.replace(/"version": "[^"]+"/, '"version": "0.0.1-other"'));
+      writeFileSync(path.join(app.dir, 'ver.mjs'), "import { Model } from 'esolm'; try { await Model.load(); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }");
+      const o = JSON.parse(app.run(process.execPath, ['ver.mjs']).stdout);
+      expect(o.code).toBe('ERR_NO_ADDON');
+      expect(o.message).toMatch(/version 0\.0\.1-other does not match esolm \d+\.\d+\.\d+/);
+    } finally {
+      writeFileSync(pj, text);
+    }
+  });
+
   it('a source build is only made when asked, and without a compiler says so', () => {
     const b = app.run(bin(app), ['build']);
     expect(b.status).toBe(1);

@@ -2,55 +2,50 @@
 // ESOLM_GLIBC_FLOOR; Linux x86_64 and aarch64, GNU toolchain).
 //
 // With libstdc++ and libgcc linked statically, the only versioned references left are
-// glibc's. A toolchain built against glibc 2.36 binds them to the newest versions: pthread_*
-// at 2.34 (moved into libc), exp/log/pow at 2.29, __libc_single_threaded 2.32,
-// _dl_find_object 2.35 (libgcc's unwinder), getentropy 2.25 and arc4random 2.36
-// (std::random_device).
-// Here the first two groups are bound to their original versions (the same functions,
-// older symbol names; the linker sends the references through --wrap), and the last three
-// are defined locally. What is left is read by scripts/pack-all.mjs into the package's
-// glibc floor.
+// glibc's. A toolchain built against glibc 2.36 binds them to the newest versions: pthread_*,
+// sem_*, shm_* and dl* at 2.34 (moved into libc), exp/log/pow at 2.29,
+// __libc_single_threaded 2.32, _dl_find_object 2.35 (libgcc's unwinder), getentropy 2.25
+// and arc4random 2.36 (std::random_device), fstat 2.33. The functions of glibc_wrap.def are bound to
+// their original versions (the same functions under their older symbol versions, which
+// every later glibc keeps), and the other five are defined here. What is left is read by
+// scripts/pack-all.mjs into the package's glibc floor.
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
 #include <link.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#if defined(__x86_64__)
-#define ESOLM_GLIBC_BASE "GLIBC_2.2.5"
-#elif defined(__aarch64__)
-#define ESOLM_GLIBC_BASE "GLIBC_2.17"
-#else
+#if !defined(__x86_64__) && !defined(__aarch64__)
 #error "glibc_floor.cpp: only x86_64 and aarch64"
 #endif
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
-// ---- bound to the base versions ------------------------------------------------------
-#define ESOLM_OLD(ret, name, params, args)                                              \
-  extern "C" ret esolm_old_##name params;                                               \
-  __asm__(".symver esolm_old_" #name "," #name "@" ESOLM_GLIBC_BASE);                   \
-  extern "C" HIDDEN ret __wrap_##name params { return esolm_old_##name args; }
-
-ESOLM_OLD(int, pthread_create, (pthread_t* t, const pthread_attr_t* a, void* (*f)(void*), void* p), (t, a, f, p))
-ESOLM_OLD(int, pthread_join, (pthread_t t, void** r), (t, r))
-ESOLM_OLD(int, pthread_detach, (pthread_t t), (t))
-ESOLM_OLD(int, pthread_once, (pthread_once_t* o, void (*f)(void)), (o, f))
-ESOLM_OLD(int, pthread_key_create, (pthread_key_t* k, void (*d)(void*)), (k, d))
-ESOLM_OLD(int, __pthread_key_create, (pthread_key_t* k, void (*d)(void*)), (k, d))
-ESOLM_OLD(int, pthread_key_delete, (pthread_key_t k), (k))
-ESOLM_OLD(void*, pthread_getspecific, (pthread_key_t k), (k))
-ESOLM_OLD(int, pthread_setspecific, (pthread_key_t k, const void* v), (k, v))
-ESOLM_OLD(int, pthread_mutex_trylock, (pthread_mutex_t* m), (m))
-ESOLM_OLD(double, exp, (double x), (x))
-ESOLM_OLD(double, log, (double x), (x))
-ESOLM_OLD(double, pow, (double x, double y), (x, y))
+// ---- bound to their original versions (glibc_wrap.def) ------------------------------
+// The linker sends every reference to name through __wrap_name (-Wl,--wrap=name); each
+// __wrap_name is a jump to name@<original version>, so any signature passes through as is.
+// Each sits in its own section, and --gc-sections drops those of functions never called.
+#if defined(__x86_64__)
+#define ESOLM_JUMP(target) "jmp " target "@PLT\n"
+#define ESOLM_VERSION(v) v
+#else
+#define ESOLM_JUMP(target) "b " target "\n"
+#define ESOLM_VERSION(v) "GLIBC_2.17"
+#endif
+#define W(name, version)                                                                 \
+  __asm__(".section .text.__wrap_" #name ",\"ax\",@progbits\n"                           \
+          ".globl __wrap_" #name "\n.hidden __wrap_" #name "\n"                                \
+          ".type __wrap_" #name ",@function\n__wrap_" #name ":\n"                         \
+          ESOLM_JUMP("esolm_old_" #name)                                                  \
+          ".size __wrap_" #name ",.-__wrap_" #name "\n"                                    \
+          ".symver esolm_old_" #name "," #name "@" ESOLM_VERSION(version) "\n.previous\n");
+#include "glibc_wrap.def"
+#undef W
 
 // ---- defined here --------------------------------------------------------------------
 // libstdc++ skips atomic reference counting when this is non-zero; 0 is always correct.
