@@ -134,6 +134,7 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
   if (method == "esolm") req.method = Method::esolm;
   else if (method == "mdlm") req.method = Method::mdlm;
   else if (method == "ar") req.method = Method::ar;
+  else if (method == "esolm-a") req.method = Method::esolm_a;
   else throw make_error(env, Status::error(Code::invalid_arg, "unknown method '" + method + "'"));
   req.batch = get_int(r, "batch", 1);
   req.length = get_int(r, "length", 0);
@@ -147,6 +148,7 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
   // The seed arrives as two 32-bit halves (a JS number cannot hold 64 bits).
   req.sample.seed = (uint64_t(uint32_t(get_num(r, "seedHi", 0))) << 32) | uint32_t(get_num(r, "seedLo", 0));
   req.bos = get_int(r, "bos", -1);
+  req.prepend = get_int(r, "prepend", -1);
   for (int32_t v : get_i32(r, "stepSizes")) req.step_sizes.push_back(v);
   std::vector<int32_t> order = get_i32(r, "order");
   const int n_orders = get_int(r, "orderCount", 0);

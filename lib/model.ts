@@ -246,7 +246,9 @@ export class Model {
         addon = loadCpuAddon();
       }
     }
-    const nm = await native(addon.loadModel({ ...config, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
+    // esolm-a is the esolm network (it differs in training attention and sampler only).
+    const netArch = config.arch === 'esolm-a' ? 'esolm' : config.arch;
+    const nm = await native(addon.loadModel({ ...config, arch: netArch, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
     const model = new Model(path.resolve(dir), config, backend, reason, nm, addon);
     model.tokenizer_ = tokenizer;
     return model;
@@ -264,7 +266,8 @@ export class Model {
 
   /** @internal */
   defaultAttention(): AttentionMode {
-    return this.config.arch === 'mdlm' ? 'bidirectional' : 'causal';
+    const a = this.config.arch;
+    return a === 'mdlm' ? 'bidirectional' : a === 'esolm-a' ? 'mixed2' : 'causal';
   }
 
   /**
@@ -532,7 +535,18 @@ export class Model {
       stepSizes = Int32Array.from(s.schedule);
     }
     let order: Int32Array | null = null;
-    if (s.order) {
+    let blockLen = s.blocks?.length ?? 0;
+    if (s.order === 'ar') {
+      // use_ar_order: the free positions left to right, one per step unless told otherwise.
+      order = Int32Array.from(Array.from({ length }, (_, i) => i).filter((i) => !given.has(i)));
+      if (!stepSizes && s.steps === undefined) stepSizes = new Int32Array(free).fill(1);
+    } else if (s.order === 'block-ar') {
+      // use_block_ar_order: 4 subcontexts of L/4; step j reveals position j of each.
+      if (length % 4 !== 0 || positions.length > 0) {
+        throw invalidArg(`order "block-ar" needs length (${length}) divisible by 4 and no prompt or fixed tokens`);
+      }
+      blockLen = length / 4;
+    } else if (s.order) {
       if (s.order.length !== 1 && s.order.length !== batch) throw invalidArg(`order must hold 1 or ${batch} orders, got ${s.order.length}`);
       const isGiven = new Set(positions);
       for (const o of s.order) {
@@ -548,19 +562,31 @@ export class Model {
     if (s.blocks && (length % s.blocks.length !== 0 || positions.length > 0)) {
       throw invalidArg(`the block schedule needs length (${length}) divisible by blocks.length (${s.blocks.length}) and no prompt or fixed tokens`);
     }
+    // AR prepend_token: the sampler's, else the model's training setting, else none.
+    const prepend = s.method === 'ar' ? s.prepend ?? this.config.training?.prepend ?? 'none' : 'none';
     let bos = s.bos ?? -1;
     if (bos >= this.config.vocab_size) throw invalidArg(`bos ${bos} is outside the vocabulary`);
-    if (s.method === 'ar' && bos < 0 && !given.has(0)) {
+    if (s.method === 'ar' && prepend === 'none' && bos < 0 && !given.has(0)) {
       const t = this.tokenizer_;
       if (t?.bosId !== undefined) bos = t.bosId;
       else throw invalidArg('AR generation needs a prompt, a token fixed at position 0, or a sampler bos token');
     }
+    let prependToken = -1;
+    if (prepend === 'bos') {
+      prependToken = s.bos ?? this.tokenizer_?.bosId ?? -1;
+      if (prependToken < 0) throw invalidArg('prepend "bos" needs a sampler bos token or a tokenizer with one');
+    } else if (prepend === 'mask') {
+      if (this.config.mask_index < 0) throw invalidArg('prepend "mask" needs a model with a mask token');
+      prependToken = this.config.mask_index;
+    }
+    // alpha0 not given: the model's training alpha0 (the official evaluation uses it too).
+    const alpha0 = s.alpha0Given ? s.alpha0 : this.config.training?.alpha0 ?? s.alpha0;
     return {
-      method: s.method, batch, length, steps: s.steps ?? 0, alpha0: s.alpha0,
-      blockLen: s.blocks?.length ?? 0, blockShuffle: s.blocks?.shuffle ?? false,
+      method: s.method, batch, length, steps: s.steps ?? 0, alpha0,
+      blockLen, blockShuffle: s.blocks?.shuffle ?? false, prepend: prependToken,
       topP: s.topP, temperature: s.temperature, greedy: s.greedy,
       seedHi: Number(s.seed >> 32n), seedLo: Number(s.seed & 0xffffffffn), bos,
-      stepSizes, order, orderCount: s.order?.length ?? 0,
+      stepSizes, order, orderCount: order ? (Array.isArray(s.order) ? s.order.length : 1) : 0,
       givenPositions: Int32Array.from(positions), givenTokens,
     };
   }
@@ -637,7 +663,7 @@ interface RawResult {
 /** @internal The request object the native generate() reads. */
 export interface GenerateRequestRaw {
   method: string; batch: number; length: number; steps: number; alpha0: number;
-  blockLen: number; blockShuffle: boolean; topP: number; temperature: number; greedy: boolean;
+  blockLen: number; blockShuffle: boolean; prepend: number; topP: number; temperature: number; greedy: boolean;
   seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
   orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
 }

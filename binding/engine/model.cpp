@@ -670,6 +670,22 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
   return Status::ok();
 }
 
+Status Model::prefill(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n) {
+  ESOLM_TRY(check_step(cache, tokens, positions, n, n, n));
+  AttnParams attn;
+  attn.batch = cache.batch;
+  attn.n_q = n;
+  attn.q_slot0 = cache.committed;
+  attn.n_kv = cache.committed + n;
+  attn.n_heads = cfg_.n_heads;
+  attn.head_dim = cfg_.head_dim();
+  attn.capacity = cache.capacity;
+  attn.mode = AttnMode::bidirectional;
+  ESOLM_TRY(run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn));
+  cache.committed += n;
+  return Status::ok();
+}
+
 Status Model::step_sample(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
                           int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
                           int32_t* out_tokens) {

@@ -75,6 +75,12 @@ class Model {
   Status step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
               int commit, int logits_from, float* logits);
 
+  // Feed n tokens per sequence right after cache.committed with bidirectional attention
+  // over the committed slots and the whole window, and commit all of them. Eso-LM (A)'s
+  // sequential phase encodes its clean prefix this way (its clean tokens see each other
+  // both ways), then decodes with step().
+  Status prefill(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n);
+
   // step() that samples instead of returning logits: one token per window row
   // [logits_from, n) of each sequence, keys[b * (n - logits_from) + r] (sampler.h). The
   // logits never leave the backend (sample_rows).
