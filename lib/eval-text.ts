@@ -21,7 +21,7 @@ export interface EvalTextResult extends NllStats {
   alpha0: number;
   /** Estimates per chunk (1 when deterministic). */
   samples: number;
-  /** K (exact), else 1. */
+  /** K (exact, imdce), else 1. */
   orders: number;
   seed: number;
   deterministic: boolean;
@@ -100,7 +100,7 @@ export interface EvalCommandDeps {
 
 interface EvalCliOptions {
   estimator?: NllEstimator;
-  alpha0: number;
+  alpha0?: number;
   samples: number;
   orders: number;
   seed: number;
@@ -137,8 +137,8 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
     .description('estimate the perplexity of a text file (Eso-LM NELBO, importance-weighted "exact" bound, or AR likelihood)')
     .argument('<model>', 'model folder')
     .argument('<text-file>', 'UTF-8 text to score')
-    .option('--estimator <name>', 'nelbo | exact | ar (default: ar for an ar model, else nelbo)')
-    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (use the training value; 1 = MDLM bound, 0 = AR)', parseNumber, 1)
+    .option('--estimator <name>', 'nelbo | exact | imdce | ar (default: ar for an ar model, else nelbo)')
+    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (default: the model\'s training alpha0, else 1; 1 = MDLM bound, 0 = AR)', parseNumber)
     .option('--samples <n>', 'Monte Carlo estimates per chunk', parseInteger, 8)
     .option('--orders <k>', 'orders per importance-weighted estimate (exact)', parseInteger, 4)
     .option('--seed <n>', 'random seed', parseInteger, 0)
@@ -173,7 +173,7 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
         let started = false;
         const res = await evalText(model, tokens, {
           ...(o.estimator !== undefined ? { estimator: o.estimator } : {}),
-          alpha0: o.alpha0,
+          ...(o.alpha0 !== undefined ? { alpha0: o.alpha0 } : {}),
           samples: o.samples,
           orders: o.orders,
           seed: o.seed,
@@ -199,11 +199,18 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
           return;
         }
         const se = res.deterministic ? '' : ` ± ${fmt(1.96 * res.stderrPerToken * res.perplexity, 3)} (95%: ${fmt(res.perplexityLow, 3)}–${fmt(res.perplexityHigh, 3)})`;
+        // Where alpha0 came from: the command line, or the model's training settings.
+        const trained = model.config.training?.alpha0;
+        const from = o.alpha0 !== undefined
+          ? (trained !== undefined && trained !== o.alpha0 ? `, given; the model was trained with ${trained}` : '')
+          : trained !== undefined && model.config.arch !== 'mdlm' ? ', the training alpha0' : '';
         const how = res.estimator === 'ar' ? 'ar (left to right)'
-          : res.deterministic ? `${res.estimator} (alpha0 = 0: exact AR likelihood)`
+          : res.deterministic ? `${res.estimator} (alpha0 = 0${from}: exact AR likelihood)`
             : res.estimator === 'exact'
-              ? `exact (alpha0 = ${res.alpha0}, ${res.samples} x ${res.orders} orders, seed ${res.seed})`
-              : `nelbo (alpha0 = ${res.alpha0}, ${res.samples} samples, seed ${res.seed})`;
+              ? `exact (alpha0 = ${res.alpha0}${from}, ${res.samples} x ${res.orders} orders, seed ${res.seed})`
+              : res.estimator === 'imdce'
+                ? `imdce (${res.samples} x ${res.orders} draws, seed ${res.seed})`
+                : `nelbo (alpha0 = ${res.alpha0}${from}, ${res.samples} samples, seed ${res.seed})`;
         const lines = [
           `model       ${modelDir} (${model.config.arch}, ${model.backend})`,
           `estimator   ${how}`,

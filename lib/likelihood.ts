@@ -29,14 +29,27 @@
  *   standard error (the mean of −log p̂_K over groups is an estimate of the expected IW
  *   bound −E log p̂_K, which is >= −log p(x) and tightens as K grows). alpha0 = 0: one
  *   left-to-right order, deterministic, equal to the `nelbo` value at alpha0 = 0.
+ * - `imdce`: the importance-sampled masked-diffusion cross entropy of the official
+ *   icml-rebuttal branch (`_imdce_loss`). One estimate = `orders` = K draws; for each: the
+ *   number of clean tokens k ∈ [0, n) is drawn with p(k) = 1/((n − k)·H_n), H_n = Σ_{i=1..n}
+ *   1/i, a uniform k-subset stays clean, the rest are masked; slot order = clean tokens in
+ *   a random order, then masks in a random order; one diffusion-mode forward (causal for
+ *   esolm, mixed2 for esolm-a, bidirectional for mdlm). Estimate = H_n/K · Σ_k Σ over masked
+ *   slots of −log p(x): an unbiased estimate of Σ_{k<n} 1/(n − k) · E[Σ masked −log p] (the
+ *   any-order cross entropy the masked-diffusion loss integrates). alpha0 is not used.
  * - `ar` (arch `ar` only): the left-to-right likelihood of the official AR
  *   (`prepend_token=none`): one `causal` forward of x[0..n−2] predicts x[1..n−1]. The first
  *   token is not scored, so `tokens` = n − 1 (n >= 2). Deterministic.
  *
  * Everywhere the MASK column of the logits is set to −1e6 before the log-softmax (as the
  * official code does); log-softmax is computed in float64 from the float32 logits.
- * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4);
- * Eso-LM (A) models (mixed2 diffusion, prefix-LM sequential phase) are not covered.
+ * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4). For
+ * Eso-LM (A) (arch esolm-a) the diffusion forwards use mixed2 attention; its sequential
+ * phase needs the prefix-LM 2N mask, which the engine lacks, so only estimates without a
+ * sequential forward work there (nelbo at alpha0 = 1, imdce).
+ *
+ * alpha0 defaults to the model's training alpha0 (config.json "training", recorded by
+ * `esolm convert`), as the official evaluation must use it; else 1.
  *
  * Standard error: the sample standard deviation of the per-sample estimates over
  * sqrt(samples). The per-sample estimates are independent except that `nelbo`'s t is
@@ -54,7 +67,7 @@
 import type { AttentionMode, Model } from './model.js';
 import { EsolmError, expected, invalidArg } from './errors.js';
 
-export type NllEstimator = 'nelbo' | 'exact' | 'ar';
+export type NllEstimator = 'nelbo' | 'exact' | 'imdce' | 'ar';
 
 /** ε of the log-linear schedule alpha_t = alpha0(1 − (1 − ε)t). */
 export const SCHEDULE_EPS = 1e-3;
@@ -64,13 +77,13 @@ export const SAMPLING_EPS = 1e-3;
 export const MASK_LOGIT = -1e6;
 
 export interface NllOptions {
-  /** `nelbo`, `exact` or `ar`. Defaults to `ar` for arch ar, else `nelbo`. */
+  /** `nelbo`, `exact`, `imdce` or `ar`. Defaults to `ar` for arch ar, else `nelbo`. */
   estimator?: NllEstimator;
-  /** Eso-LM alpha0 in [0, 1]: the fraction of tokens left to diffusion. Defaults to 1 (MDLM's bound). Use the value the model was trained with. */
+  /** Eso-LM alpha0 in [0, 1]: the fraction of tokens left to diffusion. Defaults to the model's training alpha0 (config.json "training"), else 1 (MDLM's bound). */
   alpha0?: number;
   /** Independent Monte Carlo estimates per sequence (nelbo: draws of both terms; exact: groups of K orders). Integer >= 1, defaults to 8. Ignored (1) when the estimate is deterministic. */
   samples?: number;
-  /** exact only: K, the number of orders per importance-weighted estimate. Integer >= 1, defaults to 4. */
+  /** exact, imdce: K, the number of orders per estimate. Integer >= 1, defaults to 4. */
   orders?: number;
   /** PRNG seed (any safe integer). Defaults to 0. */
   seed?: number;
@@ -86,7 +99,7 @@ export interface NllOptions {
 
 /** One forward row of an estimate: its draws and its value. */
 export interface NllTermTrace {
-  kind: 'sequential' | 'diffusion' | 'order' | 'ar';
+  kind: 'sequential' | 'diffusion' | 'order' | 'imdce' | 'ar';
   attention: AttentionMode;
   /** order[i] = original position of slot i (also the rotary position fed to the model). */
   order: Int32Array;
@@ -97,7 +110,7 @@ export interface NllTermTrace {
   /** diffusion only: t and alpha_t. */
   t?: number;
   alphaT?: number;
-  /** Weight of the term in the estimate (1 except for diffusion). */
+  /** Weight of the term in the estimate (1 except for diffusion and imdce). */
   weight: number;
   /** Σ over scored slots of −log p(target): unweighted, nats. */
   value: number;
@@ -260,10 +273,10 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'nll options', opts);
   const cfg = model.config;
   const estimator = opts.estimator ?? (cfg.arch === 'ar' ? 'ar' : 'nelbo');
-  if (estimator !== 'nelbo' && estimator !== 'exact' && estimator !== 'ar') {
-    throw expected('"nelbo", "exact" or "ar"', 'estimator', estimator);
+  if (estimator !== 'nelbo' && estimator !== 'exact' && estimator !== 'imdce' && estimator !== 'ar') {
+    throw expected('"nelbo", "exact", "imdce" or "ar"', 'estimator', estimator);
   }
-  const alpha0 = opts.alpha0 ?? 1;
+  const alpha0 = opts.alpha0 ?? (cfg.arch === 'mdlm' ? undefined : cfg.training?.alpha0) ?? 1;
   if (typeof alpha0 !== 'number' || !(alpha0 >= 0 && alpha0 <= 1)) throw expected('a number in [0, 1]', 'alpha0', alpha0);
   const samples = opts.samples ?? 8;
   if (!isInt(samples) || samples < 1) throw expected('an integer >= 1', 'samples', samples);
@@ -289,17 +302,20 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
       if (estimator === 'exact') throw invalidArg('estimator "exact" needs an Eso-LM (arch esolm): an mdlm model has no sequential phase; use "nelbo"');
       if (alpha0 !== 1) throw expected('1 for an mdlm model (it has no sequential phase)', 'alpha0', alpha0);
     }
+    if (cfg.arch === 'esolm-a' && (estimator === 'exact' || (estimator === 'nelbo' && alpha0 < 1))) {
+      throw invalidArg(`estimator "${estimator}"${estimator === 'nelbo' ? ` at alpha0 ${alpha0}` : ''} needs Eso-LM (A)'s prefix-LM sequential forward, which esolm does not have; use "imdce", or "nelbo" with alpha0 = 1`);
+    }
   }
-  const deterministic = estimator === 'ar' || alpha0 === 0;
+  const deterministic = estimator === 'ar' || (alpha0 === 0 && estimator !== 'imdce');
   return {
     estimator,
     alpha0,
     samples: deterministic ? 1 : samples,
-    orders: estimator === 'exact' && !deterministic ? orders : 1,
+    orders: (estimator === 'exact' && !deterministic) || estimator === 'imdce' ? orders : 1,
     seed,
     batch,
     deterministic,
-    diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : 'causal',
+    diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : cfg.arch === 'esolm-a' ? 'mixed2' : 'causal',
     onProgress: opts.onProgress,
     signal,
     trace: opts.trace === true,
@@ -425,6 +441,30 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
     }
     return rows;
   }
+  if (r.estimator === 'imdce') {
+    const H = harmonic(n);
+    for (let k = 0; k < r.orders; k++) {
+      const rng = new NllRng(r.seed, j, s, STREAM_ORDER0 + k);
+      const kept = imdceKept(rng.next(), n, H);
+      // A uniform kept-subset: the first `kept` of a random permutation.
+      const perm = new Int32Array(n);
+      for (let i = 0; i < n; i++) perm[i] = i;
+      rng.shuffle(perm);
+      const clean = perm.slice(0, kept), masked = perm.slice(kept);
+      rng.shuffle(clean);
+      rng.shuffle(masked);
+      const order = new Int32Array(n);
+      order.set(clean, 0);
+      order.set(masked, kept);
+      const input = gather(x, order), targets = new Int32Array(n).fill(-1);
+      for (let i = kept; i < n; i++) {
+        targets[i] = input[i]!;
+        input[i] = M;
+      }
+      rows.push({ ...base, term: k, kind: 'imdce', attention: r.diffusionAttention, order, input, x0: null, targets, prefix: kept, weight: H / r.orders });
+    }
+    return rows;
+  }
   // exact
   for (let k = 0; k < r.orders; k++) {
     const rng = new NllRng(r.seed, j, s, STREAM_ORDER0 + k);
@@ -441,8 +481,25 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
   return rows;
 }
 
+/** H_n = Σ_{i=1..n} 1/i. */
+function harmonic(n: number): number {
+  let h = 0;
+  for (let i = n; i >= 1; i--) h += 1 / i;
+  return h;
+}
+
+/** IMDCE's number of clean tokens k ∈ [0, n) for a uniform u: p(k) = 1/((n − k)·H_n), by inversion. */
+export function imdceKept(u: number, n: number, H = harmonic(n)): number {
+  let c = 0;
+  for (let k = 0; k < n; k++) {
+    c += 1 / ((n - k) * H);
+    if (u < c) return k;
+  }
+  return n - 1;  // rounding left u a hair above the total
+}
+
 function rowsPerSample(r: Resolved): number {
-  if (r.estimator === 'exact') return r.orders;
+  if (r.estimator === 'exact' || r.estimator === 'imdce') return r.orders;
   if (r.estimator === 'ar') return 1;
   return (r.alpha0 < 1 ? 1 : 0) + (r.alpha0 > 0 ? 1 : 0);
 }
@@ -451,6 +508,7 @@ function rowsPerSample(r: Resolved): number {
 function rowKeys(r: Resolved, n: number): Array<{ attention: AttentionMode; len: number }> {
   if (r.estimator === 'ar') return [{ attention: 'causal', len: n - 1 }];
   if (r.estimator === 'exact') return Array.from({ length: r.orders }, () => ({ attention: 'sequential' as const, len: n }));
+  if (r.estimator === 'imdce') return Array.from({ length: r.orders }, () => ({ attention: r.diffusionAttention, len: n }));
   const keys: Array<{ attention: AttentionMode; len: number }> = [];
   if (r.alpha0 < 1) keys.push({ attention: 'sequential', len: n });
   if (r.alpha0 > 0) keys.push({ attention: r.diffusionAttention, len: n });

@@ -333,7 +333,7 @@ describe('options and errors', () => {
     ['alpha0 > 1', { alpha0: 1.5 }, /alpha0/],
     ['alpha0 NaN', { alpha0: NaN }, /alpha0/],
     ['alpha0 string', { alpha0: '0.5' }, /alpha0 but received "0.5"/],
-    ['estimator', { estimator: 'elbo' }, /Expected "nelbo", "exact" or "ar" for estimator/],
+    ['estimator', { estimator: 'elbo' }, /Expected "nelbo", "exact", "imdce" or "ar" for estimator/],
     ['samples 0', { samples: 0 }, /Expected an integer >= 1 for samples/],
     ['samples 1.5', { samples: 1.5 }, /samples/],
     ['orders 0', { estimator: 'exact', orders: 0 }, /Expected an integer >= 1 for orders/],
