@@ -297,7 +297,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return w->Promise();
   }
 
-  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array)
+  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array[, prefix])
+  // prefix (sequential only, Int32Array [batch]): Eso-LM (A)'s bidirectional x prefix.
   Napi::Value ForwardScores(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
@@ -310,7 +311,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (int64_t(targets.size()) != count || int64_t(out.ElementLength()) != count)
       throw make_error(env, Status::error(Code::invalid_arg, "targets and out must hold batch * n entries"));
     double* dst = out.Data();
-    auto fn = [=, a = std::move(a), targets = std::move(targets)](Model& m) {
+    std::vector<int32_t> prefix;
+    if (info.Length() > 8 && info[8].IsTypedArray()) {
+      prefix = int32_arg(info, 8, "prefix");
+      if (a.mode != AttnMode::sequential || a.x0.empty() || int64_t(prefix.size()) != a.batch)
+        throw make_error(env, Status::error(Code::invalid_arg, "prefix needs mode sequential, x0 and batch entries"));
+    }
+    auto fn = [=, a = std::move(a), targets = std::move(targets), prefix = std::move(prefix)](Model& m) {
+      if (!prefix.empty())
+        return m.forward_scores_prefix(a.tokens.data(), a.positions.data(), a.batch, a.n, a.x0.data(),
+                                       prefix.data(), targets.data(), dst);
       return m.forward_scores(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
                               a.x0.empty() ? nullptr : a.x0.data(), targets.data(), dst);
     };

@@ -44,9 +44,11 @@
  * Everywhere the MASK column of the logits is set to −1e6 before the log-softmax (as the
  * official code does); log-softmax is computed in float64 from the float32 logits.
  * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4). For
- * Eso-LM (A) (arch esolm-a) the diffusion forwards use mixed2 attention; its sequential
- * phase needs the prefix-LM 2N mask, which the engine lacks, so only estimates without a
- * sequential forward work there (nelbo at alpha0 = 1, imdce).
+ * Eso-LM (A) (arch esolm-a) the diffusion forwards use mixed2 attention and the sequential
+ * term its "mixed" mask (the clean tokens of z0 form a bidirectional prefix of the x-half;
+ * Model.forwardScores `prefix`, one cached step per masked token, so slower). `exact`'s
+ * z is all masks, so its prefix is empty and it equals the Eso-LM (B) forward, as in the
+ * official code.
  *
  * alpha0 defaults to the model's training alpha0 (config.json "training", recorded by
  * `esolm convert`), as the official evaluation must use it; else 1.
@@ -260,6 +262,8 @@ interface Resolved {
   batch: number | undefined;
   deterministic: boolean;
   diffusionAttention: AttentionMode;
+  /** Eso-LM (A): the nelbo sequential term uses the prefix-LM ("mixed") sequential mask. */
+  prefixLm: boolean;
   onProgress: ((done: number, total: number) => void) | undefined;
   signal: AbortSignal | undefined;
   trace: boolean;
@@ -302,9 +306,6 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
       if (estimator === 'exact') throw invalidArg('estimator "exact" needs an Eso-LM (arch esolm): an mdlm model has no sequential phase; use "nelbo"');
       if (alpha0 !== 1) throw expected('1 for an mdlm model (it has no sequential phase)', 'alpha0', alpha0);
     }
-    if (cfg.arch === 'esolm-a' && (estimator === 'exact' || (estimator === 'nelbo' && alpha0 < 1))) {
-      throw invalidArg(`estimator "${estimator}"${estimator === 'nelbo' ? ` at alpha0 ${alpha0}` : ''} needs Eso-LM (A)'s prefix-LM sequential forward, which esolm does not have; use "imdce", or "nelbo" with alpha0 = 1`);
-    }
   }
   const deterministic = estimator === 'ar' || (alpha0 === 0 && estimator !== 'imdce');
   return {
@@ -316,6 +317,7 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
     batch,
     deterministic,
     diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : cfg.arch === 'esolm-a' ? 'mixed2' : 'causal',
+    prefixLm: cfg.arch === 'esolm-a',
     onProgress: opts.onProgress,
     signal,
     trace: opts.trace === true,
@@ -648,6 +650,8 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     const tok = new Int32Array(batch * len);
     const pos = new Int32Array(batch * len);
     const x0 = rows[0]!.x0 ? new Int32Array(batch * len) : undefined;
+    // Eso-LM (A) sequential term: the clean slots of z0 are a bidirectional prefix.
+    const prefix = r.prefixLm && rows[0]!.kind === 'sequential' ? Int32Array.from(rows, (row) => row.prefix) : undefined;
     const targets = new Int32Array(batch * len);
     rows.forEach((row, b) => {
       tok.set(row.input, b * len);
@@ -657,7 +661,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     });
     // The engine scores the rows (float64 log-softmax, mask column −1e6): no logits in JS.
     const p = model
-      .forwardScores({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, targets, ...(x0 ? { x0 } : {}) })
+      .forwardScores({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, targets, ...(x0 ? { x0 } : {}), ...(prefix ? { prefix } : {}) })
       .then((nll) => score(rows, nll, len));
     p.catch(() => undefined); // handled when awaited below; avoids an unhandled rejection meanwhile
     try {

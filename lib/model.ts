@@ -294,8 +294,11 @@ export class Model {
    * one token id per input row (−1 to skip the row), and the result `[batch * n]` is the
    * float64 negative log-softmax (mask column set to −1e6 first, as the official
    * likelihood code does) at the target, NaN where skipped. Logits never reach JS.
+   * `prefix` (attention `sequential` only, one entry per sequence): Eso-LM (A)'s sequential
+   * mask, where x-half slots < prefix[b] also see each other both ways; z rows below the
+   * prefix may not be scored. It runs as one cached step per z row (exact, slower).
    */
-  async forwardScores(opts: ForwardOptions & { targets: Int32Array }): Promise<Float64Array> {
+  async forwardScores(opts: ForwardOptions & { targets: Int32Array; prefix?: Int32Array }): Promise<Float64Array> {
     const f = this.forwardArgs(opts);
     const targets = checkInt32('targets', opts.targets);
     if (targets.length !== f.tokens.length) throw invalidArg(`targets has ${targets.length} entries, expected ${f.tokens.length}`);
@@ -303,8 +306,22 @@ export class Model {
     for (let i = 0; i < targets.length; i++) {
       if (targets[i] < -1 || targets[i] >= V) throw invalidArg(`targets[${i}] = ${targets[i]} is outside [-1, ${V})`);
     }
+    let prefix: Int32Array | undefined;
+    if (opts.prefix !== undefined) {
+      prefix = checkInt32('prefix', opts.prefix);
+      if (f.attention !== 'sequential') throw invalidArg('prefix is only used with attention "sequential"');
+      if (prefix.length !== f.batch) throw invalidArg(`prefix has ${prefix.length} entries, expected batch = ${f.batch}`);
+      for (let b = 0; b < f.batch; b++) {
+        const c = prefix[b];
+        if (c < 0 || c > f.n) throw invalidArg(`prefix[${b}] = ${c} is outside [0, ${f.n}]`);
+        for (let i = 0; i < c; i++) if (targets[b * f.n + i] >= 0) throw invalidArg(`targets[${b * f.n + i}] lies inside prefix[${b}]: z rows of the prefix cannot be scored`);
+      }
+    }
     const out = new Float64Array(f.tokens.length);
-    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out)));
+    const p = prefix;
+    return this.enqueue(() => native(p
+      ? this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out, p)
+      : this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out)));
   }
 
   /** @internal Validated arguments of forward() / forwardScores(). */

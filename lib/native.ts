@@ -25,7 +25,7 @@ export interface NativeModel {
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
     x0: Int32Array | null, out: Float32Array, logitsRows: Int32Array | null): Promise<Float32Array>;
   forwardScores(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, targets: Int32Array, out: Float64Array): Promise<Float64Array>;
+    x0: Int32Array | null, targets: Int32Array, out: Float64Array, prefix?: Int32Array): Promise<Float64Array>;
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
     logitsFrom: number, out: Float32Array): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;

@@ -3,7 +3,7 @@
 // weighting, the distribution of the kept count, and unbiasedness against the exact sum
 // enumerated over every mask set and order of a 3-token sequence. Also: likelihood and
 // the eval command default to the model's training alpha0, and Eso-LM (A) models get
-// mixed2 diffusion forwards.
+// mixed2 diffusion forwards and the prefix-LM ("mixed") sequential forward.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,12 +170,52 @@ describe('training alpha0 as the default', () => {
     expect(await run(['--estimator', 'imdce', '--orders', '2'])).toMatch(/imdce \(2 x 2 draws/);
   });
 
-  it('Eso-LM (A): estimators that need its prefix-LM sequential forward are refused', async () => {
-    const { model } = await build({ seed: 46, length: 8, editConfig: (c) => { c.arch = 'esolm-a'; c.training = { alpha0: 0.5, diffusion_attn_mode: 'mixed2' }; } });
-    const x = Int32Array.from([1, 2, 3]);
-    await expect(computeNll(model, x)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: /prefix-LM/ });
-    await expect(computeNll(model, x, { estimator: 'exact', alpha0: 1 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
-    const r = await computeNll(model, x, { alpha0: 1, samples: 2, trace: true });
-    expect(r.sequences[0]!.trace![0]!.terms[0]!.attention).toBe('mixed2');
+  it('Eso-LM (A): the nelbo sequential term uses the prefix-LM 2N mask (float64 reference); exact runs with an empty prefix', async () => {
+    const { rm, model } = await build({ seed: 46, length: 12, editConfig: (c) => { c.arch = 'esolm-a'; c.training = { alpha0: 0.5, diffusion_attn_mode: 'mixed2' }; } });
+    const x = Int32Array.from([3, 17, 8, 40, 22, 5, 9, 31, 12, 2]);
+    const { vocab_size: V, mask_index: M } = rm.config;
+    const r = await computeNll(model, x, { samples: 3, seed: 2, trace: true });
+    expect(r.alpha0).toBe(0.5);
+    let differs = 0;
+    for (const sample of r.sequences[0]!.trace!) {
+      const [seq, diff] = sample.terms;
+      expect(seq!.kind).toBe('sequential');
+      expect(diff!.attention).toBe('mixed2');
+      const order = Array.from(seq!.order), x0 = order.map((p) => x[p]!);
+      const score = (prefix: number): number => {
+        const logits = referenceForward({ weights: rm.weights, config: rm.config, tokens: Array.from(seq!.input), positions: order, attention: 'sequential', x0, prefix });
+        let s = 0;
+        for (let i = 0; i < order.length; i++) {
+          if (seq!.input[i] !== M) continue;
+          const l = (v: number): number => (v === M ? -1e6 : logits[i * V + v]!);
+          let m = -Infinity;
+          for (let v = 0; v < V; v++) m = Math.max(m, l(v));
+          let z = 0;
+          for (let v = 0; v < V; v++) z += Math.exp(l(v) - m);
+          s += -(l(x0[i]!) - m - Math.log(z));
+        }
+        return s;
+      };
+      const ref = score(seq!.prefix);
+      expect(Math.abs(seq!.value - ref)).toBeLessThanOrEqual(1e-4 * Math.max(1, ref));
+      if (seq!.prefix > 1 && Math.abs(score(0) - ref) > 1e-3) differs++;  // the (B) mask would give another value
+      expect(Math.abs(diff!.value - refMasked(rm, x, Array.from(diff!.order), Array.from(diff!.input), 'mixed2'))).toBeLessThanOrEqual(1e-4 * Math.max(1, diff!.value));
+    }
+    expect(differs).toBeGreaterThan(0);
+    // exact: z is all masks, so the prefix is empty: the same forward as Eso-LM (B)
+    const ex = await computeNll(model, x, { estimator: 'exact', orders: 2, samples: 1, seed: 1, trace: true });
+    for (const t of ex.sequences[0]!.trace![0]!.terms) expect(t.attention).toBe('sequential');
+    expect(Number.isFinite(ex.total.nll)).toBe(true);
+  });
+
+  it('forwardScores validates the prefix', async () => {
+    const { model } = await build({ seed: 47, length: 8 });
+    const base = { tokens: Int32Array.from([1, 60, 60]), x0: Int32Array.from([1, 2, 3]), attention: 'sequential' as const, targets: Int32Array.from([-1, 2, 3]) };
+    await expect(model.forwardScores({ ...base, prefix: Int32Array.from([2]) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: /inside prefix/ });
+    await expect(model.forwardScores({ ...base, prefix: Int32Array.from([1, 1]) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(model.forwardScores({ ...base, attention: 'causal', x0: undefined, prefix: Int32Array.from([1]) } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    const a = await model.forwardScores({ ...base, prefix: Int32Array.from([0]) });
+    const b = await model.forwardScores(base);
+    for (let i = 1; i < 3; i++) expect(Math.abs(a[i]! - b[i]!)).toBeLessThan(1e-4);  // prefix 0 = the plain sequential forward
   });
 });

@@ -18,7 +18,8 @@ export interface ReferenceInput {
   attention: AttentionMode;
   /** sequential only: the clean sequence (x-half), n tokens in the same slot order. */
   x0?: ArrayLike<number>;
-  /** prefix only: the number of leading slots that attend bidirectionally. */
+  /** prefix: the number of leading slots that attend bidirectionally; sequential: the same
+   * for the x-half (Eso-LM (A)'s sequential_attn_mode "mixed"; 0 = Eso-LM (B)). */
   prefix?: number;
 }
 
@@ -127,7 +128,7 @@ export function attentionMask(
           const qi = qz ? q : q - n;
           const ki = kz ? kv : kv - n;
           if (qz) ok = kz ? ki === qi : ki < qi;
-          else ok = !kz && ki <= qi;
+          else ok = !kz && (ki <= qi || (qi < prefix && ki < prefix)); // Eso-LM (A) "mixed": x prefix both ways
           break;
         }
       }
