@@ -88,8 +88,10 @@ interface GenerateCli {
 async function generateCommand(prompt: string | undefined, o0: GenerateCli): Promise<void> {
   const model = await openModel(o0.model, o0.backend);
   try {
-    // An Eso-LM (A) model samples with its own sampler unless --method says otherwise.
-    const o = { ...o0, method: o0.method ?? (model.config.arch === 'esolm-a' ? 'esolm-a' : 'esolm') } as GenerateCli & { method: SamplerMethod };
+    // Without --method a model samples the way it was trained: esolm-a, mdlm and ar models
+    // with their own sampler, everything else with Eso-LM (B).
+    const arch = model.config.arch;
+    const o = { ...o0, method: o0.method ?? (arch === 'esolm' ? 'esolm' : arch) } as GenerateCli & { method: SamplerMethod };
     const usesAlpha0 = o.method === 'esolm' || o.method === 'esolm-a';
     const planned = o.blocks !== undefined || o.order !== undefined;
     const tok = model.tokenizer;
@@ -312,7 +314,7 @@ export function buildProgram(): Command {
     .option('-t, --temperature <x>', 'softmax temperature (default: the model\'s, else 1)', num)
     .option('-s, --seed <n>', 'random seed', int, 0)
     .option('-b, --batch <n>', 'sequences to generate', int, 1)
-    .option('--method <name>', 'esolm | esolm-a | mdlm | ar (default: esolm-a for an Eso-LM (A) model, else esolm)')
+    .option('--method <name>', 'esolm | esolm-a | mdlm | ar (default: the model\'s arch)')
     .option('--blocks <n>', 'block ("subcontext") schedule with blocks of n positions (esolm, esolm-a, mdlm)', int)
     .option('--order <name>', 'named order: ar (use_ar_order) | block-ar (use_block_ar_order)')
     .option('--prepend <p>', 'AR prepend_token: none | bos | mask (default: the model\'s training setting, else none)')

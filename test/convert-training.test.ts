@@ -82,6 +82,15 @@ describe('Eso-LM (A) checkpoint conversion', () => {
   });
 });
 
+describe('config.json training block', () => {
+  it('is validated: a bad field is ERR_BAD_WEIGHTS naming it', async () => {
+    for (const [training, field] of [[{ alpha0: 2 }, 'training.alpha0'], [{ prepend: 'eos' }, 'training.prepend'], [[], 'training'], [{ length: 0 }, 'training.length']] as const) {
+      const m = makeRandomModel(join(dir, `bad-training-${field}-${n++}`), { editConfig: (c) => { c.training = training; } });
+      await expect(Model.load(m.dir, { backend: 'cpu' })).rejects.toMatchObject({ code: 'ERR_BAD_WEIGHTS', message: new RegExp(`"${field.replace('.', '\\.')}"`) });
+    }
+  });
+});
+
 describe('esolm convert / info (CLI)', () => {
   it('prints every warning, honours --mask-index, and info shows the training alpha0', async () => {
     const o = out();
