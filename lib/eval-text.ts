@@ -100,6 +100,7 @@ export interface EvalCommandDeps {
 
 interface EvalCliOptions {
   estimator?: NllEstimator;
+  prepend?: 'none' | 'bos' | 'mask';
   alpha0?: number;
   samples: number;
   orders: number;
@@ -139,6 +140,7 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
     .argument('<text-file>', 'UTF-8 text to score')
     .option('--estimator <name>', 'nelbo | exact | imdce | ar (default: ar for an ar model, else nelbo)')
     .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (default: the model\'s training alpha0, else 1; 1 = MDLM bound, 0 = AR)', parseNumber)
+    .option('--prepend <p>', 'ar: the official prepend_token none | bos | mask (default: the model\'s training setting, else none)')
     .option('--samples <n>', 'Monte Carlo estimates per chunk', parseInteger, 8)
     .option('--orders <k>', 'orders per importance-weighted estimate (exact)', parseInteger, 4)
     .option('--seed <n>', 'random seed', parseInteger, 0)
@@ -174,6 +176,7 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
         const res = await evalText(model, tokens, {
           ...(o.estimator !== undefined ? { estimator: o.estimator } : {}),
           ...(o.alpha0 !== undefined ? { alpha0: o.alpha0 } : {}),
+          ...(o.prepend !== undefined ? { prepend: o.prepend } : {}),
           samples: o.samples,
           orders: o.orders,
           seed: o.seed,
@@ -204,7 +207,8 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
         const from = o.alpha0 !== undefined
           ? (trained !== undefined && trained !== o.alpha0 ? `, given; the model was trained with ${trained}` : '')
           : trained !== undefined && model.config.arch !== 'mdlm' ? ', the training alpha0' : '';
-        const how = res.estimator === 'ar' ? 'ar (left to right)'
+        const prepend = o.prepend ?? model.config.training?.prepend ?? 'none';
+        const how = res.estimator === 'ar' ? `ar (left to right${prepend !== 'none' ? `, after a ${prepend} token` : ''})`
           : res.deterministic ? `${res.estimator} (alpha0 = 0${from}: exact AR likelihood)`
             : res.estimator === 'exact'
               ? `exact (alpha0 = ${res.alpha0}${from}, ${res.samples} x ${res.orders} orders, seed ${res.seed})`

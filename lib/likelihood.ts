@@ -37,9 +37,11 @@
  *   esolm, mixed2 for esolm-a, bidirectional for mdlm). Estimate = H_n/K · Σ_k Σ over masked
  *   slots of −log p(x): an unbiased estimate of Σ_{k<n} 1/(n − k) · E[Σ masked −log p] (the
  *   any-order cross entropy the masked-diffusion loss integrates). alpha0 is not used.
- * - `ar` (arch `ar` only): the left-to-right likelihood of the official AR
- *   (`prepend_token=none`): one `causal` forward of x[0..n−2] predicts x[1..n−1]. The first
- *   token is not scored, so `tokens` = n − 1 (n >= 2). Deterministic.
+ * - `ar` (arch `ar` only): the left-to-right likelihood of the official AR. With
+ *   `prepend` none (`prepend_token=none`): one `causal` forward of x[0..n−2] predicts
+ *   x[1..n−1]; the first token is not scored, so `tokens` = n − 1 (n >= 2). With `bos` /
+ *   `mask`: the forward of [BOS or MASK, x[0..n−2]] predicts all n tokens. Deterministic.
+ *   `prepend` defaults to the model's training setting (config.json "training").
  *
  * Everywhere the MASK column of the logits is set to −1e6 before the log-softmax (as the
  * official code does); log-softmax is computed in float64 from the float32 logits.
@@ -95,6 +97,8 @@ export interface NllOptions {
   onProgress?: (done: number, total: number) => void;
   /** Checked before each forward call; when aborted the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
+  /** ar only: the official prepend_token. Defaults to the model's training setting, else `none`. */
+  prepend?: 'none' | 'bos' | 'mask';
   /** Return every draw and term value in `sequences[i].trace` (for tests and debugging). */
   trace?: boolean;
 }
@@ -264,6 +268,8 @@ interface Resolved {
   diffusionAttention: AttentionMode;
   /** Eso-LM (A): the nelbo sequential term uses the prefix-LM ("mixed") sequential mask. */
   prefixLm: boolean;
+  /** ar: the token fed before x[0] (BOS or MASK), or -1 for prepend none. */
+  prependToken: number;
   onProgress: ((done: number, total: number) => void) | undefined;
   signal: AbortSignal | undefined;
   trace: boolean;
@@ -295,6 +301,18 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
   if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean')) {
     throw expected('an AbortSignal', 'signal', signal);
   }
+  const prepend = opts.prepend ?? (estimator === 'ar' ? cfg.training?.prepend : undefined) ?? 'none';
+  if (prepend !== 'none' && prepend !== 'bos' && prepend !== 'mask') throw expected('"none", "bos" or "mask"', 'prepend', prepend);
+  if (opts.prepend !== undefined && estimator !== 'ar') throw invalidArg('prepend is only used by estimator "ar"');
+  let prependToken = -1;
+  if (prepend === 'mask') {
+    if (cfg.mask_index < 0) throw invalidArg('prepend "mask" needs a model with a mask token (config mask_index)');
+    prependToken = cfg.mask_index;
+  } else if (prepend === 'bos') {
+    const bos = model.tokenizer?.bosId;
+    if (bos === undefined) throw invalidArg('prepend "bos" needs a tokenizer with a BOS token');
+    prependToken = bos;
+  }
   if (estimator === 'ar') {
     if (cfg.arch !== 'ar') {
       throw invalidArg(`estimator "ar" needs a model of arch ar, but this model is ${cfg.arch}; for an Eso-LM use estimator "nelbo" with alpha0 = 0 (the exact AR likelihood)`);
@@ -318,20 +336,21 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
     deterministic,
     diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : cfg.arch === 'esolm-a' ? 'mixed2' : 'causal',
     prefixLm: cfg.arch === 'esolm-a',
+    prependToken,
     onProgress: opts.onProgress,
     signal,
     trace: opts.trace === true,
   };
 }
 
-function resolveTokens(model: Model, tokens: Int32Array | readonly Int32Array[], estimator: NllEstimator): Int32Array[] {
+function resolveTokens(model: Model, tokens: Int32Array | readonly Int32Array[], estimator: NllEstimator, prependToken = -1): Int32Array[] {
   let seqs: Int32Array[];
   if (tokens instanceof Int32Array) seqs = [tokens];
   else if (Array.isArray(tokens)) seqs = tokens as Int32Array[];
   else throw expected('an Int32Array or an array of Int32Arrays', 'tokens', tokens);
   if (seqs.length === 0) throw invalidArg('tokens holds no sequence');
   const { vocab_size: V, mask_index: M, length: L } = model.config;
-  const minLen = estimator === 'ar' ? 2 : 1;
+  const minLen = estimator === 'ar' && prependToken < 0 ? 2 : 1;
   seqs.forEach((s, j) => {
     const name = seqs.length === 1 && tokens instanceof Int32Array ? 'tokens' : `tokens[${j}]`;
     if (!(s instanceof Int32Array)) throw expected('an Int32Array', name, s);
@@ -418,11 +437,15 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
   const rows: Row[] = [];
   const base = { seq: j, sample: s };
   if (r.estimator === 'ar') {
-    const order = new Int32Array(n - 1);
-    for (let i = 0; i < n - 1; i++) order[i] = i;
+    // prepend none: x[0..n-2] predicts x[1..]; bos/mask: [P, x[0..n-2]] predicts all of x.
+    const P = r.prependToken;
+    const m = P < 0 ? n - 1 : n;
+    const order = new Int32Array(m);
+    for (let i = 0; i < m; i++) order[i] = i;
+    const input = P < 0 ? x.slice(0, n - 1) : Int32Array.from([P, ...x.subarray(0, n - 1)]);
     rows.push({
-      ...base, term: 0, kind: 'ar', attention: 'causal', order, input: x.slice(0, n - 1), x0: null,
-      targets: x.slice(1), prefix: n - 1, weight: 1,
+      ...base, term: 0, kind: 'ar', attention: 'causal', order, input, x0: null,
+      targets: P < 0 ? x.slice(1) : x.slice(), prefix: m, weight: 1,
     });
     return rows;
   }
@@ -508,7 +531,7 @@ function rowsPerSample(r: Resolved): number {
 
 /** Attention mode and row length of every row of a sequence of length n (for counting). */
 function rowKeys(r: Resolved, n: number): Array<{ attention: AttentionMode; len: number }> {
-  if (r.estimator === 'ar') return [{ attention: 'causal', len: n - 1 }];
+  if (r.estimator === 'ar') return [{ attention: 'causal', len: r.prependToken < 0 ? n - 1 : n }];
   if (r.estimator === 'exact') return Array.from({ length: r.orders }, () => ({ attention: 'sequential' as const, len: n }));
   if (r.estimator === 'imdce') return Array.from({ length: r.orders }, () => ({ attention: r.diffusionAttention, len: n }));
   const keys: Array<{ attention: AttentionMode; len: number }> = [];
@@ -586,7 +609,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     throw expected('a Model', 'model', model);
   }
   const r = resolveOptions(model, opts);
-  const seqs = resolveTokens(model, tokens, r.estimator);
+  const seqs = resolveTokens(model, tokens, r.estimator, r.prependToken);
   if (r.signal?.aborted) throw aborted(r.signal);
 
   // Count forward calls: one queue per (attention, row length), flushed when full.
@@ -714,7 +737,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
       }
     }
     const { mean, stderr } = meanAndStderr(estimates, r.deterministic);
-    const n = r.estimator === 'ar' ? seqs[j]!.length - 1 : seqs[j]!.length;
+    const n = r.estimator === 'ar' && r.prependToken < 0 ? seqs[j]!.length - 1 : seqs[j]!.length;
     const res: NllSequenceResult = { ...nllStats(mean, stderr, n), samples: r.samples, estimates };
     if (traces) res.trace = traces[j]!.map((terms, s) => ({ estimate: estimates[s]!, terms }));
     sequences.push(res);

@@ -3,7 +3,8 @@
 // weighting, the distribution of the kept count, and unbiasedness against the exact sum
 // enumerated over every mask set and order of a 3-token sequence. Also: likelihood and
 // the eval command default to the model's training alpha0, and Eso-LM (A) models get
-// mixed2 diffusion forwards and the prefix-LM ("mixed") sequential forward.
+// mixed2 diffusion forwards and the prefix-LM ("mixed") sequential forward; the AR
+// likelihood follows the official prepend_token.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,6 +134,38 @@ describe('imdce', () => {
     const freq = new Array(n).fill(0);
     for (const s of r.trace!) freq[s.terms[0]!.prefix]++;
     for (let k = 0; k < n; k++) expect(Math.abs(freq[k] / S - 1 / ((n - k) * H))).toBeLessThan(0.03);
+  });
+});
+
+describe('AR likelihood with the official prepend_token', () => {
+  it('bos / mask: [P, x_<n] predicts all n tokens (float64 reference); none scores n − 1; default = training', async () => {
+    const { rm, model } = await build({ arch: 'ar', seed: 48, length: 16, editConfig: (c) => { c.mask_index = 60; c.training = { algo: 'ar', prepend: 'mask' }; } });
+    const x = Int32Array.from([3, 17, 8, 40, 22, 5, 9]);
+    const V = rm.config.vocab_size, M = 60;
+    const ref = (input: number[], targets: number[]): number => {
+      const logits = referenceForward({ weights: rm.weights, config: rm.config, tokens: input, attention: 'causal' });
+      let s = 0;
+      targets.forEach((t, i) => {
+        const l = (v: number): number => (v === M ? -1e6 : logits[i * V + v]!);
+        let m = -Infinity;
+        for (let v = 0; v < V; v++) m = Math.max(m, l(v));
+        let z = 0;
+        for (let v = 0; v < V; v++) z += Math.exp(l(v) - m);
+        s += -(l(t) - m - Math.log(z));
+      });
+      return s;
+    };
+    const dflt = await computeNll(model, x);
+    expect(dflt.estimator).toBe('ar');
+    expect(dflt.total.tokens).toBe(7);
+    const want = ref([M, ...Array.from(x.subarray(0, 6))], Array.from(x));
+    expect(Math.abs(dflt.total.nll - want)).toBeLessThanOrEqual(1e-4 * want);
+    const none = await computeNll(model, x, { prepend: 'none' });
+    expect(none.total.tokens).toBe(6);
+    const wantNone = ref(Array.from(x.subarray(0, 6)), Array.from(x.subarray(1)));
+    expect(Math.abs(none.total.nll - wantNone)).toBeLessThanOrEqual(1e-4 * wantNone);
+    await expect(computeNll(model, x, { prepend: 'bos' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: /BOS/ });
+    await expect(computeNll(model, x, { prepend: 'eos' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
   });
 });
 
