@@ -102,9 +102,9 @@ describe('esolm convert / info (CLI)', () => {
     const cfg = JSON.parse(readFileSync(join(o, 'config.json'), 'utf8'));
     expect(cfg.mask_index).toBe(59);
     expect(cfg.length).toBe(128);
-    const info = await run('info', o, '--backend', 'cpu');
+    const info = await run('info', '-m', o, '--backend', 'cpu');
     expect(info.stdout).toMatch(/training\s+esolm, alpha0 0\.25 \(sampling and eval default to it\), batch_split 0\.5, diffusion attention mixed2/);
-    const json = JSON.parse((await run('info', o, '--backend', 'cpu', '--json')).stdout);
+    const json = JSON.parse((await run('info', '-m', o, '--backend', 'cpu', '--json')).stdout);
     expect(json.config.training.alpha0).toBe(0.25);
   });
 

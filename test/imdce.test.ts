@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
 import { computeNll, imdceKept, type NllTermTrace } from '../lib/likelihood.js';
-import { registerEvalCommand } from '../lib/eval-text.js';
+import { registerEvalCommand } from '../lib/eval-command.js';
 import { type RandomModel, type RandomModelOptions, makeRandomModel } from './helpers/random-model.js';
 import { type AttentionMode, referenceForward } from './helpers/reference64.js';
 
@@ -194,7 +194,7 @@ describe('training alpha0 as the default', () => {
         tokenize: (_m, text) => Int32Array.from(text.trim().split(/\s+/).map(Number)),
         stdout: { write: (s: string) => { out += s; } },
       });
-      await program.parseAsync(['node', 'esolm', 'eval', rm.dir, file, '--backend', 'cpu', '--samples', '2', ...args]);
+      await program.parseAsync(['node', 'esolm', 'eval', file, '-m', rm.dir, '--backend', 'cpu', '--samples', '2', ...args]);
       return out;
     };
     expect(await run([])).toMatch(/nelbo \(alpha0 = 0\.25, the training alpha0,/);
