@@ -134,6 +134,7 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
   if (method == "esolm") req.method = Method::esolm;
   else if (method == "mdlm") req.method = Method::mdlm;
   else if (method == "ar") req.method = Method::ar;
+  else if (method == "esolm-a") req.method = Method::esolm_a;
   else throw make_error(env, Status::error(Code::invalid_arg, "unknown method '" + method + "'"));
   req.batch = int_field(r, "batch");
   req.length = int_field(r, "length");
@@ -151,6 +152,7 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
     throw_invalid(env, "seedHi/seedLo must be 32-bit unsigned integers");
   req.sample.seed = (uint64_t(uint32_t(hi)) << 32) | uint32_t(lo);
   req.bos = int_field(r, "bos");
+  req.prepend = int_field(r, "prepend");
   for (int32_t v : i32_or_null_field(r, "stepSizes")) req.step_sizes.push_back(v);
   std::vector<int32_t> order = i32_or_null_field(r, "order");
   const int n_orders = int_field(r, "orderCount");

@@ -148,7 +148,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return w->Promise();
   }
 
-  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array | null)
+  // forwardScores(tokens, positions, batch, n, mode, x0 | null, targets, out Float64Array | null[, prefix])
   Napi::Value ForwardScores(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
@@ -157,7 +157,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const int64_t count = int64_t(a.batch) * a.n;
     if (int64_t(targets.size()) != count) throw_invalid(env, "targets must hold batch * n entries");
     Napi::Value out = out_arg(info, 7, napi_float64_array, count, "expected a Float64Array or null for out");
-    auto fn = [a = std::move(a), targets = std::move(targets)](Model& m, double* dst) {
+    // Optional prefix (Int32Array [batch], mode sequential): Eso-LM (A)'s bidirectional x prefix.
+    std::vector<int32_t> prefix;
+    if (info.Length() > 8 && !arg(info, 8).IsUndefined()) {
+      prefix = int32_arg(info, 8, "prefix");
+      if (a.mode != AttnMode::sequential || a.x0.empty() || int64_t(prefix.size()) != a.batch)
+        throw_invalid(env, "prefix needs mode sequential, x0 and batch entries");
+    }
+    auto fn = [a = std::move(a), targets = std::move(targets), prefix = std::move(prefix)](Model& m, double* dst) {
+      if (!prefix.empty())
+        return m.forward_scores_prefix(a.tokens.data(), a.positions.data(), a.batch, a.n, a.x0.data(),
+                                       prefix.data(), targets.data(), dst);
       return m.forward_scores(a.tokens.data(), a.positions.data(), a.batch, a.n, a.mode,
                               a.x0.empty() ? nullptr : a.x0.data(), targets.data(), dst);
     };

@@ -12,7 +12,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import { EsolmError } from './errors.js';
 import { Model, type StepEvent } from './model.js';
-import { Sampler, type SamplerMethod } from './sampler.js';
+import { Sampler, type NamedOrder, type Prepend, type SamplerMethod } from './sampler.js';
 import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon, packageVersion } from './loader.js';
 import { registerEvalCommand } from './eval-command.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
@@ -45,6 +45,7 @@ const FLAGS: Record<string, string> = {
   topP: '--top-p', temperature: '--temperature', alpha0: '--alpha0', steps: '--steps', seed: '--seed',
   batch: '--batch', length: '--length', blocks: '--blocks', method: '--method', greedy: '--greedy',
   backend: '--backend', 'options.backend': '--backend', estimator: '--estimator', samples: '--samples', orders: '--orders',
+  order: '--order', prepend: '--prepend',
 };
 
 /** Rewrites "for topP but received" into "for --top-p but received" (sharp-style messages, errors.ts). */
@@ -116,13 +117,19 @@ function render(tokens: Int32Array, mask: number, tok: Tokenizer | null): string
 
 interface GenerateCli {
   model?: string; infill?: string; length?: number; steps?: number; alpha0?: number; topP?: number;
-  temperature?: number; seed: number; batch: number; method: SamplerMethod; backend: BackendOpt;
-  greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number; record?: string;
+  temperature?: number; seed: number; batch: number; method?: SamplerMethod; backend: BackendOpt;
+  greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number; record?: string; order?: NamedOrder; prepend?: Prepend;
 }
 
-async function generateCommand(prompt: string | undefined, o: GenerateCli): Promise<void> {
-  const model = await openModel(o.model, o.backend);
+async function generateCommand(prompt: string | undefined, o0: GenerateCli): Promise<void> {
+  const model = await openModel(o0.model, o0.backend);
   try {
+    // Without --method a model samples the way it was trained: esolm-a, mdlm and ar models
+    // with their own sampler, everything else with Eso-LM (B).
+    const arch = model.config.arch;
+    const o = { ...o0, method: o0.method ?? (arch === 'esolm' ? 'esolm' : arch) } as GenerateCli & { method: SamplerMethod };
+    const usesAlpha0 = o.method === 'esolm' || o.method === 'esolm-a';
+    const planned = o.blocks !== undefined || o.order !== undefined;
     const tok = model.tokenizer;
     const L0 = o.length ?? model.config.length;
     let length = L0;
@@ -142,12 +149,14 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
     // (its recommended settings), then from the built-in defaults.
     const rec = model.config.sampling ?? {};
     const steps = o.steps ?? rec.steps ?? 64;
-    const alpha0 = o.alpha0 ?? rec.alpha0 ?? 1;
+    const alpha0 = o.alpha0 ?? rec.alpha0 ?? model.config.training?.alpha0 ?? 1;
     const sampler = new Sampler({
       method: o.method,
-      ...(o.method !== 'ar' && o.blocks === undefined ? { steps } : {}),
-      ...(o.method === 'esolm' ? { alpha0 } : {}),
+      ...(o.method !== 'ar' && (!planned || o.steps !== undefined) ? { steps } : {}),
+      ...(usesAlpha0 ? { alpha0 } : {}),
       ...(o.blocks !== undefined ? { blocks: { length: o.blocks, shuffle: true } } : {}),
+      ...(o.order !== undefined ? { order: o.order } : {}),
+      ...(o.prepend !== undefined ? { prepend: o.prepend } : {}),
       topP: o.topP ?? rec.topP ?? 0.9, temperature: o.temperature ?? rec.temperature ?? 1, seed: o.seed,
       greedy: o.greedy ?? false,
     });
@@ -217,7 +226,7 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
     if (o.record) {
       const seq = res.sequences[0]!;
       const cells = Array.from(seq, (t) => (tok ? tok.decode([t]) : `${t} `));
-      const what = o.method === 'esolm' ? `Eso-LM (B), alpha0 ${alpha0}` : o.method === 'mdlm' ? 'MDLM' : 'AR';
+      const what = o.method === 'esolm' ? `Eso-LM (B), alpha0 ${alpha0}` : o.method === 'esolm-a' ? `Eso-LM (A), alpha0 ${alpha0}` : o.method === 'mdlm' ? 'MDLM' : 'AR';
       writeFileSync(o.record, denoisingSvg({
         cells, revealedAt, phase: phaseAt, steps: res.steps,
         title: `${what} · ${length} tokens · ${res.steps} steps · ${res.nfe} network calls`,
@@ -247,7 +256,7 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         process.stdout.write((res.text ? res.text[b] : Array.from(s).join(' ')) + '\n');
       });
     }
-    process.stderr.write(`[${o.method}${o.method === 'esolm' ? ` alpha0=${alpha0}` : ''} T=${steps} L=${length} NFE=${res.nfe} ` +
+    process.stderr.write(`[${o.method}${usesAlpha0 ? ` alpha0=${alpha0}` : ''} T=${steps} L=${length} NFE=${res.nfe} ` +
       `${(res.timings.totalMs / 1e3).toFixed(2)} s on ${model.backend}]\n`);
   } finally {
     model.dispose();
@@ -276,6 +285,7 @@ async function infoCommand(o: { model?: string; backend: BackendOpt; json?: bool
     console.log(`model      ${info.model}`);
     console.log(`arch       ${c.arch}: hidden ${d}, ${c.n_heads} heads, ${c.n_blocks} blocks, vocab ${c.vocab_size} (mask ${c.mask_index}), context ${c.length}`);
     console.log(`tokenizer  ${info.tokenizer ?? '(none: token ids only)'}`);
+    if (c.training) console.log(`training   ${describeTraining(c.training)}`);
     console.log(`parameters ${(params / 1e6).toFixed(2)} M (after folding the constant adaLN): ${mb(info.weightBytesF32)} as F32`);
     console.log(`KV cache   ${info.kvBytesPerToken} bytes per token per sequence`);
     console.log(`backend    ${model.backend}${model.backendReason ? ` (${model.backendReason})` : ''}`);
@@ -283,6 +293,19 @@ async function infoCommand(o: { model?: string; backend: BackendOpt; json?: bool
   } finally {
     model.dispose();
   }
+}
+
+/** One line for `info`: the training settings a converted checkpoint recorded. */
+export function describeTraining(t: NonNullable<Model['config']['training']>): string {
+  const parts: string[] = [];
+  if (t.algo !== undefined) parts.push(t.algo);
+  if (t.alpha0 !== undefined) parts.push(`alpha0 ${t.alpha0} (sampling and eval default to it)`);
+  if (t.batch_split !== undefined) parts.push(`batch_split ${t.batch_split}`);
+  if (t.diffusion_attn_mode !== undefined) parts.push(`diffusion attention ${t.diffusion_attn_mode}`);
+  if (t.sequential_attn_mode !== undefined) parts.push(`sequential attention ${t.sequential_attn_mode}`);
+  if (t.prepend !== undefined) parts.push(`prepend ${t.prepend}`);
+  if (t.length !== undefined) parts.push(`length ${t.length}`);
+  return parts.join(', ') || '(recorded, empty)';
 }
 
 /** Which backends load here, from where, and why not. Exits 1 when the CPU addon does not load. */
@@ -389,8 +412,10 @@ export function buildProgram(): Command {
     .option('-t, --temperature <x>', 'softmax temperature (default: the model\'s, else 1)', num)
     .option('-s, --seed <n>', 'random seed', int, 0)
     .option('-b, --batch <n>', 'sequences to generate', posInt, 1)
-    .option('--method <name>', 'esolm | mdlm | ar', 'esolm')
-    .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', posInt)
+    .option('--method <name>', 'esolm | esolm-a | mdlm | ar (default: the model\'s arch)')
+    .option('--blocks <n>', 'block ("subcontext") schedule with blocks of n positions (esolm, esolm-a, mdlm)', posInt)
+    .option('--order <name>', 'named order: ar (use_ar_order) | block-ar (use_block_ar_order)')
+    .option('--prepend <p>', 'AR prepend_token: none | bos | mask (default: the model\'s training setting, else none)')
     .option('--greedy', 'take the most likely token')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
     .option('--stream', 'show the denoising live (NDJSON step events when stdout is not a terminal)')
@@ -409,15 +434,18 @@ export function buildProgram(): Command {
   program.command('convert')
     .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')
     .argument('<input>').argument('<out-dir>')
-    .option('--dtype <t>', 'bf16 | f32', 'f32')
+    .option('--dtype <t>', 'bf16 | f32 (default: bf16 when every source weight is BF16, else f32)')
     .option('--no-ema', 'take the raw weights instead of the EMA weights')
-    .option('--arch <a>', 'esolm | mdlm | ar (default: inferred)')
+    .option('--arch <a>', 'esolm | esolm-a | mdlm | ar (default: inferred; mixed2 diffusion attention = esolm-a)')
     .option('--tokenizer <t>', 'tokenizer to record in config.json (default: gpt2 for vocab 50258)')
     .option('--n-heads <n>', 'attention heads when the source has no config', int)
     .option('--length <n>', 'context length when the source has no config', int)
+    .option('--mask-index <n>', 'mask token id (default: the source config, else inferred from the vocabulary)', int)
     .action(async (input: string, out: string, o: Record<string, unknown>) => {
-      const r = await convertCheckpoint(input, out, o as never);
-      console.log(`wrote ${out}: ${r.config.arch}, hidden ${r.config.hidden_size}, ${r.config.n_blocks} blocks, vocab ${r.config.vocab_size}, ${r.tensors} tensors (from ${r.source})`);
+      // Every warning goes to stderr as it happens (the result lists them too).
+      const r = await convertCheckpoint(input, out, { ...o, onWarning: (m: string) => process.stderr.write(`warning: ${m}\n`) } as never);
+      console.log(`wrote ${out}: ${r.config.arch}, hidden ${r.config.hidden_size}, ${r.config.n_blocks} blocks, vocab ${r.config.vocab_size}, mask ${r.config.mask_index}, ${r.tensors} tensors (from ${r.source})`);
+      if (r.config.training) console.log(`training: ${describeTraining(r.config.training)}`);
     });
   program.command('info')
     .description('model, backend and memory')

@@ -4,10 +4,12 @@
  */
 import { EsolmError } from './errors.js';
 
-export type Arch = 'esolm' | 'mdlm' | 'ar';
+/** `esolm-a` is the `esolm` network trained with mixed2 diffusion attention (Eso-LM (A)). */
+export type Arch = 'esolm' | 'esolm-a' | 'mdlm' | 'ar';
 
 export interface ModelConfig {
-  /** `esolm` (Eso-LM DiT with adaLN), `mdlm` (same network, bidirectional), `ar` (no adaLN). */
+  /** `esolm` (Eso-LM (B) DiT with adaLN), `esolm-a` (the same network trained as Eso-LM (A)),
+   * `mdlm` (same network, bidirectional), `ar` (no adaLN). */
   arch: Arch;
   hidden_size: number;
   n_heads: number;
@@ -24,6 +26,29 @@ export interface ModelConfig {
   tokenizer?: string;
   /** Recommended sampling settings (used by the CLI when an option is not given). */
   sampling?: SamplingDefaults;
+  /** The checkpoint's training settings (recorded by `esolm convert`); sampling and
+   * likelihood default to them (alpha0, batch_split, AR prepend). */
+  training?: TrainingSettings;
+}
+
+/** config.json "training": what the official run was trained with (its Hydra config). */
+export interface TrainingSettings {
+  /** algo.name of the run (esolm, mdlm, ar). */
+  algo?: string;
+  /** algo.alpha_0: the official evaluation must use it. */
+  alpha0?: number;
+  /** algo.batch_split: the share of each batch given to the diffusion term. */
+  batch_split?: number;
+  /** algo.diffusion_attn_mode (causal = Eso-LM (B), mixed2 = Eso-LM (A)). */
+  diffusion_attn_mode?: string;
+  /** algo.sequential_attn_mode (causal, mixed). */
+  sequential_attn_mode?: string;
+  diffusion_shuffle?: boolean;
+  sequential_shuffle?: boolean;
+  /** model.length the run was trained with. */
+  length?: number;
+  /** algo.prepend_token of an AR run. */
+  prepend?: 'none' | 'bos' | 'mask';
 }
 
 /** A model folder's recommended sampling settings (config.json "sampling"). */
@@ -65,7 +90,9 @@ export function parseConfig(raw: unknown): ModelConfig {
   const r = raw as Record<string, unknown>;
   const arch = r.arch;
   if (arch === undefined) throw bad('arch', 'is missing');
-  if (arch !== 'esolm' && arch !== 'mdlm' && arch !== 'ar') throw bad('arch', `must be "esolm", "mdlm" or "ar", got ${JSON.stringify(arch)}`);
+  if (arch !== 'esolm' && arch !== 'esolm-a' && arch !== 'mdlm' && arch !== 'ar') {
+    throw bad('arch', `must be "esolm", "esolm-a", "mdlm" or "ar", got ${JSON.stringify(arch)}`);
+  }
   const cfg: ModelConfig = {
     arch,
     hidden_size: posInt(r, 'hidden_size'),
@@ -91,12 +118,45 @@ export function parseConfig(raw: unknown): ModelConfig {
     }
     cfg.sampling = out;
   }
+  if (r.training !== undefined) cfg.training = parseTraining(r.training);
   if (cfg.hidden_size % cfg.n_heads !== 0) throw bad('hidden_size', `(${cfg.hidden_size}) must be a multiple of n_heads (${cfg.n_heads})`);
   if ((cfg.hidden_size / cfg.n_heads) % 2 !== 0) throw bad('n_heads', 'must leave an even head dimension (rotary)');
   if (cfg.mask_index >= cfg.vocab_size) throw bad('mask_index', `(${cfg.mask_index}) must be < vocab_size (${cfg.vocab_size})`);
   if (cfg.arch !== 'ar' && cfg.mask_index < 0) throw bad('mask_index', `is required for arch ${cfg.arch}`);
   if (cfg.n_heads > cfg.hidden_size) throw bad('n_heads', `(${cfg.n_heads}) must be <= hidden_size (${cfg.hidden_size})`);
   return cfg;
+}
+
+function parseTraining(raw: unknown): TrainingSettings {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad('training', 'must be an object');
+  const t = raw as Record<string, unknown>;
+  const out: TrainingSettings = {};
+  const unit = (k: 'alpha0' | 'batch_split'): void => {
+    if (t[k] === undefined) return;
+    if (typeof t[k] !== 'number' || !(t[k] >= 0 && t[k] <= 1)) throw bad(`training.${k}`, `must be a number in [0, 1], got ${JSON.stringify(t[k])}`);
+    out[k] = t[k] as number;
+  };
+  unit('alpha0');
+  unit('batch_split');
+  for (const k of ['algo', 'diffusion_attn_mode', 'sequential_attn_mode'] as const) {
+    if (t[k] === undefined) continue;
+    if (typeof t[k] !== 'string') throw bad(`training.${k}`, 'must be a string');
+    out[k] = t[k] as string;
+  }
+  for (const k of ['diffusion_shuffle', 'sequential_shuffle'] as const) {
+    if (t[k] === undefined) continue;
+    if (typeof t[k] !== 'boolean') throw bad(`training.${k}`, 'must be a boolean');
+    out[k] = t[k] as boolean;
+  }
+  if (t.length !== undefined) {
+    if (typeof t.length !== 'number' || !Number.isInteger(t.length) || t.length < 1) throw bad('training.length', 'must be a positive integer');
+    out.length = t.length;
+  }
+  if (t.prepend !== undefined) {
+    if (t.prepend !== 'none' && t.prepend !== 'bos' && t.prepend !== 'mask') throw bad('training.prepend', 'must be "none", "bos" or "mask"');
+    out.prepend = t.prepend;
+  }
+  return out;
 }
 
 /** Bytes of a KV cache: keys and values, per block, `batch * capacity` rows of hidden_size F32. */

@@ -27,7 +27,8 @@ export interface EvalCommandDeps {
 interface EvalCliOptions {
   model?: string;
   estimator?: NllEstimator;
-  alpha0: number;
+  prepend?: 'none' | 'bos' | 'mask';
+  alpha0?: number;
   samples: number;
   orders: number;
   seed: number;
@@ -64,8 +65,9 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
     .description('estimate the perplexity of a text file (Eso-LM NELBO, importance-weighted "exact" bound, or AR likelihood)')
     .argument('<text-file>', 'UTF-8 text to score')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
-    .option('--estimator <name>', 'nelbo | exact | ar (default: ar for an ar model, else nelbo)')
-    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (use the training value; 1 = MDLM bound, 0 = AR)', parseNumber, 1)
+    .option('--estimator <name>', 'nelbo | exact | imdce | ar (default: ar for an ar model, else nelbo)')
+    .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1] (default: the model\'s training alpha0, else 1; 1 = MDLM bound, 0 = AR)', parseNumber)
+    .option('--prepend <p>', 'ar: the official prepend_token none | bos | mask (default: the model\'s training setting, else none)')
     .option('--samples <n>', 'Monte Carlo estimates per chunk', parseInteger, 8)
     .option('--orders <k>', 'orders per importance-weighted estimate (exact)', parseInteger, 4)
     .option('--seed <n>', 'random seed', parseInteger, 0)
@@ -101,7 +103,8 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
         let started = false;
         const res = await evalText(model, tokens, {
           ...(o.estimator !== undefined ? { estimator: o.estimator } : {}),
-          alpha0: o.alpha0,
+          ...(o.alpha0 !== undefined ? { alpha0: o.alpha0 } : {}),
+          ...(o.prepend !== undefined ? { prepend: o.prepend } : {}),
           samples: o.samples,
           orders: o.orders,
           seed: o.seed,
@@ -127,11 +130,19 @@ export function registerEvalCommand(program: Command, deps: EvalCommandDeps): Co
           return;
         }
         const se = res.deterministic ? '' : ` ± ${fmt(1.96 * res.stderrPerToken * res.perplexity, 3)} (95%: ${fmt(res.perplexityLow, 3)}–${fmt(res.perplexityHigh, 3)})`;
-        const how = res.estimator === 'ar' ? 'ar (left to right)'
-          : res.deterministic ? `${res.estimator} (alpha0 = 0: exact AR likelihood)`
+        // Where alpha0 came from: the command line, or the model's training settings.
+        const trained = model.config.training?.alpha0;
+        const from = o.alpha0 !== undefined
+          ? (trained !== undefined && trained !== o.alpha0 ? `, given; the model was trained with ${trained}` : '')
+          : trained !== undefined && model.config.arch !== 'mdlm' ? ', the training alpha0' : '';
+        const prepend = o.prepend ?? model.config.training?.prepend ?? 'none';
+        const how = res.estimator === 'ar' ? `ar (left to right${prepend !== 'none' ? `, after a ${prepend} token` : ''})`
+          : res.deterministic ? `${res.estimator} (alpha0 = 0${from}: exact AR likelihood)`
             : res.estimator === 'exact'
-              ? `exact (alpha0 = ${res.alpha0}, ${res.samples} x ${res.orders} orders, seed ${res.seed})`
-              : `nelbo (alpha0 = ${res.alpha0}, ${res.samples} samples, seed ${res.seed})`;
+              ? `exact (alpha0 = ${res.alpha0}${from}, ${res.samples} x ${res.orders} orders, seed ${res.seed})`
+              : res.estimator === 'imdce'
+                ? `imdce (${res.samples} x ${res.orders} draws, seed ${res.seed})`
+                : `nelbo (alpha0 = ${res.alpha0}${from}, ${res.samples} samples, seed ${res.seed})`;
         const lines = [
           `model       ${modelDir} (${model.config.arch}, ${model.backend})`,
           `estimator   ${how}`,

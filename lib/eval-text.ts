@@ -17,7 +17,7 @@ export interface EvalTextResult extends NllStats {
   alpha0: number;
   /** Estimates per chunk (1 when deterministic). */
   samples: number;
-  /** K (exact), else 1. */
+  /** K (exact, imdce), else 1. */
   orders: number;
   seed: number;
   deterministic: boolean;

@@ -2,10 +2,10 @@
 export { Model, Cache, readModelFolder } from './model.js';
 export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens } from './model.js';
 export { Sampler } from './sampler.js';
-export type { SamplerOptions, SamplerMethod } from './sampler.js';
+export type { SamplerOptions, SamplerMethod, NamedOrder, Prepend } from './sampler.js';
 export { EsolmError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export type { ModelConfig, Arch } from './config.js';
+export type { ModelConfig, Arch, TrainingSettings } from './config.js';
 export { parseConfig } from './config.js';
 export { readSafetensorsHeader } from './safetensors.js';
 export { defaultModelDir, packageVersion, loadCpuAddon, loadCudaAddon, cudaUnavailableReason, addonPath } from './loader.js';

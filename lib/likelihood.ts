@@ -29,14 +29,31 @@
  *   standard error (the mean of −log p̂_K over groups is an estimate of the expected IW
  *   bound −E log p̂_K, which is >= −log p(x) and tightens as K grows). alpha0 = 0: one
  *   left-to-right order, deterministic, equal to the `nelbo` value at alpha0 = 0.
- * - `ar` (arch `ar` only): the left-to-right likelihood of the official AR
- *   (`prepend_token=none`): one `causal` forward of x[0..n−2] predicts x[1..n−1]. The first
- *   token is not scored, so `tokens` = n − 1 (n >= 2). Deterministic.
+ * - `imdce`: the importance-sampled masked-diffusion cross entropy of the official
+ *   icml-rebuttal branch (`_imdce_loss`). One estimate = `orders` = K draws; for each: the
+ *   number of clean tokens k ∈ [0, n) is drawn with p(k) = 1/((n − k)·H_n), H_n = Σ_{i=1..n}
+ *   1/i, a uniform k-subset stays clean, the rest are masked; slot order = clean tokens in
+ *   a random order, then masks in a random order; one diffusion-mode forward (causal for
+ *   esolm, mixed2 for esolm-a, bidirectional for mdlm). Estimate = H_n/K · Σ_k Σ over masked
+ *   slots of −log p(x): an unbiased estimate of Σ_{k<n} 1/(n − k) · E[Σ masked −log p] (the
+ *   any-order cross entropy the masked-diffusion loss integrates). alpha0 is not used.
+ * - `ar` (arch `ar` only): the left-to-right likelihood of the official AR. With
+ *   `prepend` none (`prepend_token=none`): one `causal` forward of x[0..n−2] predicts
+ *   x[1..n−1]; the first token is not scored, so `tokens` = n − 1 (n >= 2). With `bos` /
+ *   `mask`: the forward of [BOS or MASK, x[0..n−2]] predicts all n tokens. Deterministic.
+ *   `prepend` defaults to the model's training setting (config.json "training").
  *
  * Everywhere the MASK column of the logits is set to −1e6 before the log-softmax (as the
  * official code does); log-softmax is computed in float64 from the float32 logits.
- * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4);
- * Eso-LM (A) models (mixed2 diffusion, prefix-LM sequential phase) are not covered.
+ * Orders and attention are those of Eso-LM (B), the released evaluation setting (§2.4). For
+ * Eso-LM (A) (arch esolm-a) the diffusion forwards use mixed2 attention and the sequential
+ * term its "mixed" mask (the clean tokens of z0 form a bidirectional prefix of the x-half;
+ * Model.forwardScores `prefix`, one cached step per masked token, so slower). `exact`'s
+ * z is all masks, so its prefix is empty and it equals the Eso-LM (B) forward, as in the
+ * official code.
+ *
+ * alpha0 defaults to the model's training alpha0 (config.json "training", recorded by
+ * `esolm convert`), as the official evaluation must use it; else 1.
  *
  * Standard error: the sample standard deviation of the per-sample estimates over
  * sqrt(samples). The per-sample estimates are independent except that `nelbo`'s t is
@@ -54,7 +71,7 @@
 import type { AttentionMode, Model } from './model.js';
 import { EsolmError, expected, invalidArg } from './errors.js';
 
-export type NllEstimator = 'nelbo' | 'exact' | 'ar';
+export type NllEstimator = 'nelbo' | 'exact' | 'imdce' | 'ar';
 
 /** ε of the log-linear schedule alpha_t = alpha0(1 − (1 − ε)t). */
 export const SCHEDULE_EPS = 1e-3;
@@ -64,13 +81,13 @@ export const SAMPLING_EPS = 1e-3;
 export const MASK_LOGIT = -1e6;
 
 export interface NllOptions {
-  /** `nelbo`, `exact` or `ar`. Defaults to `ar` for arch ar, else `nelbo`. */
+  /** `nelbo`, `exact`, `imdce` or `ar`. Defaults to `ar` for arch ar, else `nelbo`. */
   estimator?: NllEstimator;
-  /** Eso-LM alpha0 in [0, 1]: the fraction of tokens left to diffusion. Defaults to 1 (MDLM's bound). Use the value the model was trained with. */
+  /** Eso-LM alpha0 in [0, 1]: the fraction of tokens left to diffusion. Defaults to the model's training alpha0 (config.json "training"), else 1 (MDLM's bound). */
   alpha0?: number;
   /** Independent Monte Carlo estimates per sequence (nelbo: draws of both terms; exact: groups of K orders). Integer >= 1, defaults to 8. Ignored (1) when the estimate is deterministic. */
   samples?: number;
-  /** exact only: K, the number of orders per importance-weighted estimate. Integer >= 1, defaults to 4. */
+  /** exact, imdce: K, the number of orders per estimate. Integer >= 1, defaults to 4. */
   orders?: number;
   /** PRNG seed (any safe integer). Defaults to 0. */
   seed?: number;
@@ -80,13 +97,15 @@ export interface NllOptions {
   onProgress?: (done: number, total: number) => void;
   /** Checked before each forward call; when aborted the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
+  /** ar only: the official prepend_token. Defaults to the model's training setting, else `none`. */
+  prepend?: 'none' | 'bos' | 'mask';
   /** Return every draw and term value in `sequences[i].trace` (for tests and debugging). */
   trace?: boolean;
 }
 
 /** One forward row of an estimate: its draws and its value. */
 export interface NllTermTrace {
-  kind: 'sequential' | 'diffusion' | 'order' | 'ar';
+  kind: 'sequential' | 'diffusion' | 'order' | 'imdce' | 'ar';
   attention: AttentionMode;
   /** order[i] = original position of slot i (also the rotary position fed to the model). */
   order: Int32Array;
@@ -97,7 +116,7 @@ export interface NllTermTrace {
   /** diffusion only: t and alpha_t. */
   t?: number;
   alphaT?: number;
-  /** Weight of the term in the estimate (1 except for diffusion). */
+  /** Weight of the term in the estimate (1 except for diffusion and imdce). */
   weight: number;
   /** Σ over scored slots of −log p(target): unweighted, nats. */
   value: number;
@@ -247,6 +266,10 @@ interface Resolved {
   batch: number | undefined;
   deterministic: boolean;
   diffusionAttention: AttentionMode;
+  /** Eso-LM (A): the nelbo sequential term uses the prefix-LM ("mixed") sequential mask. */
+  prefixLm: boolean;
+  /** ar: the token fed before x[0] (BOS or MASK), or -1 for prepend none. */
+  prependToken: number;
   onProgress: ((done: number, total: number) => void) | undefined;
   signal: AbortSignal | undefined;
   trace: boolean;
@@ -260,10 +283,10 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'nll options', opts);
   const cfg = model.config;
   const estimator = opts.estimator ?? (cfg.arch === 'ar' ? 'ar' : 'nelbo');
-  if (estimator !== 'nelbo' && estimator !== 'exact' && estimator !== 'ar') {
-    throw expected('"nelbo", "exact" or "ar"', 'estimator', estimator);
+  if (estimator !== 'nelbo' && estimator !== 'exact' && estimator !== 'imdce' && estimator !== 'ar') {
+    throw expected('"nelbo", "exact", "imdce" or "ar"', 'estimator', estimator);
   }
-  const alpha0 = opts.alpha0 ?? 1;
+  const alpha0 = opts.alpha0 ?? (cfg.arch === 'mdlm' ? undefined : cfg.training?.alpha0) ?? 1;
   if (typeof alpha0 !== 'number' || !(alpha0 >= 0 && alpha0 <= 1)) throw expected('a number in [0, 1]', 'alpha0', alpha0);
   // Counts are bounded (2^16 each, 2^20 forward rows per sequence) before anything loops over them.
   const samples = opts.samples ?? 8;
@@ -280,6 +303,18 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
   if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean')) {
     throw expected('an AbortSignal', 'signal', signal);
   }
+  const prepend = opts.prepend ?? (estimator === 'ar' ? cfg.training?.prepend : undefined) ?? 'none';
+  if (prepend !== 'none' && prepend !== 'bos' && prepend !== 'mask') throw expected('"none", "bos" or "mask"', 'prepend', prepend);
+  if (opts.prepend !== undefined && estimator !== 'ar') throw invalidArg('prepend is only used by estimator "ar"');
+  let prependToken = -1;
+  if (prepend === 'mask') {
+    if (cfg.mask_index < 0) throw invalidArg('prepend "mask" needs a model with a mask token (config mask_index)');
+    prependToken = cfg.mask_index;
+  } else if (prepend === 'bos') {
+    const bos = model.tokenizer?.bosId;
+    if (bos === undefined) throw invalidArg('prepend "bos" needs a tokenizer with a BOS token');
+    prependToken = bos;
+  }
   if (estimator === 'ar') {
     if (cfg.arch !== 'ar') {
       throw invalidArg(`estimator "ar" needs a model of arch ar, but this model is ${cfg.arch}; for an Eso-LM use estimator "nelbo" with alpha0 = 0 (the exact AR likelihood)`);
@@ -292,30 +327,32 @@ function resolveOptions(model: Model, opts: NllOptions): Resolved {
       if (alpha0 !== 1) throw expected('1 for an mdlm model (it has no sequential phase)', 'alpha0', alpha0);
     }
   }
-  const deterministic = estimator === 'ar' || alpha0 === 0;
+  const deterministic = estimator === 'ar' || (alpha0 === 0 && estimator !== 'imdce');
   return {
     estimator,
     alpha0,
     samples: deterministic ? 1 : samples,
-    orders: estimator === 'exact' && !deterministic ? orders : 1,
+    orders: (estimator === 'exact' && !deterministic) || estimator === 'imdce' ? orders : 1,
     seed,
     batch,
     deterministic,
-    diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : 'causal',
+    diffusionAttention: cfg.arch === 'mdlm' ? 'bidirectional' : cfg.arch === 'esolm-a' ? 'mixed2' : 'causal',
+    prefixLm: cfg.arch === 'esolm-a',
+    prependToken,
     onProgress: opts.onProgress,
     signal,
     trace: opts.trace === true,
   };
 }
 
-function resolveTokens(model: Model, tokens: Int32Array | readonly Int32Array[], estimator: NllEstimator): Int32Array[] {
+function resolveTokens(model: Model, tokens: Int32Array | readonly Int32Array[], estimator: NllEstimator, prependToken = -1): Int32Array[] {
   let seqs: Int32Array[];
   if (tokens instanceof Int32Array) seqs = [tokens];
   else if (Array.isArray(tokens)) seqs = tokens as Int32Array[];
   else throw expected('an Int32Array or an array of Int32Arrays', 'tokens', tokens);
   if (seqs.length === 0) throw invalidArg('tokens holds no sequence');
   const { vocab_size: V, mask_index: M, length: L } = model.config;
-  const minLen = estimator === 'ar' ? 2 : 1;
+  const minLen = estimator === 'ar' && prependToken < 0 ? 2 : 1;
   seqs.forEach((s, j) => {
     const name = seqs.length === 1 && tokens instanceof Int32Array ? 'tokens' : `tokens[${j}]`;
     if (!(s instanceof Int32Array)) throw expected('an Int32Array', name, s);
@@ -402,11 +439,15 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
   const rows: Row[] = [];
   const base = { seq: j, sample: s };
   if (r.estimator === 'ar') {
-    const order = new Int32Array(n - 1);
-    for (let i = 0; i < n - 1; i++) order[i] = i;
+    // prepend none: x[0..n-2] predicts x[1..]; bos/mask: [P, x[0..n-2]] predicts all of x.
+    const P = r.prependToken;
+    const m = P < 0 ? n - 1 : n;
+    const order = new Int32Array(m);
+    for (let i = 0; i < m; i++) order[i] = i;
+    const input = P < 0 ? x.slice(0, n - 1) : Int32Array.from([P, ...x.subarray(0, n - 1)]);
     rows.push({
-      ...base, term: 0, kind: 'ar', attention: 'causal', order, input: x.slice(0, n - 1), x0: null,
-      targets: x.slice(1), prefix: n - 1, weight: 1,
+      ...base, term: 0, kind: 'ar', attention: 'causal', order, input, x0: null,
+      targets: P < 0 ? x.slice(1) : x.slice(), prefix: m, weight: 1,
     });
     return rows;
   }
@@ -427,6 +468,30 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
     }
     return rows;
   }
+  if (r.estimator === 'imdce') {
+    const H = harmonic(n);
+    for (let k = 0; k < r.orders; k++) {
+      const rng = new NllRng(r.seed, j, s, STREAM_ORDER0 + k);
+      const kept = imdceKept(rng.next(), n, H);
+      // A uniform kept-subset: the first `kept` of a random permutation.
+      const perm = new Int32Array(n);
+      for (let i = 0; i < n; i++) perm[i] = i;
+      rng.shuffle(perm);
+      const clean = perm.slice(0, kept), masked = perm.slice(kept);
+      rng.shuffle(clean);
+      rng.shuffle(masked);
+      const order = new Int32Array(n);
+      order.set(clean, 0);
+      order.set(masked, kept);
+      const input = gather(x, order), targets = new Int32Array(n).fill(-1);
+      for (let i = kept; i < n; i++) {
+        targets[i] = input[i]!;
+        input[i] = M;
+      }
+      rows.push({ ...base, term: k, kind: 'imdce', attention: r.diffusionAttention, order, input, x0: null, targets, prefix: kept, weight: H / r.orders });
+    }
+    return rows;
+  }
   // exact
   for (let k = 0; k < r.orders; k++) {
     const rng = new NllRng(r.seed, j, s, STREAM_ORDER0 + k);
@@ -443,16 +508,34 @@ function sampleRows(model: Model, r: Resolved, x: Int32Array, j: number, s: numb
   return rows;
 }
 
+/** H_n = Σ_{i=1..n} 1/i. */
+function harmonic(n: number): number {
+  let h = 0;
+  for (let i = n; i >= 1; i--) h += 1 / i;
+  return h;
+}
+
+/** IMDCE's number of clean tokens k ∈ [0, n) for a uniform u: p(k) = 1/((n − k)·H_n), by inversion. */
+export function imdceKept(u: number, n: number, H = harmonic(n)): number {
+  let c = 0;
+  for (let k = 0; k < n; k++) {
+    c += 1 / ((n - k) * H);
+    if (u < c) return k;
+  }
+  return n - 1;  // rounding left u a hair above the total
+}
+
 function rowsPerSample(r: Resolved): number {
-  if (r.estimator === 'exact') return r.orders;
+  if (r.estimator === 'exact' || r.estimator === 'imdce') return r.orders;
   if (r.estimator === 'ar') return 1;
   return (r.alpha0 < 1 ? 1 : 0) + (r.alpha0 > 0 ? 1 : 0);
 }
 
 /** Attention mode and row length of every row of a sequence of length n (for counting). */
 function rowKeys(r: Resolved, n: number): Array<{ attention: AttentionMode; len: number }> {
-  if (r.estimator === 'ar') return [{ attention: 'causal', len: n - 1 }];
+  if (r.estimator === 'ar') return [{ attention: 'causal', len: r.prependToken < 0 ? n - 1 : n }];
   if (r.estimator === 'exact') return Array.from({ length: r.orders }, () => ({ attention: 'sequential' as const, len: n }));
+  if (r.estimator === 'imdce') return Array.from({ length: r.orders }, () => ({ attention: r.diffusionAttention, len: n }));
   const keys: Array<{ attention: AttentionMode; len: number }> = [];
   if (r.alpha0 < 1) keys.push({ attention: 'sequential', len: n });
   if (r.alpha0 > 0) keys.push({ attention: r.diffusionAttention, len: n });
@@ -528,7 +611,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     throw expected('a Model', 'model', model);
   }
   const r = resolveOptions(model, opts);
-  const seqs = resolveTokens(model, tokens, r.estimator);
+  const seqs = resolveTokens(model, tokens, r.estimator, r.prependToken);
   if (r.signal?.aborted) throw aborted(r.signal);
 
   // Count forward calls: one queue per (attention, row length), flushed when full.
@@ -592,6 +675,8 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     const tok = new Int32Array(batch * len);
     const pos = new Int32Array(batch * len);
     const x0 = rows[0]!.x0 ? new Int32Array(batch * len) : undefined;
+    // Eso-LM (A) sequential term: the clean slots of z0 are a bidirectional prefix.
+    const prefix = r.prefixLm && rows[0]!.kind === 'sequential' ? Int32Array.from(rows, (row) => row.prefix) : undefined;
     const targets = new Int32Array(batch * len);
     rows.forEach((row, b) => {
       tok.set(row.input, b * len);
@@ -601,7 +686,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
     });
     // The engine scores the rows (float64 log-softmax, mask column −1e6): no logits in JS.
     const p = model
-      .forwardScores({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, targets, ...(x0 ? { x0 } : {}) })
+      .forwardScores({ tokens: tok, positions: pos, batch, attention: rows[0]!.attention, targets, ...(x0 ? { x0 } : {}), ...(prefix ? { prefix } : {}) })
       .then((nll) => score(rows, nll, len));
     p.catch(() => undefined); // handled when awaited below; avoids an unhandled rejection meanwhile
     try {
@@ -654,7 +739,7 @@ export async function computeNll(model: Model, tokens: Int32Array | readonly Int
       }
     }
     const { mean, stderr } = meanAndStderr(estimates, r.deterministic);
-    const n = r.estimator === 'ar' ? seqs[j]!.length - 1 : seqs[j]!.length;
+    const n = r.estimator === 'ar' && r.prependToken < 0 ? seqs[j]!.length - 1 : seqs[j]!.length;
     const res: NllSequenceResult = { ...nllStats(mean, stderr, n), samples: r.samples, estimates };
     if (traces) res.trace = traces[j]!.map((terms, s) => ({ estimate: estimates[s]!, terms }));
     sequences.push(res);

@@ -244,7 +244,9 @@ export class Model {
         addon = loadCpuAddon();
       }
     }
-    const nm = await native(addon.loadModel({ ...config, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
+    // esolm-a is the esolm network (it differs in training attention and sampler only).
+    const netArch = config.arch === 'esolm-a' ? 'esolm' : config.arch;
+    const nm = await native(addon.loadModel({ ...config, arch: netArch, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
     const model = new Model(path.resolve(dir), config, backend, reason, nm, addon);
     model.tokenizer_ = tokenizer;
     return model;
@@ -262,7 +264,8 @@ export class Model {
 
   /** @internal */
   defaultAttention(): AttentionMode {
-    return this.config.arch === 'mdlm' ? 'bidirectional' : 'causal';
+    const a = this.config.arch;
+    return a === 'mdlm' ? 'bidirectional' : a === 'esolm-a' ? 'mixed2' : 'causal';
   }
 
   /**
@@ -289,8 +292,11 @@ export class Model {
    * one token id per input row (−1 to skip the row), and the result `[batch * n]` is the
    * float64 negative log-softmax (mask column set to −1e6 first, as the official
    * likelihood code does) at the target, NaN where skipped. Logits never reach JS.
+   * `prefix` (attention `sequential` only, one entry per sequence): Eso-LM (A)'s sequential
+   * mask, where x-half slots < prefix[b] also see each other both ways; z rows below the
+   * prefix may not be scored. It runs as one cached step per z row (exact, slower).
    */
-  async forwardScores(opts: ForwardOptions & { targets: Int32Array }): Promise<Float64Array> {
+  async forwardScores(opts: ForwardOptions & { targets: Int32Array; prefix?: Int32Array }): Promise<Float64Array> {
     const f = this.forwardArgs(opts);
     const targets = checkInt32('targets', opts.targets);
     if (targets.length !== f.tokens.length) throw invalidArg(`targets has ${targets.length} entries, expected ${f.tokens.length}`);
@@ -298,7 +304,21 @@ export class Model {
     for (let i = 0; i < targets.length; i++) {
       if (targets[i] < -1 || targets[i] >= V) throw invalidArg(`targets[${i}] = ${targets[i]} is outside [-1, ${V})`);
     }
-    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, null)));
+    let prefix: Int32Array | undefined;
+    if (opts.prefix !== undefined) {
+      prefix = checkInt32('prefix', opts.prefix);
+      if (f.attention !== 'sequential') throw invalidArg('prefix is only used with attention "sequential"');
+      if (prefix.length !== f.batch) throw invalidArg(`prefix has ${prefix.length} entries, expected batch = ${f.batch}`);
+      for (let b = 0; b < f.batch; b++) {
+        const c = prefix[b];
+        if (c < 0 || c > f.n) throw invalidArg(`prefix[${b}] = ${c} is outside [0, ${f.n}]`);
+        for (let i = 0; i < c; i++) if (targets[b * f.n + i] >= 0) throw invalidArg(`targets[${b * f.n + i}] lies inside prefix[${b}]: z rows of the prefix cannot be scored`);
+      }
+    }
+    const p = prefix;
+    return this.enqueue(() => native(p
+      ? this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, null, p)
+      : this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, null)));
   }
 
   /** @internal Validated arguments of forward() / forwardScores(). */
@@ -532,7 +552,18 @@ export class Model {
       stepSizes = Int32Array.from(s.schedule);
     }
     let order: Int32Array | null = null;
-    if (s.order) {
+    let blockLen = s.blocks?.length ?? 0;
+    if (s.order === 'ar') {
+      // use_ar_order: the free positions left to right, one per step unless told otherwise.
+      order = Int32Array.from(Array.from({ length }, (_, i) => i).filter((i) => !given.has(i)));
+      if (!stepSizes && s.steps === undefined) stepSizes = new Int32Array(free).fill(1);
+    } else if (s.order === 'block-ar') {
+      // use_block_ar_order: 4 subcontexts of L/4; step j reveals position j of each.
+      if (length % 4 !== 0 || positions.length > 0) {
+        throw invalidArg(`order "block-ar" needs length (${length}) divisible by 4 and no prompt or fixed tokens`);
+      }
+      blockLen = length / 4;
+    } else if (s.order) {
       if (s.order.length !== 1 && s.order.length !== batch) throw invalidArg(`order must hold 1 or ${batch} orders, got ${s.order.length}`);
       const isGiven = new Set(positions);
       for (const o of s.order) {
@@ -548,19 +579,31 @@ export class Model {
     if (s.blocks && (length % s.blocks.length !== 0 || positions.length > 0)) {
       throw invalidArg(`the block schedule needs length (${length}) divisible by blocks.length (${s.blocks.length}) and no prompt or fixed tokens`);
     }
+    // AR prepend_token: the sampler's, else the model's training setting, else none.
+    const prepend = s.method === 'ar' ? s.prepend ?? this.config.training?.prepend ?? 'none' : 'none';
     let bos = s.bos ?? -1;
     if (bos >= this.config.vocab_size) throw invalidArg(`bos ${bos} is outside the vocabulary`);
-    if (s.method === 'ar' && bos < 0 && !given.has(0)) {
+    if (s.method === 'ar' && prepend === 'none' && bos < 0 && !given.has(0)) {
       const t = this.tokenizer_;
       if (t?.bosId !== undefined) bos = t.bosId;
       else throw invalidArg('AR generation needs a prompt, a token fixed at position 0, or a sampler bos token');
     }
+    let prependToken = -1;
+    if (prepend === 'bos') {
+      prependToken = s.bos ?? this.tokenizer_?.bosId ?? -1;
+      if (prependToken < 0) throw invalidArg('prepend "bos" needs a sampler bos token or a tokenizer with one');
+    } else if (prepend === 'mask') {
+      if (this.config.mask_index < 0) throw invalidArg('prepend "mask" needs a model with a mask token');
+      prependToken = this.config.mask_index;
+    }
+    // alpha0 not given: the model's training alpha0 (the official evaluation uses it too).
+    const alpha0 = s.alpha0Given ? s.alpha0 : this.config.training?.alpha0 ?? s.alpha0;
     return {
-      method: s.method, batch, length, steps: s.steps ?? 0, alpha0: s.alpha0,
-      blockLen: s.blocks?.length ?? 0, blockShuffle: s.blocks?.shuffle ?? false,
+      method: s.method, batch, length, steps: s.steps ?? 0, alpha0,
+      blockLen, blockShuffle: s.blocks?.shuffle ?? false, prepend: prependToken,
       topP: s.topP, temperature: s.temperature, greedy: s.greedy,
       seedHi: Number(s.seed >> 32n), seedLo: Number(s.seed & 0xffffffffn), bos,
-      stepSizes, order, orderCount: s.order?.length ?? 0,
+      stepSizes, order, orderCount: order ? (Array.isArray(s.order) ? s.order.length : 1) : 0,
       givenPositions: Int32Array.from(positions), givenTokens,
     };
   }

@@ -24,7 +24,7 @@ export interface NativeModel {
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
     x0: Int32Array | null, out: Float32Array | null, logitsRows: Int32Array | null): Promise<Float32Array>;
   forwardScores(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, targets: Int32Array, out: Float64Array | null): Promise<Float64Array>;
+    x0: Int32Array | null, targets: Int32Array, out: Float64Array | null, prefix?: Int32Array): Promise<Float64Array>;
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
     logitsFrom: number, out: Float32Array | null): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;
@@ -45,6 +45,8 @@ export interface NativeGenerateRequest {
   /** The 64-bit seed as two unsigned 32-bit halves. */
   seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
   orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
+  /** ar: the token fed before position 0 and dropped (official prepend_token bos/mask), -1 = none. */
+  prepend: number;
 }
 
 /** Which sampler phase a step belongs to. */
@@ -57,7 +59,7 @@ export interface NativeStepEvent {
   steps: number;
   /** Network evaluations so far. */
   nfe: number;
-  /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
+  /** `diffusion` | `sequential` (esolm, esolm-a), `mdlm`, `ar`. */
   phase: StepPhase;
   /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
   perSequence: number;

@@ -229,8 +229,10 @@ describe('convertCheckpoint', () => {
   it('converts a Lightning .ckpt to its EMA weights: exact weights, same logits as the source weights', async () => {
     const warnings: string[] = [];
     const c = await convert(ESOLM_CKPT, { onWarning: (w) => warnings.push(w) });
-    expect(c.config).toEqual(ESOLM_CONFIG);
-    expect(JSON.parse(readFileSync(join(c.out, 'config.json'), 'utf8'))).toEqual(ESOLM_CONFIG);
+    // The Hydra config's training settings are recorded (algo.alpha_0, model.length).
+    const withTraining = { ...ESOLM_CONFIG, training: { algo: 'esolm', alpha0: 1, length: 64 } };
+    expect(c.config).toEqual(withTraining);
+    expect(JSON.parse(readFileSync(join(c.out, 'config.json'), 'utf8'))).toEqual(withTraining);
     expect(c.tensors).toBe(30);
     expect(c.source).toMatch(/Lightning checkpoint tiny-esolm\.ckpt, EMA weights \(30 parameters matched by parameter order/);
     expect(c.source).toMatch(/global_step 10/);
@@ -262,7 +264,7 @@ describe('convertCheckpoint', () => {
 
   it('converts the zip64 AR checkpoint: arch ar inferred, exact weights and logits', async () => {
     const c = await convert(AR_CKPT);
-    expect(c.config).toEqual(AR_CONFIG);
+    expect(c.config).toEqual({ ...AR_CONFIG, training: { algo: 'ar', length: 64 } });
     expect(c.warnings).toEqual([]);
     expect(c.tensors).toBe(20);
     expectSameWeights(c.weights, weightsOf(join(AR_HUB, 'model.safetensors')));
@@ -284,7 +286,7 @@ describe('convertCheckpoint', () => {
 
   it('converts an export without the backbone. prefix and a nested hub-mixin config (ar-hub)', async () => {
     const c = await convert(AR_HUB);
-    expect(c.config).toEqual(AR_CONFIG);
+    expect(c.config).toEqual({ ...AR_CONFIG, training: { algo: 'ar', length: 64 } });
     expectSameWeights(c.weights, weightsOf(join(AR_HUB, 'model.safetensors')));
   });
 

@@ -272,7 +272,7 @@ describe('argument errors', () => {
     ['negative seed', () => new Sampler({ method: 'esolm', steps: 4, seed: -1 })],
     ['unknown option', () => new Sampler({ method: 'esolm', steps: 4, top_p: 0.9 } as never)],
     ['schedule with zeros', () => new Sampler({ method: 'esolm', schedule: [1, 0, 2] })],
-    ['schedule for mdlm', () => new Sampler({ method: 'mdlm', steps: 4, schedule: [4] })],
+    ['schedule for ar', () => new Sampler({ method: 'ar', schedule: [4] })],
   ];
   for (const [name, fn] of bad) {
     it(`Sampler: ${name}`, () => {

@@ -334,7 +334,7 @@ describe('options and errors', () => {
     ['alpha0 > 1', { alpha0: 1.5 }, /alpha0/],
     ['alpha0 NaN', { alpha0: NaN }, /alpha0/],
     ['alpha0 string', { alpha0: '0.5' }, /alpha0 but received "0.5"/],
-    ['estimator', { estimator: 'elbo' }, /Expected "nelbo", "exact" or "ar" for estimator/],
+    ['estimator', { estimator: 'elbo' }, /Expected "nelbo", "exact", "imdce" or "ar" for estimator/],
     ['samples 0', { samples: 0 }, /Expected an integer in \[1, 65536\] for samples/],
     ['samples 2^32', { samples: 2 ** 32 }, /samples/],
     ['samples 1.5', { samples: 1.5 }, /samples/],

@@ -23,6 +23,10 @@ weights. Every value is bf16-representable, so any of the float dtypes below sto
 - mdlm-hf/: the esolm EMA weights as Hugging Face kuleshov-group/mdlm-owt publishes them:
   model.safetensors (F32, 'backbone.' names, incl. backbone.rotary_emb.inv_freq) + config.json
   with MDLMConfig fields (hidden_dim, model_length, ...).
+- tiny-esolma.ckpt: an Eso-LM (A) Lightning checkpoint as scripts/esolm/train_owt_esolma_alpha0_0d25.sh
+  trains it: algo alpha_0 0.25, batch_split 0.5, diffusion_attn_mode mixed2 (shuffled), sequential_attn_mode
+  mixed (unshuffled); the esolm EMA weights of tiny-esolm.ckpt (so both convert to the same tensors).
+  `--only esolma` writes just this file.
 - ar-hub/: the AR EMA weights without the 'backbone.' prefix (a PyTorchModelHubMixin-style
   export) + a nested config.json ({"config": {"model": ..., "algo": ...}, "vocab_size": ...}).
 """
@@ -154,10 +158,16 @@ def dictconfig(d, parent=None):
     return obj
 
 
-def hyper_parameters(arch):
+# Eso-LM (A) with alpha_0 = 0.25 (scripts/esolm/train_owt_esolma_alpha0_0d25.sh)
+ESOLM_A_ALGO = {'alpha_0': 0.25, 'batch_split': 0.5, 'diffusion_attn_mode': 'mixed2', 'diffusion_shuffle': True,
+                'sequential_attn_mode': 'mixed', 'sequential_shuffle': False, 'loss_type': 'elbo'}
+
+
+def hyper_parameters(arch, algo_extra=None):
     algo = {'esolm': {'name': 'esolm', 'backbone': 'dit', 'parameterization': 'subs', 'alpha_0': 1.0,
                       'causal_attention': False, 'time_conditioning': False},
             'ar': {'name': 'ar', 'backbone': 'dit', 'parameterization': 'ar', 'causal_attention': True}}[arch]
+    algo = {**algo, **(algo_extra or {})}
     cfg = dictconfig({
         'model': {'name': 'tiny', 'type': 'ddit', 'hidden_size': D, 'cond_dim': C, 'length': L,
                   'n_blocks': NB, 'n_heads': H, 'scale_by_sigma': True, 'dropout': 0.1, 'tie_word_embeddings': False},
@@ -171,7 +181,7 @@ def hyper_parameters(arch):
     return {'config': cfg, 'tokenizer': tok}
 
 
-def lightning_checkpoint(arch, ema, extra_shadow):
+def lightning_checkpoint(arch, ema, extra_shadow, algo_extra=None):
     layout = state_dict_layout(arch)
     sd = collections.OrderedDict()
     # raw weights = 2 * EMA; F32 norm weights as views into one shared storage
@@ -228,7 +238,7 @@ def lightning_checkpoint(arch, ema, extra_shadow):
         'lr_schedulers': [{'last_epoch': 10, '_step_count': 11}],
         'ema': {'decay': 0.9999, 'num_updates': 10, 'shadow_params': shadow},
         'hparams_name': 'kwargs',
-        'hyper_parameters': hyper_parameters(arch),
+        'hyper_parameters': hyper_parameters(arch, algo_extra),
     }
 
 
@@ -299,9 +309,23 @@ def check_same(a, b, where):
             check_same(x, y, f'{where}[{i}]')
 
 
+def write_esolm_a():
+    ema = random_weights('esolm', 1234)
+    ck = lightning_checkpoint('esolm', ema, extra_shadow=False, algo_extra=ESOLM_A_ALGO)
+    p = os.path.join(OUT, 'tiny-esolma.ckpt')
+    torch.save(ck, p)
+    back = torch.load(p)
+    check_same(ck['state_dict'], back['state_dict'], 'state_dict')
+    check_same(ck['ema'], back['ema'], 'ema')
+    print(f'tiny-esolma.ckpt {os.path.getsize(p):8d} bytes')
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
+    if sys.argv[1:] == ['--only', 'esolma']:
+        write_esolm_a()
+        return
 
     # Eso-LM: Lightning .ckpt + the MDLM-style HF export of its EMA weights
     ema = random_weights('esolm', 1234)
@@ -346,6 +370,8 @@ def main():
                                         'n_blocks': NB, 'n_heads': H, 'dropout': 0.1},
                               'algo': {'name': 'ar', 'backbone': 'dit', 'causal_attention': True}},
                    'vocab_size': V}, f, indent=2)
+
+    write_esolm_a()
 
     for root, _, files in os.walk(OUT):
         for fn in sorted(files):

@@ -561,8 +561,11 @@ def export(args):
     sd = export_state(model)
     st_path = os.path.join(args.out, 'model.safetensors')
     write_safetensors_bf16(st_path, sd)
+    # the training settings, as `esolm convert` records them (sampling and eval default to alpha0)
+    training = dict(algo='esolm', alpha0=meta['alpha0'], batch_split=meta['batch_split'],
+                    diffusion_attn_mode='causal', sequential_attn_mode='causal', length=cfg['length'])
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
-        json.dump(cfg, f, indent=2)
+        json.dump({**cfg, 'training': training}, f, indent=2)
         f.write('\n')
     # evaluate and sample with the exported (bf16-rounded) weights
     model.load_state_dict(read_safetensors(st_path))

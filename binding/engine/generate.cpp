@@ -20,6 +20,7 @@
 #include <cmath>
 #include <memory>
 
+#include "engine/generate_full.h"
 #include "engine/kv_loop.h"
 #include "engine/parallel.h"
 #include "engine/philox.h"
@@ -288,7 +289,7 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
 // ---- AR ------------------------------------------------------------------------------
 Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
               const std::function<void(const StepEvent&)>& on_step,
-              const std::atomic<bool>* cancel, GenerateResult& out) {
+              const std::atomic<bool>* cancel, GenerateResult& out, bool host_loop = false) {
   const ModelConfig& cfg = model.config();
   const int B = req.batch, L = req.length, V = cfg.vocab_size, G = int(req.given_positions.size());
   // fixed[j] = index into given (or -1): given tokens are forced when their position comes.
@@ -332,7 +333,7 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
     if (on_step) on_step(ev);
   };
 
-  if (model.backend()->supports_kv_loop() && n_steps > 0) {
+  if (model.backend()->supports_kv_loop() && n_steps > 0 && !host_loop) {
     KvLoopPlan lp;
     lp.batch = B;
     lp.length = L;
@@ -383,6 +384,42 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
   return Status::ok();
 }
 
+// AR with the official prepend_token bos/mask: the prepended token sits at position 0 and
+// the L generated tokens at 1..L, so the internal sequence has L + 1 tokens but only the
+// first L are ever fed (positions < L, cache slots < L). The host loop runs it, since the
+// planned loop sizes its tables to the cache. Positions in events and the result are
+// shifted back, and the prepended token is dropped.
+Status run_ar_prepend(Model& model, const GenerateRequest& req, KVCache& cache,
+                      const std::function<void(const StepEvent&)>& on_step,
+                      const std::atomic<bool>* cancel, GenerateResult& out) {
+  const ModelConfig& cfg = model.config();
+  if (req.prepend >= cfg.vocab_size) return Status::error(Code::invalid_arg, "the prepend token is outside the vocabulary");
+  const int B = req.batch, L = req.length, G = int(req.given_positions.size());
+  GenerateRequest r = req;
+  r.length = L + 1;
+  r.prepend = -1;
+  r.given_positions.assign(1, 0);
+  for (int32_t q : req.given_positions) r.given_positions.push_back(q + 1);
+  r.given_tokens.resize(size_t(B) * (G + 1));
+  for (int b = 0; b < B; ++b) {
+    r.given_tokens[size_t(b) * (G + 1)] = req.prepend;
+    for (int g = 0; g < G; ++g) r.given_tokens[size_t(b) * (G + 1) + 1 + g] = req.given_tokens[size_t(b) * G + g];
+  }
+  auto shifted = [&](const StepEvent& ev) {
+    StepEvent e = ev;
+    for (int32_t& q : e.positions) --q;
+    on_step(e);
+  };
+  GenerateResult inner;
+  ESOLM_TRY(run_ar(model, r, cache, on_step ? std::function<void(const StepEvent&)>(shifted) : nullptr,
+                   cancel, inner, /*host_loop=*/true));
+  out = inner;
+  out.tokens.resize(size_t(B) * L);
+  for (int b = 0; b < B; ++b)
+    std::copy_n(inner.tokens.begin() + size_t(b) * (L + 1) + 1, L, out.tokens.begin() + size_t(b) * L);
+  return Status::ok();
+}
+
 }  // namespace
 
 Status generate(Model& model, const GenerateRequest& req, KVCache* cache,
@@ -393,13 +430,16 @@ Status generate(Model& model, const GenerateRequest& req, KVCache* cache,
   auto t0 = Clock::now();
   Status s;
   if (req.method == Method::mdlm) {
-    s = run_mdlm(model, req, on_step, cancel, out);
+    s = mdlm_is_planned(req) ? run_mdlm_planned(model, req, on_step, cancel, out)
+                             : run_mdlm(model, req, on_step, cancel, out);
   } else {
     std::unique_ptr<KVCache> owned;
     KVCache* c = nullptr;
     ESOLM_TRY(prepare_cache(model, req, cache, owned, c));
-    s = req.method == Method::esolm ? run_esolm(model, req, *c, on_step, cancel, out)
-                                    : run_ar(model, req, *c, on_step, cancel, out);
+    if (req.method == Method::esolm) s = run_esolm(model, req, *c, on_step, cancel, out);
+    else if (req.method == Method::esolm_a) s = run_esolm_a(model, req, *c, on_step, cancel, out);
+    else if (req.prepend >= 0) s = run_ar_prepend(model, req, *c, on_step, cancel, out);
+    else s = run_ar(model, req, *c, on_step, cancel, out);
     if (owned) model.release_cache(*owned);
   }
   out.timings.total_ms = ms_since(t0);

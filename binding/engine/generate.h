@@ -1,5 +1,6 @@
 // generate.h — the generation loops (Eso-LM (B) with the KV cache, MDLM with the p(x0)
-// cache, AR with the KV cache), each run as one call with the loop in C++.
+// cache or a planned order, Eso-LM (A) with full mixed2 forwards, AR with the KV cache),
+// each run as one call with the loop in C++.
 //
 // Conditioning (absent from the official code): `given` positions hold caller tokens that
 // are clean from the start, first in slot order, committed in the first step and never
@@ -17,7 +18,7 @@
 
 namespace esolm {
 
-enum class Method { esolm, mdlm, ar };
+enum class Method { esolm, mdlm, ar, esolm_a };
 
 struct GenerateRequest {
   Method method = Method::esolm;
@@ -25,14 +26,20 @@ struct GenerateRequest {
   int length = 0;                    // L: tokens per sequence, <= model length
   SampleParams sample;               // top_p, temperature, greedy, seed (mask from the model)
   int steps = 0;                     // T (esolm log-linear schedule, mdlm timesteps)
-  double alpha0 = 1.0;               // esolm
-  int block_len = 0;                 // esolm block ("subcontext") schedule, 0 = off
+  double alpha0 = 1.0;               // esolm, esolm_a
+  int block_len = 0;                 // esolm(_a), mdlm: block ("subcontext") schedule, 0 = off
   bool block_shuffle = false;
-  std::vector<int> step_sizes;       // esolm: explicit step sizes (optional)
-  std::vector<std::vector<int32_t>> order;  // esolm: explicit order(s) of the free positions
+  std::vector<int> step_sizes;       // esolm(_a), mdlm: explicit step sizes (optional)
+  std::vector<std::vector<int32_t>> order;  // esolm(_a), mdlm: explicit order(s) of the free positions
+  // mdlm: with step_sizes, order or block_len set, MDLM reveals by that plan (one full
+  // bidirectional forward per step; the official use_ar_order / use_block_ar_order)
+  // instead of the ancestral timesteps.
   std::vector<int32_t> given_positions;     // sorted, unique, shared by the batch
   std::vector<int32_t> given_tokens;        // [batch * given_positions.size()]
   int bos = -1;                      // ar: first token when nothing is given at position 0
+  // ar: official prepend_token bos/mask: generate `length` tokens after this token (fed at
+  // position 0, the rest shifted by one) and drop it. -1 = none (the official default).
+  int prepend = -1;
 };
 
 // One step as seen from outside (streamed to JS).

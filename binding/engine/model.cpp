@@ -384,6 +384,52 @@ Status Model::forward_scores(const int32_t* tokens, const int32_t* positions, in
                       });
 }
 
+Status Model::forward_scores_prefix(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                                    const int32_t* x0, const int32_t* prefix, const int32_t* targets,
+                                    double* out) {
+  const int64_t V = cfg_.vocab_size, count = int64_t(batch) * n;
+  if (batch <= 0 || n <= 0) return Status::error(Code::invalid_arg, "batch and n must be positive");
+  if (n > cfg_.length)
+    return Status::error(Code::invalid_arg, "sequence length " + std::to_string(n) +
+                                                " exceeds the model context length " + std::to_string(cfg_.length));
+  ESOLM_TRY(check_tokens(tokens, count));
+  ESOLM_TRY(check_tokens(x0, count));
+  ESOLM_TRY(check_positions(positions, count, cfg_.length));
+  for (int b = 0; b < batch; ++b) {
+    if (prefix[b] < 0 || prefix[b] > n)
+      return Status::error(Code::invalid_arg, "prefix[" + std::to_string(b) + "] is outside [0, n]");
+    for (int i = 0; i < n; ++i) {
+      const int32_t t = targets[int64_t(b) * n + i];
+      if (t >= V || t < -1 || (t >= 0 && i < prefix[b]))
+        return Status::error(Code::invalid_arg, "target at index " + std::to_string(int64_t(b) * n + i) +
+                                                    " is outside [-1, vocab) or inside the prefix");
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) out[i] = std::nan("");
+  std::unique_ptr<KVCache> cache;
+  ESOLM_TRY(create_cache(1, n, cache));
+  Status s = Status::ok();
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (int b = 0; s && b < batch; ++b) {
+    const int64_t o = int64_t(b) * n;
+    const int c = prefix[b];
+    cache->committed = 0;
+    if (c > 0) s = prefill(*cache, x0 + o, positions + o, c);
+    for (int i = c; s && i < n; ++i) {
+      // window [x_{i-1} | z_i]: x_{i-1} is committed, z_i sees x_{<i} and itself
+      const int p = i > c ? 1 : 0;
+      const int32_t tok[2] = {p ? x0[o + i - 1] : tokens[o + i], tokens[o + i]};
+      const int32_t pos[2] = {p ? positions[o + i - 1] : positions[o + i], positions[o + i]};
+      const bool scored = targets[o + i] >= 0;
+      s = step(*cache, tok + 1 - p, pos + 1 - p, p + 1, p, scored ? p : p + 1, scored ? logits.data() : nullptr);
+      const int64_t flat = o + i;
+      if (s && scored) score_rows_host(logits.data(), 1, int(V), cfg_.mask_index, &flat, targets, out);
+    }
+  }
+  release_cache(*cache);
+  return s;
+}
+
 Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int batch, int n,
                            AttnMode mode, const int32_t* x0, const std::function<bool(int, int)>& select,
                            const std::function<Status(const Tensor&, int64_t, int64_t)>& sink) {
@@ -519,6 +565,22 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
       for (int r = logits_from; r < n; ++r) rows.push_back(b * n + r);
     ESOLM_TRY(run_head(rows, logits));
   }
+  return Status::ok();
+}
+
+Status Model::prefill(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n) {
+  ESOLM_TRY(check_step(cache, tokens, positions, n, n, n));
+  AttnParams attn;
+  attn.batch = cache.batch;
+  attn.n_q = n;
+  attn.q_slot0 = cache.committed;
+  attn.n_kv = cache.committed + n;
+  attn.n_heads = cfg_.n_heads;
+  attn.head_dim = cfg_.head_dim();
+  attn.capacity = cache.capacity;
+  attn.mode = AttnMode::bidirectional;
+  ESOLM_TRY(run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn));
+  cache.committed += n;
   return Status::ok();
 }
 

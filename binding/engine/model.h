@@ -62,6 +62,15 @@ class Model {
   Status forward_scores(const int32_t* tokens, const int32_t* positions, int batch, int n,
                         AttnMode mode, const int32_t* x0, const int32_t* targets, double* out);
 
+  // forward_scores() of Eso-LM (A)'s sequential-phase forward (training sequential_attn_mode
+  // "mixed", MODEL-REFERENCE.md §2.3): mode sequential, except that x-half slots
+  // < prefix[b] also see each other both ways (the clean tokens as a bidirectional prefix).
+  // Exact and backend-agnostic: per sequence, prefill() the x prefix, then one step() per
+  // z row i >= prefix[b] feeding [x_{i-1} | z_i]. z rows < prefix[b] must not be scored.
+  Status forward_scores_prefix(const int32_t* tokens, const int32_t* positions, int batch, int n,
+                               const int32_t* x0, const int32_t* prefix, const int32_t* targets,
+                               double* out);
+
   Status create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out);
   void release_cache(KVCache& cache);
 
@@ -70,6 +79,12 @@ class Model {
   // Logits of window rows [logits_from, n) per sequence: [batch*(n-logits_from)*V].
   Status step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
               int commit, int logits_from, float* logits);
+
+  // Feed n tokens per sequence right after cache.committed with bidirectional attention
+  // over the committed slots and the whole window, and commit all of them. Eso-LM (A)'s
+  // sequential phase encodes its clean prefix this way (its clean tokens see each other
+  // both ways), then decodes with step().
+  Status prefill(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n);
 
   // step() that samples instead of returning logits: one token per window row
   // [logits_from, n) of each sequence, keys[b * (n - logits_from) + r] (sampler.h). The

@@ -10,20 +10,25 @@
  * The config is inferred from the tensor shapes (hidden, blocks, vocab, cond_dim, arch) and
  * the source config (n_heads, length, mask index, arch hints), with options taking precedence:
  * - arch: no adaLN / sigma_map tensors → `ar`; otherwise `esolm`, unless `arch: 'mdlm'` or the
- *   source config names MDLM (algo.name, model_type, architectures).
+ *   source config names MDLM (algo.name, model_type, architectures); an Eso-LM trained with
+ *   algo.diffusion_attn_mode = mixed2 is Eso-LM (A): `esolm-a`.
+ * - training: the source's training settings (algo.alpha_0, batch_split, attention modes and
+ *   shuffles, prepend_token, model.length) go to config.json "training"; sampling and
+ *   likelihood default to them.
  * - n_heads: option, source config, or rotary_emb.inv_freq (head dim = 2·len); else 12 for
  *   hidden 768 (with a warning); else an error asking for nHeads.
  * - length: option, source config (model_length, model.length), else 1024 (with a warning).
  * - mask_index: option, source config, 103 for vocab 30522 (bert-base-uncased), else
  *   vocab_size − 1 (50257 for GPT-2's 50258) for esolm/mdlm; for ar the same when vocab is
  *   50258, else −1.
- * - dtype: option; default bf16 when every source weight is BF16, else f32.
+ * - dtype: option (a warning says what it changes); default bf16 when every source weight is
+ *   BF16, else f32.
  * - tokenizer: option; else `gpt2` for vocab 50257/50258, else the source folder's
  *   tokenizer.json (copied), else none.
  */
 import { copyFileSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { expectedTensors, IGNORED_TENSORS, parseConfig, type Arch, type ModelConfig } from '../config.js';
+import { expectedTensors, IGNORED_TENSORS, parseConfig, type Arch, type ModelConfig, type TrainingSettings } from '../config.js';
 import { EsolmError, expected, invalidArg } from '../errors.js';
 import { readModelFolder } from '../model.js';
 import { openSource, type Source, type SourceTensor } from './sources.js';
@@ -85,18 +90,43 @@ function archHint(cfg: Obj | null): Arch | undefined {
   const inner = obj(cfg.config) ?? cfg;
   const algo = obj(inner.algo) ?? obj(cfg.algo);
   // an esolm model folder's own config.json names its arch
-  if (cfg.arch === 'esolm' || cfg.arch === 'mdlm' || cfg.arch === 'ar') return cfg.arch;
+  if (cfg.arch === 'esolm' || cfg.arch === 'esolm-a' || cfg.arch === 'mdlm' || cfg.arch === 'ar') return cfg.arch;
   const names = [algo?.name, cfg.model_type, inner.model_type, ...(Array.isArray(cfg.architectures) ? cfg.architectures : [])]
     .filter((x): x is string => typeof x === 'string').map((s) => s.toLowerCase());
   for (const n of names) {
     if (n === 'ar') return 'ar';
-    if (n.includes('esolm') || n.includes('eso-lm') || n.includes('eso_lm')) return 'esolm';
+    if (n.includes('esolm') || n.includes('eso-lm') || n.includes('eso_lm')) return algo?.diffusion_attn_mode === 'mixed2' ? 'esolm-a' : 'esolm';
     if (n.includes('mdlm')) return 'mdlm';
   }
   // kuleshov-group/mdlm's own config: no algo, `parameterization: subs`, `diffusion: absorbing_state`.
   if (!algo && inner.parameterization === 'subs' && typeof inner.diffusion === 'string') return 'mdlm';
   if (inner.parameterization === 'ar' || inner.backbone === 'ar') return 'ar';
   return undefined;
+}
+
+/** The source's training settings (a Lightning checkpoint's Hydra config, or an esolm
+ * folder's own "training" block), or undefined when it has none. */
+export function trainingSettings(cfg: Obj | null): TrainingSettings | undefined {
+  if (!cfg) return undefined;
+  const own = obj(cfg.training);
+  if (own && (own.alpha0 !== undefined || own.algo !== undefined)) return { ...own } as TrainingSettings;
+  const inner = obj(cfg.config) ?? cfg;
+  const algo = obj(inner.algo) ?? obj(cfg.algo);
+  if (!algo) return undefined;
+  const t: TrainingSettings = {};
+  if (typeof algo.name === 'string') t.algo = algo.name;
+  const unit = (v: unknown): number | undefined => (typeof v === 'number' && v >= 0 && v <= 1 ? v : undefined);
+  const a0 = unit(algo.alpha_0);
+  if (a0 !== undefined) t.alpha0 = a0;
+  const bs = unit(algo.batch_split);
+  if (bs !== undefined) t.batch_split = bs;
+  for (const k of ['diffusion_attn_mode', 'sequential_attn_mode'] as const) if (typeof algo[k] === 'string') t[k] = algo[k] as string;
+  for (const k of ['diffusion_shuffle', 'sequential_shuffle'] as const) if (typeof algo[k] === 'boolean') t[k] = algo[k] as boolean;
+  const p = algo.prepend_token;
+  if (p === 'none' || p === 'bos' || p === 'mask') t.prepend = p;
+  const len = obj(inner.model)?.length;
+  if (typeof len === 'number' && Number.isInteger(len) && len > 0) t.length = len;
+  return Object.keys(t).length > 0 ? t : undefined;
 }
 
 function posIntOpt(name: string, v: unknown, min = 1): number | undefined {
@@ -126,8 +156,8 @@ export async function convertCheckpoint(input: string, outDir: string, opts: Con
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'options', opts);
   const dtypeOpt = opts.dtype === undefined ? undefined : String(opts.dtype).toLowerCase();
   if (dtypeOpt !== undefined && dtypeOpt !== 'bf16' && dtypeOpt !== 'f32') throw expected('"bf16" or "f32"', 'dtype', opts.dtype);
-  if (opts.arch !== undefined && opts.arch !== 'esolm' && opts.arch !== 'mdlm' && opts.arch !== 'ar') {
-    throw expected('"esolm", "mdlm" or "ar"', 'arch', opts.arch);
+  if (opts.arch !== undefined && opts.arch !== 'esolm' && opts.arch !== 'esolm-a' && opts.arch !== 'mdlm' && opts.arch !== 'ar') {
+    throw expected('"esolm", "esolm-a", "mdlm" or "ar"', 'arch', opts.arch);
   }
   if (opts.ema !== undefined && typeof opts.ema !== 'boolean') throw expected('a boolean', 'ema', opts.ema);
   if (opts.tokenizer !== undefined && (typeof opts.tokenizer !== 'string' || opts.tokenizer.length === 0)) {
@@ -233,7 +263,14 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     arch = 'ar';
   } else {
     if (hint === 'ar') warn(`the source config says AR, but the weights have adaLN tensors; converting as esolm`);
-    arch = hint === 'mdlm' ? 'mdlm' : 'esolm';
+    arch = hint === 'mdlm' || hint === 'esolm-a' ? hint : 'esolm';
+  }
+  const training = trainingSettings(cfg);
+  if (o.arch === 'esolm' && hint === 'esolm-a') {
+    warn(`the source was trained as Eso-LM (A) (diffusion_attn_mode mixed2) but arch "esolm" was asked for: it will be sampled with the Eso-LM (B) sampler`);
+  }
+  if (o.arch === 'esolm-a' && training?.diffusion_attn_mode !== undefined && training.diffusion_attn_mode !== 'mixed2') {
+    warn(`arch "esolm-a" was asked for, but the source was trained with diffusion_attn_mode ${training.diffusion_attn_mode}`);
   }
 
   let cond = 0;
@@ -276,13 +313,20 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
 
   // length
   let length = o.length ?? cfgInt(cfg, ['model_length', 'length', 'max_seq_len', 'max_position_embeddings', 'n_positions'])?.value;
+  if (o.length !== undefined && training?.length !== undefined && o.length !== training.length) {
+    warn(`length ${o.length} was asked for, but the model was trained with length ${training.length}`);
+  }
   if (length === undefined) {
     length = 1024;
     warn(`the context length is not in the source; using 1024. Pass length (--length) if that is wrong`);
   }
 
   // mask index
-  let mask = o.maskIndex ?? cfgInt(cfg, ['mask_index', 'mask_token_id', 'mask_id'])?.value;
+  const cfgMask = cfgInt(cfg, ['mask_index', 'mask_token_id', 'mask_id'])?.value;
+  if (o.maskIndex !== undefined && cfgMask !== undefined && o.maskIndex !== cfgMask) {
+    warn(`mask index ${o.maskIndex} was asked for, but the source config says ${cfgMask}`);
+  }
+  let mask = o.maskIndex ?? cfgMask;
   if (mask === undefined) {
     if (V === 30522) mask = 103;
     else if (arch !== 'ar' || V === 50258) mask = V - 1;
@@ -317,6 +361,7 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
 
   const raw: Record<string, unknown> = { arch, hidden_size: d, n_heads: nHeads, n_blocks: nBlocks, cond_dim: cond, vocab_size: V, mask_index: mask, length };
   if (tokenizer !== undefined) raw.tokenizer = tokenizer;
+  if (training) raw.training = training;
   let config: ModelConfig;
   try {
     config = parseConfig(raw);
@@ -341,7 +386,10 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     warn(`ema: false only applies to Lightning checkpoints; ${path.basename(input)} is written as stored`);
   }
   const order = src.tensors.filter((t) => want.has(t.name));
-  const outDtype = o.dtype ? (o.dtype === 'bf16' ? 'BF16' : 'F32') : order.every((t) => t.dtype === 'BF16') ? 'BF16' : 'F32';
+  const allBf16 = order.every((t) => t.dtype === 'BF16');
+  const outDtype = o.dtype ? (o.dtype === 'bf16' ? 'BF16' : 'F32') : allBf16 ? 'BF16' : 'F32';
+  if (o.dtype === 'f32' && allBf16) warn(`dtype f32 was asked for: the BF16 source weights are widened to F32 (twice the size, no added precision; the default keeps BF16)`);
+  if (o.dtype === 'bf16' && !allBf16) warn(`dtype bf16 was asked for: the source weights (${[...new Set(order.map((t) => t.dtype))].join('/')}) are rounded to BF16`);
   return { config, order, outDtype, tokenizerFile };
 }
 

@@ -172,7 +172,8 @@ const targets = {
     const small = (v) => typeof v !== 'number' || v < 1 || v > 64 || !Number.isInteger(v) || v > 2 ** 31;
     if (r.next() < 0.6) {
       let sampler;
-      const so = { method: mostly(['esolm', 'mdlm', 'ar'], ['x', 1, null]), steps: pick(), alpha0: mostly([0, 0.5, 1, undefined], [-1, 2, NaN]),
+      const so = { method: mostly(['esolm', 'esolm-a', 'mdlm', 'ar'], ['x', 1, null]), steps: pick(), alpha0: mostly([0, 0.5, 1, undefined], [-1, 2, NaN]),
+        order: mostly([undefined, undefined, 'ar', 'block-ar'], ['x', [0], []]), prepend: mostly([undefined, undefined, 'none', 'bos', 'mask'], ['x', 1]),
         topP: mostly([0.9, 1, undefined], [0, -1, 2, NaN]), temperature: mostly([1, 0.5, undefined], [0, -1, 1e-30, Infinity]),
         seed: mostly([0, 1, undefined], [-1, 2 ** 64, 0.5]), greedy: mostly([true, false, undefined], [1, 'yes']),
         bos: mostly([undefined, 0, 5], [-2, 60, 61, 1e9]) };
@@ -187,7 +188,7 @@ const targets = {
     } else {
       const tokens = r.pick([new Int32Array([1, 2, 3, 4]), [new Int32Array([1, 2]), new Int32Array([3])], new Int32Array([60, 1]),
         new Int32Array([-1]), new Int32Array(0), [1, 2], 'x', null]);
-      const o = { estimator: r.pick(['nelbo', 'exact', 'ar', 'x', undefined]), alpha0: r.pick([0, 0.5, 1, 2, NaN, undefined]),
+      const o = { estimator: r.pick(['nelbo', 'exact', 'imdce', 'ar', 'x', undefined]), alpha0: r.pick([0, 0.5, 1, 2, NaN, undefined]),
         samples: r.pick([1, 2, 0, -1, 2.5, 2 ** 32, undefined]), orders: r.pick([1, 2, 0, 2 ** 31, undefined]),
         seed: r.pick([0, 1, -1, 0.5, undefined]), batch: r.pick([1, 2, 0, 2 ** 32 + 1, undefined]) };
       for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];

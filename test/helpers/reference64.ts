@@ -3,7 +3,9 @@
 // constants, explicit boolean attention masks). Slow and simple on purpose.
 import type { ModelConfigJson } from './random-model.js';
 
-export type AttentionMode = 'bidirectional' | 'causal' | 'mixed2' | 'sequential';
+// 'prefix': slots < prefix see each other both ways, everything else is causal (Eso-LM (A)'s
+// sequential phase: the diffusion tokens are a bidirectional prefix, §2.3 "mixed").
+export type AttentionMode = 'bidirectional' | 'causal' | 'mixed2' | 'sequential' | 'prefix';
 
 export interface ReferenceInput {
   /** Values as stored in the weight file, names without "backbone.". */
@@ -16,6 +18,9 @@ export interface ReferenceInput {
   attention: AttentionMode;
   /** sequential only: the clean sequence (x-half), n tokens in the same slot order. */
   x0?: ArrayLike<number>;
+  /** prefix: the number of leading slots that attend bidirectionally; sequential: the same
+   * for the x-half (Eso-LM (A)'s sequential_attn_mode "mixed"; 0 = Eso-LM (B)). */
+  prefix?: number;
 }
 
 const FREQ_DIM = 256;
@@ -96,6 +101,7 @@ export function attentionMask(
   n: number,
   tokens: ArrayLike<number>,
   maskIndex: number,
+  prefix = 0,
 ): { rows: number; allowed: (q: number, kv: number) => boolean; table: Uint8Array } {
   const rows = mode === 'sequential' ? 2 * n : n;
   const table = new Uint8Array(rows * rows);
@@ -112,6 +118,9 @@ export function attentionMask(
         case 'mixed2':
           ok = kv <= q || (tokens[q] !== maskIndex && tokens[kv] !== maskIndex);
           break;
+        case 'prefix':
+          ok = kv <= q || (q < prefix && kv < prefix);
+          break;
         case 'sequential': {
           // rows [0, n) = z-half, rows [n, 2n) = x-half (BD3-LM block_diff_mask, block size 1)
           const qz = q < n;
@@ -119,7 +128,7 @@ export function attentionMask(
           const qi = qz ? q : q - n;
           const ki = kz ? kv : kv - n;
           if (qz) ok = kz ? ki === qi : ki < qi;
-          else ok = !kz && ki <= qi;
+          else ok = !kz && (ki <= qi || (qi < prefix && ki < prefix)); // Eso-LM (A) "mixed": x prefix both ways
           break;
         }
       }
@@ -175,7 +184,7 @@ export function referenceForward(input: ReferenceInput): Float64Array {
     pos = Array.from(pos0);
   }
   const rows = toks.length;
-  const mask = attentionMask(attention, n, input.tokens, cfg.mask_index);
+  const mask = attentionMask(attention, n, input.tokens, cfg.mask_index, input.prefix ?? 0);
 
   // Embedding.
   const E = get(w, 'vocab_embed.embedding');
