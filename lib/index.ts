@@ -1,6 +1,6 @@
 /** esolm — Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js. */
 export { Model, Cache, readModelFolder } from './model.js';
-export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, FixedTokens } from './model.js';
+export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, FixedTokens, SeedGroup } from './model.js';
 export { Sampler } from './sampler.js';
 export type { SamplerOptions, SamplerMethod } from './sampler.js';
 export { EsolmError } from './errors.js';

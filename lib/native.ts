@@ -75,6 +75,9 @@ export interface BackendInfo {
 export interface NativeAddon {
   loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
+  /** Step sizes of an Eso-LM plan (engine/schedule.h); given positions count only by number. */
+  planEsolmSteps(length: number, nGiven: number, steps: number, alpha0: number, planSeedHi: number,
+    planSeedLo: number, blockLen: number): { stepSizes: Int32Array; nDiffusion: number };
   [fn: string]: unknown;
 }
 

@@ -19,6 +19,17 @@ namespace esolm {
 
 enum class Method { esolm, mdlm, ar };
 
+// A contiguous run of rows of one batch that samples as a generation of its own: row b of a
+// group starting at row o draws its tokens, its slot order and its MDLM stay decisions from
+// `seed` with sequence index b - o, exactly as in a generation of `rows` sequences with that
+// seed. Eso-LM step sizes come from `plan_seed`; every group of a batch must plan the same
+// step sizes (else invalid_arg). This lets a server batch requests with their own seeds.
+struct SeedGroup {
+  uint64_t seed = 0;
+  uint64_t plan_seed = 0;
+  int rows = 0;
+};
+
 struct GenerateRequest {
   Method method = Method::esolm;
   int batch = 1;
@@ -33,6 +44,9 @@ struct GenerateRequest {
   std::vector<int32_t> given_positions;     // sorted, unique, shared by the batch
   std::vector<int32_t> given_tokens;        // [batch * given_positions.size()]
   int bos = -1;                      // ar: first token when nothing is given at position 0
+  // Optional: rows sum to batch. Empty = one group {sample.seed, sample.seed, batch}; when
+  // present, sample.seed is not used.
+  std::vector<SeedGroup> seed_groups;
 };
 
 // One step as seen from outside (streamed to JS).
