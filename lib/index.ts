@@ -18,3 +18,5 @@ export { evalText, registerEvalCommand } from './eval-text.js';
 export type { EvalTextOptions, EvalTextResult, EvalCommandDeps } from './eval-text.js';
 export { convertCheckpoint } from './checkpoint/convert.js';
 export type { ConvertOptions } from './checkpoint/convert.js';
+export { Batcher, esolmStepSizes } from './batch/index.js';
+export type { BatcherOptions, BatchJob, BatchJobResult, BatchInfo, EsolmPlanOptions, EsolmPlanSteps } from './batch/index.js';
