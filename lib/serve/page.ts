@@ -5,7 +5,7 @@
  *
  * Hooks for tests and automation: #slots .slot[data-state=masked|given|revealed],
  * #status[data-state=idle|running|done|error], #final (the result text), window.esolmReveals
- * (positions in reveal order).
+ * (positions in reveal order), window.esolmProgress (revealed slots in the DOM after each step).
  */
 export const PAGE_HTML = `<!doctype html>
 <html lang="en">
@@ -62,6 +62,7 @@ export const PAGE_HTML = `<!doctype html>
   const show = (p) => p.replace(/\\n/g, '⏎').replace(/\\t/g, '⇥');
   let ctl = null;
   window.esolmReveals = [];
+  window.esolmProgress = [];
 
   fetch('/v1/models', { headers: auth() }).then((r) => r.ok ? r.json() : null).then((j) => {
     const m = j && j.data && j.data[0];
@@ -104,6 +105,7 @@ export const PAGE_HTML = `<!doctype html>
     $('final').textContent = '';
     $('slots').textContent = '';
     window.esolmReveals = [];
+    window.esolmProgress = [];
     const t0 = performance.now();
     let slots = [];
     let seed = '';
@@ -157,6 +159,7 @@ export const PAGE_HTML = `<!doctype html>
               slots[p].classList.add('new');
               window.esolmReveals.push(p);
             }
+            window.esolmProgress.push(document.querySelectorAll('#slots .slot[data-state=revealed]').length);
             setStatus('running', 'step ' + (msg.step + 1) + ' / ' + msg.steps + ' · ' + msg.phase + ' · NFE ' + msg.nfe + ' · ' +
               ((performance.now() - t0) / 1000).toFixed(2) + ' s · seed ' + seed);
           } else if (name === 'result') {
