@@ -68,6 +68,10 @@ describe('limits', () => {
       expect(refused.status).toBe(429);
       expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect((await refused.json()).error).toMatchObject({ type: 'rate_limit_error', code: 'queue_full' });
+      // A refused stream gets the status too, not a 200 with an error event.
+      const refusedStream = await post(url, { ...long(3, 509), stream: true });
+      expect(refusedStream.status).toBe(429);
+      expect(refusedStream.headers.get('retry-after')).not.toBeNull();
       const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
       const e = await client.completions.create({ model: 'slow', prompt: [1, 2], max_tokens: 8, method: 'mdlm' } as never).catch((x) => x);
       expect(e).toBeInstanceOf(OpenAI.RateLimitError);

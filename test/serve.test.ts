@@ -194,6 +194,12 @@ describe('models, health, metrics, page', () => {
       expect(m).toContain(name);
     }
     expect(m).toMatch(/esolm_request_duration_seconds_count\{route="\/v1\/completions",status="200"\} [1-9]/);
+    // A stream is counted once.
+    const count = async (): Promise<number> => Number(/esolm_request_duration_seconds_count\{route="\/v1\/generate",status="200"\} (\d+)/
+      .exec(await (await fetch(url + '/metrics')).text())?.[1] ?? 0);
+    const before = await count();
+    await (await post('/v1/generate', { sampler: { method: 'mdlm', steps: 4, seed: 1 }, length: 16, stream: true })).text();
+    expect(await count()).toBe(before + 1);
     const page = await fetch(url + '/');
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
     expect(await page.text()).toContain('id="slots"');
