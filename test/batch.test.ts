@@ -206,6 +206,20 @@ describe('Batcher: limits, cancellation and drain', () => {
     expect((await queued).sequences).toHaveLength(1);
   });
 
+  it('close() with a deadline aborts what is still running with ERR_SHUTTING_DOWN', async () => {
+    const batches: BatchInfo[] = [];
+    const b = new Batcher(long, { windowMs: 0, onBatch: (i) => batches.push(i) });
+    const job = b.submit({ sampler: { method: 'mdlm', steps: 512, seed: 1 }, length: 512 }).catch((e) => e);
+    const queued = b.submit({ sampler: { method: 'mdlm', steps: 511, seed: 1 }, length: 512 }).catch((e) => e);
+    const t0 = performance.now();
+    await b.close({ deadlineMs: 200 });
+    expect(performance.now() - t0).toBeLessThan(10_000);  // the two runs would take minutes
+    expect(await job).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
+    expect(await queued).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
+    expect(b.state).toBe('closed');
+    expect(batches.every((x) => !x.ok)).toBe(true);
+  });
+
   it('rejects bad input with ERR_INVALID_ARG before queueing', async () => {
     const b = new Batcher(model);
     for (const job of [

@@ -123,13 +123,28 @@ describe('graceful shutdown of the CLI', () => {
       child.on('exit', () => reject(new Error(`the server exited: ${stderr}`)));
     });
     // A request of a few seconds is in flight when SIGTERM arrives.
-    const inflight = post(url, { ...long(6, 4), stream: true });
-    const res = await inflight;
+    const res = await post(url, { ...long(6, 6), stream: true });
     const events: string[] = [];
+    let sigterm: () => void = () => undefined;
+    const sent = new Promise<void>((r) => { sigterm = r; });
     const reading = readSse(res, (e) => {
       events.push(e.event ?? e.data);
-      if (events.length === 2) child.kill('SIGTERM');  // start + first step seen
+      if (events.length === 2) {  // start + first step seen
+        child.kill('SIGTERM');
+        sigterm();
+      }
     });
+    await sent;
+    // While it drains, new work is refused (503, or no listener at all) ...
+    const refused = await until(async () => {
+      try {
+        return (await fetch(`${url}/health`)).status === 503;
+      } catch {
+        return true;
+      }
+    }, 5000);
+    expect(refused).toBe(true);
+    expect(events).not.toContain('result');  // ... while the accepted request is still running
     await reading;
     expect(events).toContain('result');
     expect(events.at(-1)).toBe('[DONE]');
