@@ -211,11 +211,13 @@ describe('Batcher: limits, cancellation and drain', () => {
     const b = new Batcher(long, { windowMs: 0, onBatch: (i) => batches.push(i) });
     const job = b.submit({ sampler: { method: 'mdlm', steps: 512, seed: 1 }, length: 512 }).catch((e) => e);
     const queued = b.submit({ sampler: { method: 'mdlm', steps: 511, seed: 1 }, length: 512 }).catch((e) => e);
+    const mates = [2, 3].map((seed) => b.submit({ sampler: { method: 'mdlm', steps: 511, seed }, length: 512 }).catch((e) => e));
     const t0 = performance.now();
     await b.close({ deadlineMs: 200 });
     expect(performance.now() - t0).toBeLessThan(10_000);  // the two runs would take minutes
     expect(await job).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
     expect(await queued).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
+    for (const m of mates) expect(await m).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });  // all of a bucket's requests
     expect(b.state).toBe('closed');
     expect(batches.every((x) => !x.ok)).toBe(true);
   });
