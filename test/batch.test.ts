@@ -167,8 +167,8 @@ describe('Batcher: limits, cancellation and drain', () => {
     await b.close();
     expect(batches).toHaveLength(1);
     expect(batches[0].ok).toBe(false);
-    expect(batches[0].ms).toBeLessThan(5000);  // the whole run would take far longer
-    expect(performance.now() - t0).toBeLessThan(10000);
+    expect(batches[0].ms).toBeLessThan(20_000);  // the whole run takes minutes
+    expect(performance.now() - t0).toBeLessThan(30_000);
   });
 
   it('a running request that is aborted stops receiving while its mate finishes', async () => {
@@ -214,7 +214,7 @@ describe('Batcher: limits, cancellation and drain', () => {
     const mates = [2, 3].map((seed) => b.submit({ sampler: { method: 'mdlm', steps: 511, seed }, length: 512 }).catch((e) => e));
     const t0 = performance.now();
     await b.close({ deadlineMs: 200 });
-    expect(performance.now() - t0).toBeLessThan(10_000);  // the two runs would take minutes
+    expect(performance.now() - t0).toBeLessThan(30_000);  // the runs would take minutes
     expect(await job).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
     expect(await queued).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
     for (const m of mates) expect(await m).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });  // all of a bucket's requests
