@@ -163,6 +163,15 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
     for (int i = 0; i < n_orders; ++i)
       req.order.emplace_back(order.begin() + i * len, order.begin() + (i + 1) * len);
   }
+  // Seed groups (null: one group): 5 values per group (seedHi, seedLo, planSeedHi, planSeedLo,
+  // rows), each an unsigned 32-bit value stored in an Int32Array.
+  const std::vector<int32_t> groups = i32_or_null_field(r, "seedGroups");
+  if (groups.size() % 5 != 0)
+    throw make_error(env, Status::error(Code::invalid_arg, "seedGroups must hold 5 values per group"));
+  for (size_t i = 0; i < groups.size(); i += 5)
+    req.seed_groups.push_back(SeedGroup{(uint64_t(uint32_t(groups[i])) << 32) | uint32_t(groups[i + 1]),
+                                        (uint64_t(uint32_t(groups[i + 2])) << 32) | uint32_t(groups[i + 3]),
+                                        groups[i + 4]});
   req.given_positions = i32_field(r, "givenPositions");
   req.given_tokens = i32_field(r, "givenTokens");
   auto cancel = std::make_shared<std::atomic<bool>>(false);

@@ -11,7 +11,11 @@ export type ErrorCode =
   | 'ERR_ABORTED'
   | 'ERR_IO'
   | 'ERR_NO_ADDON'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  // the batcher and server (lib/batch, lib/serve)
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_TIMEOUT'
+  | 'ERR_SHUTTING_DOWN';
 
 export class EsolmError extends Error {
   readonly code: ErrorCode;
@@ -24,7 +28,7 @@ export class EsolmError extends Error {
 
 const KNOWN = new Set<string>([
   'ERR_INVALID_ARG', 'ERR_BAD_WEIGHTS', 'ERR_NO_CUDA', 'ERR_OUT_OF_MEMORY', 'ERR_DISPOSED',
-  'ERR_ABORTED', 'ERR_IO', 'ERR_NO_ADDON', 'ERR_INTERNAL',
+  'ERR_ABORTED', 'ERR_IO', 'ERR_NO_ADDON', 'ERR_INTERNAL', 'ERR_QUEUE_FULL', 'ERR_TIMEOUT', 'ERR_SHUTTING_DOWN',
 ]);
 
 /** Converts an error thrown by the native addon into an EsolmError (keeps EsolmErrors). */

@@ -1,6 +1,6 @@
 /** esolm — Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js. */
 export { Model, Cache, readModelFolder } from './model.js';
-export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens } from './model.js';
+export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens, SeedGroup } from './model.js';
 export { Sampler } from './sampler.js';
 export type { SamplerOptions, SamplerMethod, NamedOrder, Prepend } from './sampler.js';
 export { EsolmError } from './errors.js';
@@ -18,3 +18,5 @@ export { evalText } from './eval-text.js';
 export type { EvalTextOptions, EvalTextResult } from './eval-text.js';
 export { convertCheckpoint } from './checkpoint/convert.js';
 export type { ConvertOptions } from './checkpoint/convert.js';
+export { Batcher, esolmStepSizes } from './batch/index.js';
+export type { BatcherOptions, BatchJob, BatchJobResult, BatchInfo, EsolmPlanOptions, EsolmPlanSteps } from './batch/index.js';

@@ -45,6 +45,20 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Called after every step (also see generateStream). */
   onStep?: (event: StepEvent) => void;
+  /**
+   * Seed groups: consecutive runs of sequences that each sample exactly as a generation of
+   * their own with `seed` (and, for esolm, step sizes from `planSeed`, default `seed`). All
+   * groups must plan the same step sizes. `rows` sum to `batch` (which defaults to that sum).
+   * Overrides the sampler's seed. Used by the server's batcher (lib/batch).
+   */
+  seedGroups?: readonly SeedGroup[];
+}
+
+export interface SeedGroup {
+  seed: number | bigint;
+  /** esolm: the seed of the step sizes. Defaults to `seed`. */
+  planSeed?: number | bigint;
+  rows: number;
 }
 
 export type { StepPhase } from './native.js';
@@ -434,6 +448,12 @@ export class Model {
     this.live();
     const req = this.generateRequest(opts);
     opts.cache?.live();  // a disposed cache fails now, not when the call runs
+    return this.generateRaw(req, opts);
+  }
+
+  /** @internal Runs a validated request (generateRequest, or the batcher's joined one). */
+  async generateRaw(req: GenerateRequestRaw, opts: Pick<GenerateOptions, 'cache' | 'signal' | 'onStep'>): Promise<GenerateResult> {
+    this.live();
     const signal = opts.signal;
     if (signal?.aborted) throw new EsolmError('ERR_ABORTED', 'generation aborted before it started');
     const onStep = opts.onStep;
@@ -501,8 +521,10 @@ export class Model {
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'generate options', opts);
     const s = opts.sampler;
     if (!(s instanceof Sampler)) throw expected('a Sampler', 'sampler', s);
-    const batch = opts.batch ?? 1;
+    const seedGroups = opts.seedGroups === undefined ? null : seedGroupsRaw(opts.seedGroups);
+    const batch = opts.batch ?? seedGroups?.rows ?? 1;
     if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
+    if (seedGroups && seedGroups.rows !== batch) throw invalidArg(`the seed groups' rows sum to ${seedGroups.rows}, not batch ${batch}`);
     const length = opts.length ?? this.config.length;
     if (!isInt(length) || length < 1 || length > this.config.length) {
       throw expected(`an integer in [1, ${this.config.length}] (the context length)`, 'length', length);
@@ -604,7 +626,7 @@ export class Model {
       topP: s.topP, temperature: s.temperature, greedy: s.greedy,
       seedHi: Number(s.seed >> 32n), seedLo: Number(s.seed & 0xffffffffn), bos,
       stepSizes, order, orderCount: order ? (Array.isArray(s.order) ? s.order.length : 1) : 0,
-      givenPositions: Int32Array.from(positions), givenTokens,
+      givenPositions: Int32Array.from(positions), givenTokens, seedGroups: seedGroups?.packed ?? null,
     };
   }
 
@@ -672,6 +694,31 @@ type RawResult = NativeGenerateResult;
 
 /** @internal The request object the native generate() reads (declared in native.ts). */
 export type GenerateRequestRaw = NativeGenerateRequest;
+
+/** Reads a seed (as the Sampler does): a non-negative safe integer or a bigint < 2^64. */
+export function seedValue(v: unknown, name: string): bigint {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v >= 2n ** 64n) throw expected('a bigint in [0, 2^64)', name, v);
+    return v;
+  }
+  if (!isInt(v) || v < 0 || !Number.isSafeInteger(v)) throw expected('a non-negative safe integer or a bigint', name, v);
+  return BigInt(v);
+}
+
+function seedGroupsRaw(groups: readonly SeedGroup[]): { packed: Int32Array; rows: number } {
+  if (!Array.isArray(groups) || groups.length === 0) throw expected('a non-empty array', 'seedGroups', groups);
+  const packed = new Int32Array(groups.length * 5);
+  let rows = 0;
+  groups.forEach((g: SeedGroup, i: number) => {
+    if (typeof g !== 'object' || g === null) throw expected('{ seed, planSeed?, rows }', `seedGroups[${i}]`, g);
+    const seed = seedValue(g.seed, `seedGroups[${i}].seed`);
+    const plan = g.planSeed === undefined ? seed : seedValue(g.planSeed, `seedGroups[${i}].planSeed`);
+    if (!isInt(g.rows) || g.rows < 1) throw expected('a positive integer', `seedGroups[${i}].rows`, g.rows);
+    packed.set([Number(seed >> 32n), Number(seed & 0xffffffffn), Number(plan >> 32n), Number(plan & 0xffffffffn), g.rows], i * 5);
+    rows += g.rows;
+  });
+  return { packed, rows };
+}
 
 function fixedEntries(f: FixedTokens): [number, number][] {
   if (f instanceof Map) return [...f.entries()];

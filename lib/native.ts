@@ -47,6 +47,9 @@ export interface NativeGenerateRequest {
   orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
   /** ar: the token fed before position 0 and dropped (official prepend_token bos/mask), -1 = none. */
   prepend: number;
+  /** Seed groups (engine/generate.h SeedGroup), or null for one group: 5 values per group, seedHi,
+   * seedLo, planSeedHi, planSeedLo, rows (unsigned 32-bit values stored as int32). */
+  seedGroups: Int32Array | null;
 }
 
 /** Which sampler phase a step belongs to. */
@@ -120,5 +123,8 @@ export interface BackendInfo {
 export interface NativeAddon {
   loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
+  /** Step sizes of an Eso-LM plan (engine/schedule.h); given positions count only by number. */
+  planEsolmSteps(length: number, nGiven: number, steps: number, alpha0: number, planSeedHi: number,
+    planSeedLo: number, blockLen: number): { stepSizes: Int32Array; nDiffusion: number };
   [fn: string]: unknown;
 }

@@ -13,6 +13,9 @@
 // the head and the sampling. On a backend with the planned KV loop (kv_loop.h) the steps
 // run from tables in backend memory with no host round trip; otherwise each step is a
 // step_sample() call.
+// Seed groups (generate.h): draws are keyed by the row's index within its group and sampled
+// with the group's seed, one sample_rows call per group, so a row gets what it would get
+// in a generation of its group alone.
 #include "engine/generate.h"
 
 #include <algorithm>
@@ -34,6 +37,34 @@ double ms_since(Clock::time_point t0) {
 }
 
 bool cancelled(const std::atomic<bool>* c) { return c && c->load(); }
+
+// The request's seed groups: the given ones, or one group over the whole batch.
+std::vector<SeedGroup> groups_of(const GenerateRequest& r) {
+  if (!r.seed_groups.empty()) return r.seed_groups;
+  return {SeedGroup{r.sample.seed, r.sample.seed, r.batch}};
+}
+
+// Per row: its sequence index within its group (the DrawKey sequence) and its group.
+struct RowGroups {
+  std::vector<uint32_t> seq;
+  std::vector<int> group;
+  explicit RowGroups(const std::vector<SeedGroup>& groups) {
+    for (size_t g = 0; g < groups.size(); ++g)
+      for (int r = 0; r < groups[g].rows; ++r) {
+        seq.push_back(uint32_t(r));
+        group.push_back(int(g));
+      }
+  }
+};
+
+// Seed runs over rows that hold `per_row` sampled rows per sequence; empty for one group
+// (then SampleParams::seed is the group's seed).
+std::vector<SeedRun> seed_runs(const std::vector<SeedGroup>& groups, int64_t per_row) {
+  std::vector<SeedRun> runs;
+  if (groups.size() > 1)
+    for (const SeedGroup& g : groups) runs.push_back(SeedRun{g.seed, int64_t(g.rows) * per_row});
+  return runs;
+}
 
 Status check_request(const Model& model, const GenerateRequest& r) {
   const ModelConfig& cfg = model.config();
@@ -59,6 +90,19 @@ Status check_request(const Model& model, const GenerateRequest& r) {
     return Status::error(Code::invalid_arg, "topP must be in (0, 1]");
   if (!(r.sample.temperature > 0.0) || !std::isfinite(r.sample.temperature))
     return Status::error(Code::invalid_arg, "temperature must be a positive number");
+  if (!r.seed_groups.empty()) {
+    int64_t rows = 0;
+    for (const SeedGroup& g : r.seed_groups) {
+      if (g.rows < 1) return Status::error(Code::invalid_arg, "every seed group must have rows >= 1");
+      rows += g.rows;
+    }
+    if (rows != r.batch)
+      return Status::error(Code::invalid_arg, "the seed groups' rows must sum to batch (" + std::to_string(r.batch) +
+                                                  "), got " + std::to_string(rows));
+    // The Eso-LM (A) sampler (generate_full.cpp) keys its draws by one seed only.
+    if (r.method == Method::esolm_a && r.seed_groups.size() > 1)
+      return Status::error(Code::invalid_arg, "esolm-a generation takes a single seed group");
+  }
   return Status::ok();
 }
 
@@ -85,19 +129,40 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
   const ModelConfig& cfg = model.config();
   const int B = req.batch, L = req.length, G = int(req.given_positions.size());
   auto t_plan = Clock::now();
-  EsoPlanOptions po;
-  po.length = L;
-  po.batch = B;
-  po.steps = req.steps;
-  po.alpha0 = req.alpha0;
-  po.seed = req.sample.seed;
-  po.given = req.given_positions;
-  po.block_len = req.block_len;
-  po.block_shuffle = req.block_shuffle;
-  po.step_sizes = req.step_sizes;
-  po.order = req.order;
+  // One plan per seed group (its orders from its seed), joined; the step sizes must agree.
+  const std::vector<SeedGroup> groups = groups_of(req);
+  const RowGroups rg(groups);
   Plan plan;
-  ESOLM_TRY(plan_esolm(po, plan));
+  for (size_t gi = 0, row0 = 0; gi < groups.size(); row0 += size_t(groups[gi].rows), ++gi) {
+    const SeedGroup& g = groups[gi];
+    EsoPlanOptions po;
+    po.length = L;
+    po.batch = g.rows;
+    po.steps = req.steps;
+    po.alpha0 = req.alpha0;
+    po.seed = g.seed;
+    po.plan_seed = g.plan_seed;
+    po.given = req.given_positions;
+    po.block_len = req.block_len;
+    po.block_shuffle = req.block_shuffle;
+    po.step_sizes = req.step_sizes;
+    if (req.order.size() == size_t(B) && B > 1)
+      po.order.assign(req.order.begin() + row0, req.order.begin() + row0 + g.rows);
+    else
+      po.order = req.order;
+    Plan gp;
+    ESOLM_TRY(plan_esolm(po, gp));
+    if (gi == 0) {
+      plan = std::move(gp);
+    } else if (gp.step_sizes != plan.step_sizes || gp.n_diffusion != plan.n_diffusion) {
+      return Status::error(Code::invalid_arg,
+                           "seed group " + std::to_string(gi) + " (plan seed " + std::to_string(g.plan_seed) +
+                               ") plans other step sizes than group 0 (plan seed " +
+                               std::to_string(groups[0].plan_seed) + "); the groups of one batch must share them");
+    } else {
+      for (auto& o : gp.order) plan.order.push_back(std::move(o));
+    }
+  }
   out.timings.plan_ms = ms_since(t_plan);
   out.n_diffusion = plan.n_diffusion;
 
@@ -108,6 +173,7 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
 
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
+  sp.seed = groups[0].seed;
   const int n_steps = int(plan.step_sizes.size());
   // Step i reveals slots [u[i], u[i] + k) and feeds the window [u[i] - p, u[i] + k): the p
   // slots revealed by the step before (committed now) and the k mask slots.
@@ -148,7 +214,9 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
     if (on_step) on_step(ev);
   };
 
-  if (model.backend()->supports_kv_loop()) {
+  // The planned loop samples every row with one seed on the backend, so several seed
+  // groups take the host loop (one sample_rows call per group).
+  if (model.backend()->supports_kv_loop() && groups.size() == 1) {
     KvLoopPlan lp;
     lp.batch = B;
     lp.length = L;
@@ -188,10 +256,11 @@ Status run_esolm(Model& model, const GenerateRequest& req, KVCache& cache,
       keys.resize(size_t(B) * k);
       picks.resize(size_t(B) * k);
       for (int b = 0; b < B; ++b)
-        for (int r = 0; r < k; ++r) keys[size_t(b) * k + r] = DrawKey{uint32_t(b), uint32_t(plan.order[b][u + r]), 0};
+        for (int r = 0; r < k; ++r) keys[size_t(b) * k + r] = DrawKey{rg.seq[b], uint32_t(plan.order[b][u + r]), 0};
       // Forward, head for the k mask rows only, and sampling on the backend.
       auto t_fwd = Clock::now();
-      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, p, p, sp, keys.data(), picks.data()));
+      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, p, p, sp, keys.data(), picks.data(),
+                                  seed_runs(groups, k)));
       finish_step(i, picks.data(), k, ms_since(t_fwd));
     }
   }
@@ -218,6 +287,10 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
   }
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
+  const std::vector<SeedGroup> groups = groups_of(req);
+  const RowGroups rg(groups);
+  sp.seed = groups[0].seed;
+  std::vector<SeedRun> runs;  // per step: the revealed rows of each group (several groups only)
   // sample_row_mdlm (sampler.h) split in two: the stay-masked draw here on the host, the
   // token on the backend for the revealed rows only (sample_kept), so no logits leave it.
   bool have_output = false;  // the kept network output matches x
@@ -240,19 +313,25 @@ Status run_mdlm(Model& model, const GenerateRequest& req,
     auto t_s = Clock::now();
     const double r = mp.r[i];
     reveal.clear();
-    for (int b = 0; b < B; ++b)
+    runs.clear();
+    for (int b = 0; b < B; ++b) {
+      const SeedGroup& g = groups[rg.group[b]];
+      if (groups.size() > 1 && (b == 0 || rg.group[b] != rg.group[b - 1])) runs.push_back(SeedRun{g.seed, 0});
       for (int j = 0; j < L; ++j)
         if (x[size_t(b) * L + j] == cfg.mask_index &&
-            !mdlm_stays_masked(sp.seed, DrawKey{uint32_t(b), uint32_t(j), uint32_t(i + 1)}, r))
+            !mdlm_stays_masked(g.seed, DrawKey{rg.seq[b], uint32_t(j), uint32_t(i + 1)}, r)) {
           reveal.emplace_back(b, j);  // round: the step (0 = token draws)
+          if (!runs.empty()) ++runs.back().rows;
+        }
+    }
     rows.resize(reveal.size());
     keys.resize(reveal.size());
     picks.assign(reveal.size(), -1);
     for (size_t m = 0; m < reveal.size(); ++m) {
       rows[m] = reveal[m].first * L + reveal[m].second;
-      keys[m] = DrawKey{uint32_t(reveal[m].first), uint32_t(reveal[m].second), 0};
+      keys[m] = DrawKey{rg.seq[reveal[m].first], uint32_t(reveal[m].second), 0};
     }
-    ESOLM_TRY(model.sample_kept(rows, sp, keys.data(), picks.data()));
+    ESOLM_TRY(model.sample_kept(rows, sp, keys.data(), picks.data(), runs));
     StepEvent ev;
     ev.step = i;
     ev.n_steps = req.steps;
@@ -310,6 +389,9 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
   }
   SampleParams sp = req.sample;
   sp.mask_index = cfg.mask_index;
+  const std::vector<SeedGroup> groups = groups_of(req);
+  const RowGroups rg(groups);
+  sp.seed = groups[0].seed;
   const int n_steps = L - P;
   // Step s predicts position j = P + s from its last window row; the window is what the
   // cache lacks: the prefix [0, P) at step 0, then the token at j - 1.
@@ -333,7 +415,8 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
     if (on_step) on_step(ev);
   };
 
-  if (model.backend()->supports_kv_loop() && n_steps > 0 && !host_loop) {
+  // Several seed groups take the host loop (see run_esolm).
+  if (model.backend()->supports_kv_loop() && n_steps > 0 && !host_loop && groups.size() == 1) {
     KvLoopPlan lp;
     lp.batch = B;
     lp.length = L;
@@ -373,9 +456,10 @@ Status run_ar(Model& model, const GenerateRequest& req, KVCache& cache,
           win_tok[size_t(b) * n + r] = x[size_t(b) * L + fed + r];
           win_pos[size_t(b) * n + r] = fed + r;
         }
-      for (int b = 0; b < B; ++b) keys[b] = DrawKey{uint32_t(b), uint32_t(j), 0};
+      for (int b = 0; b < B; ++b) keys[b] = DrawKey{rg.seq[b], uint32_t(j), 0};
       auto t_fwd = Clock::now();
-      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, n, n - 1, sp, keys.data(), picks.data()));
+      ESOLM_TRY(model.step_sample(cache, win_tok.data(), win_pos.data(), n, n, n - 1, sp, keys.data(), picks.data(),
+                                  seed_runs(groups, 1)));
       finish_step(j - P, picks.data(), 1, ms_since(t_fwd));
     }
   }

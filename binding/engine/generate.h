@@ -20,6 +20,17 @@ namespace esolm {
 
 enum class Method { esolm, mdlm, ar, esolm_a };
 
+// A contiguous run of rows of one batch that samples as a generation of its own: row b of a
+// group starting at row o draws its tokens, its slot order and its MDLM stay decisions from
+// `seed` with sequence index b - o, exactly as in a generation of `rows` sequences with that
+// seed. Eso-LM step sizes come from `plan_seed`; every group of a batch must plan the same
+// step sizes (else invalid_arg). This lets a server batch requests with their own seeds.
+struct SeedGroup {
+  uint64_t seed = 0;
+  uint64_t plan_seed = 0;
+  int rows = 0;
+};
+
 struct GenerateRequest {
   Method method = Method::esolm;
   int batch = 1;
@@ -40,6 +51,9 @@ struct GenerateRequest {
   // ar: official prepend_token bos/mask: generate `length` tokens after this token (fed at
   // position 0, the rest shifted by one) and drop it. -1 = none (the official default).
   int prepend = -1;
+  // Optional: rows sum to batch. Empty = one group {sample.seed, sample.seed, batch}; when
+  // present, sample.seed is not used.
+  std::vector<SeedGroup> seed_groups;
 };
 
 // One step as seen from outside (streamed to JS).

@@ -6,6 +6,7 @@
 // scales/biases and in Wout, W2, b2 (gates), folded in float64 by weights.cpp.
 #include "engine/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -441,8 +442,29 @@ Status Model::forward_impl(const int32_t* tokens, const int32_t* positions, int 
   return run_head(rows, sink);
 }
 
+namespace {
+// sample_rows over the head rows [r0, r0 + m) held in lv, each row with the seed of the run
+// it falls in (runs count rows from 0; empty = all rows use sp.seed).
+Status sample_seed_runs(Backend& be, const Tensor& lv, int64_t r0, int64_t m, const SampleParams& sp,
+                        const std::vector<SeedRun>& runs, const DrawKey* keys, int32_t* out) {
+  if (runs.empty()) return be.sample_rows(lv, m, sp, keys + r0, out + r0);
+  int64_t start = 0;
+  for (const SeedRun& run : runs) {
+    const int64_t a = std::max(start, r0), e = std::min(start + run.rows, r0 + m);
+    if (a < e) {
+      SampleParams p = sp;
+      p.seed = run.seed;
+      ESOLM_TRY(be.sample_rows(row_slice(lv, a - r0, e - a), e - a, p, keys + a, out + a));
+    }
+    start += run.rows;
+  }
+  if (start < r0 + m) return Status::error(Code::internal, "sample_seed_runs: the runs cover fewer rows than sampled");
+  return Status::ok();
+}
+}  // namespace
+
 Status Model::sample_kept(const std::vector<int32_t>& rows, const SampleParams& sp, const DrawKey* keys,
-                          int32_t* out) {
+                          int32_t* out, const std::vector<SeedRun>& runs) {
   if (!kept_.valid) return Status::error(Code::internal, "sample_kept: no kept forward output");
   std::vector<int32_t> head_rows(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -451,7 +473,7 @@ Status Model::sample_kept(const std::vector<int32_t>& rows, const SampleParams& 
     head_rows[i] = (f / kept_.n) * kept_.rows_per + kept_.first + f % kept_.n;
   }
   return run_head(head_rows, [&](const Tensor& lv, int64_t r0, int64_t m) {
-    return be_->sample_rows(lv, m, sp, keys + r0, out + r0);
+    return sample_seed_runs(*be_, lv, r0, m, sp, runs, keys, out);
   });
 }
 
@@ -586,14 +608,14 @@ Status Model::prefill(KVCache& cache, const int32_t* tokens, const int32_t* posi
 
 Status Model::step_sample(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
                           int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
-                          int32_t* out_tokens) {
+                          int32_t* out_tokens, const std::vector<SeedRun>& runs) {
   ESOLM_TRY(step(cache, tokens, positions, n, commit, n, nullptr));
   if (logits_from >= n) return Status::ok();
   std::vector<int32_t> rows;
   for (int b = 0; b < cache.batch; ++b)
     for (int r = logits_from; r < n; ++r) rows.push_back(b * n + r);
   return run_head(rows, [&](const Tensor& lv, int64_t r0, int64_t m) {
-    return be_->sample_rows(lv, m, sp, keys + r0, out_tokens + r0);
+    return sample_seed_runs(*be_, lv, r0, m, sp, runs, keys, out_tokens);
   });
 }
 

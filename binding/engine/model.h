@@ -23,6 +23,13 @@
 
 namespace esolm {
 
+// Consecutive sampled rows that draw with their own seed: a seed group of a batched
+// generation (generate.h). A list of runs covers the rows in order; an empty list means
+// every row uses the SampleParams seed.
+struct SeedRun {
+  uint64_t seed = 0;
+  int64_t rows = 0;
+};
 
 // Per-layer and per-sequence KV cache. K/V rows are [batch * capacity, hidden].
 struct KVCache {
@@ -88,10 +95,11 @@ class Model {
 
   // step() that samples instead of returning logits: one token per window row
   // [logits_from, n) of each sequence, keys[b * (n - logits_from) + r] (sampler.h). The
-  // logits never leave the backend (sample_rows).
+  // logits never leave the backend (sample_rows). `runs` (optional) splits the sampled
+  // rows into seed runs (one sample_rows call each).
   Status step_sample(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
                      int commit, int logits_from, const SampleParams& sp, const DrawKey* keys,
-                     int32_t* out_tokens);
+                     int32_t* out_tokens, const std::vector<SeedRun>& runs = {});
 
   // forward() in two halves, for MDLM's p(x0) cache, which samples rows of one network
   // output at several steps: forward_keep runs the blocks and keeps the final hidden states
@@ -102,7 +110,7 @@ class Model {
   Status forward_keep(const int32_t* tokens, const int32_t* positions, int batch, int n,
                       AttnMode mode, const int32_t* x0 = nullptr);
   Status sample_kept(const std::vector<int32_t>& rows, const SampleParams& sp, const DrawKey* keys,
-                     int32_t* out);
+                     int32_t* out, const std::vector<SeedRun>& runs = {});
 
   // Validation shared by forward/step (token range, positions).
   Status check_tokens(const int32_t* tokens, int64_t count) const;

@@ -251,7 +251,7 @@ Status plan_esolm_impl(const EsoPlanOptions& opt, Plan& out) {
     plan.n_diffusion = D;
     shared.swap(sigma);
   } else if (opt.step_sizes.empty()) {
-    plan.n_diffusion = loglinear_steps(R, opt.steps, opt.alpha0, opt.seed, plan.step_sizes);
+    plan.n_diffusion = loglinear_steps(R, opt.steps, opt.alpha0, opt.plan_seed.value_or(opt.seed), plan.step_sizes);
     plan.step_sizes.insert(plan.step_sizes.end(), size_t(R - plan.n_diffusion), 1);
   }
   if (!opt.step_sizes.empty()) {

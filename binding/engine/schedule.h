@@ -6,6 +6,7 @@
 // ascending position order and are not counted in step_sizes.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "status.h"
@@ -25,7 +26,10 @@ struct EsoPlanOptions {
   int batch = 1;
   int steps = 0;               // T (log-linear schedule); ignored if step_sizes given
   double alpha0 = 1.0;         // in [0, 1]
-  uint64_t seed = 0;
+  uint64_t seed = 0;           // slot orders (and the block shuffle)
+  // Step sizes of the log-linear schedule. Defaults to `seed`. A separate plan seed lets
+  // requests with different seeds share one schedule and so run as one batch.
+  std::optional<uint64_t> plan_seed;
   std::vector<int32_t> given;  // sorted, unique original positions given by the caller
   // Block ("subcontext") schedule: block_len S > 0 uses MODEL-REFERENCE.md §2.6.
   int block_len = 0;

@@ -499,6 +499,27 @@ static void test_mdlm_plan() {
   CHECK(in_range, "r outside [0, 1)");
 }
 
+// plan_seed: the step sizes follow it and the orders follow seed (the batcher's seed groups).
+static void test_plan_seed() {
+  EsoPlanOptions a;
+  a.length = 64;
+  a.batch = 2;
+  a.steps = 12;
+  a.alpha0 = 0.7;
+  a.seed = 3;
+  Plan base, same, moved, other;
+  CHECK(plan_esolm(a, base).is_ok(), "plan without plan_seed");
+  a.plan_seed = 3;
+  CHECK(plan_esolm(a, same).is_ok() && same.step_sizes == base.step_sizes && same.order == base.order,
+        "plan_seed == seed changes nothing");
+  a.seed = 4;  // other orders, same step sizes
+  CHECK(plan_esolm(a, moved).is_ok() && moved.step_sizes == base.step_sizes && moved.n_diffusion == base.n_diffusion &&
+            moved.order != base.order, "the step sizes follow plan_seed, the orders follow seed");
+  a.seed = 3;
+  a.plan_seed = 5;  // same seed, other plan seed: other step sizes
+  CHECK(plan_esolm(a, other).is_ok() && other.step_sizes != base.step_sizes, "another plan_seed, other step sizes");
+}
+
 int main() {
   auto t0 = std::chrono::steady_clock::now();
   test_binomial();
@@ -506,6 +527,7 @@ int main() {
   test_block_schedule();
   test_overrides_and_validation();
   test_mdlm_plan();
+  test_plan_seed();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("schedule_test: %d passed, %d failed (%.2f s)\n", g_pass, g_fail, s);
   return g_fail == 0 ? 0 : 1;
