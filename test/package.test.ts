@@ -160,6 +160,17 @@ describe('platform packages', () => {
     }
   });
 
+  it('on a platform with no prebuilt package (musl here, simulated), the error says so and how to build', () => {
+    writeFileSync(path.join(app.dir, 'musl.cjs'), `
+      const get = process.report.getReport.bind(process.report);
+      process.report.getReport = () => { const r = get(); delete r.header.glibcVersionRuntime; return r; };`);
+    writeFileSync(path.join(app.dir, 'plat.mjs'), "import { Model } from 'esolm'; try { await Model.load(); console.log('{}'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }");
+    const o = JSON.parse(app.run(process.execPath, ['--require', './musl.cjs', 'plat.mjs']).stdout);
+    expect(o.code).toBe('ERR_NO_ADDON');
+    expect(o.message).toContain(`no prebuilt CPU addon is published for linux-${process.arch}-musl`);
+    expect(o.message).toContain('npx esolm build');
+  });
+
   it('a source build is only made when asked, and without a compiler says so', () => {
     const b = app.run(bin(app), ['build']);
     expect(b.status).toBe(1);
