@@ -13,6 +13,7 @@ import { Sampler, type SamplerMethod } from './sampler.js';
 import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, packageRoot } from './native.js';
 import { registerEvalCommand } from './eval-text.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
+import { registerWorkerCommand } from './queue/cli.js';
 import type { Tokenizer } from './tokenizers/index.js';
 
 type BackendOpt = 'cpu' | 'cuda' | 'auto';
@@ -340,6 +341,7 @@ export function buildProgram(): Command {
     .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)
     .option('--json', 'print JSON')
     .action(benchCommand);
+  registerWorkerCommand(program, defaultModelDir);
   return program;
 }
 
