@@ -1,5 +1,5 @@
 /**
- * The `esolm` command line: generate, eval, convert, info, doctor, bench.
+ * The `esolm` command line: generate, eval, serve, convert, info, doctor, bench.
  * With no --model, generate uses the default model shipped in the package (models/default).
  */
 import { existsSync } from 'node:fs';
@@ -278,6 +278,36 @@ async function benchCommand(dir: string | undefined, o: { backend: BackendOpt; l
   }
 }
 
+interface ServeCli {
+  model?: string; host: string; port: number; backend: BackendOpt; maxBatch: number; batchWindowMs: number;
+  maxQueue: number; apiKey?: string; timeoutMs: number; shutdownTimeoutMs: number;
+}
+
+async function serveCommand(o: ServeCli): Promise<void> {
+  const dir = o.model ?? defaultModelDir();
+  if (!o.model && !existsSync(path.join(dir, 'config.json'))) {
+    throw new EsolmError('ERR_IO', `the default model is missing from this installation (${dir}); pass --model <dir>`);
+  }
+  const { createServer } = await import('./serve/index.js');  // fastify loads only for this command
+  const server = await createServer({
+    model: dir, backend: o.backend, host: o.host, port: o.port, maxBatch: o.maxBatch, batchWindowMs: o.batchWindowMs,
+    maxQueue: o.maxQueue, apiKey: o.apiKey ?? process.env.ESOLM_API_KEY, requestTimeoutMs: o.timeoutMs,
+    shutdownTimeoutMs: o.shutdownTimeoutMs,
+  });
+  const url = await server.listen();
+  process.stderr.write(`esolm: serving ${server.model.dir} (${server.model.backend}) on ${url}\n`);
+  // SIGTERM / SIGINT: stop accepting, let in-flight work finish (up to the deadline), exit 0.
+  const stop = (signal: string): void => {
+    process.stderr.write(`esolm: ${signal}: draining\n`);
+    server.close().then(() => process.exit(0), (e: unknown) => {
+      process.stderr.write(`esolm: shutdown failed: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program.name('esolm').description('Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js').showHelpAfterError();
@@ -309,6 +339,19 @@ export function buildProgram(): Command {
       return t.name === 'bytes' ? { tokens, bytes: tokens.length } : { tokens, bytes: Buffer.byteLength(text, 'utf8') };
     },
   });
+  program.command('serve')
+    .description('HTTP service: OpenAI-compatible completions, streaming, batching, metrics and a live page at /')
+    .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0 picks a free one)', int, 8080)
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--max-batch <n>', 'most sequences per batched generation (1 turns batching off)', int, 8)
+    .option('--batch-window-ms <n>', 'how long a batch waits for compatible requests', int, 10)
+    .option('--max-queue <n>', 'most waiting requests before 429', int, 64)
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (default: $ESOLM_API_KEY)')
+    .option('--timeout-ms <n>', 'request deadline', int, 120000)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, how long in-flight requests may finish', int, 30000)
+    .action(serveCommand);
   program.command('convert')
     .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')
     .argument('<input>').argument('<out-dir>')

@@ -57,6 +57,18 @@ export interface BatchJob {
   timeoutMs?: number;
   /** This request's step events: the library's StepEvent restricted to its n rows (`nfe` counts the batch's forwards). */
   onStep?: (event: StepEvent) => void;
+  /** Called once the request is validated and queued, before any step event. */
+  onAccepted?: (info: AcceptedInfo) => void;
+}
+
+/** What a queued request will run with. */
+export interface AcceptedInfo {
+  seed: bigint;
+  planSeed: bigint;
+  length: number;
+  /** Positions given by the prompt and fixed tokens (ascending) and their tokens (the same for each of the n rows). */
+  givenPositions: Int32Array;
+  givenTokens: Int32Array;
 }
 
 export interface BatchJobResult {
@@ -203,6 +215,7 @@ export class Batcher {
     if (job.signal !== undefined && !(job.signal instanceof AbortSignal)) throw expected('an AbortSignal', 'signal', job.signal);
     if (job.timeoutMs !== undefined) positiveInt(job.timeoutMs, 'timeoutMs', 0);
     if (job.onStep !== undefined && typeof job.onStep !== 'function') throw expected('a function', 'onStep', job.onStep);
+    if (job.onAccepted !== undefined && typeof job.onAccepted !== 'function') throw expected('a function', 'onAccepted', job.onAccepted);
     const seeded = job.sampler.seed !== undefined;
     const seed = seeded ? seedValue(job.sampler.seed, 'seed') : this.randomSeed();
     const sampler = new Sampler({ ...job.sampler, seed });
@@ -265,6 +278,11 @@ export class Batcher {
         job.signal?.removeEventListener('abort', onAbort);
         if (timer) clearTimeout(timer);
       };
+      try {
+        job.onAccepted?.({ seed, planSeed, length: raw.length, givenPositions: raw.givenPositions, givenTokens: raw.givenTokens.slice(0, raw.givenPositions.length) });
+      } catch {
+        // a listener's failure must not break the queue
+      }
       this.pump();
     });
   }
