@@ -13,8 +13,9 @@ import { Sampler, type SamplerMethod } from './sampler.js';
 import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, packageRoot } from './native.js';
 import { registerEvalCommand } from './eval-text.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
-import { registerWorkerCommand } from './queue/cli.js';
+import { addRedisOptions, redisOptionsFromCli, registerWorkerCommand, type RedisCli } from './queue/cli.js';
 import type { Tokenizer } from './tokenizers/index.js';
+import type { ServeOptions } from './serve/index.js';
 
 type BackendOpt = 'cpu' | 'cuda' | 'auto';
 
@@ -278,7 +279,7 @@ async function benchCommand(dir: string | undefined, o: { backend: BackendOpt; l
   }
 }
 
-interface ServeCli {
+interface ServeCli extends RedisCli {
   model?: string; host: string; port: number; backend: BackendOpt; maxBatch: number; batchWindowMs: number;
   maxQueue: number; apiKey?: string; timeoutMs: number; shutdownTimeoutMs: number;
 }
@@ -293,6 +294,7 @@ async function serveCommand(o: ServeCli): Promise<void> {
     model: dir, backend: o.backend, host: o.host, port: o.port, maxBatch: o.maxBatch, batchWindowMs: o.batchWindowMs,
     maxQueue: o.maxQueue, apiKey: o.apiKey ?? process.env.ESOLM_API_KEY, requestTimeoutMs: o.timeoutMs,
     shutdownTimeoutMs: o.shutdownTimeoutMs,
+    ...queueOptions(o),
   });
   const url = await server.listen();
   process.stderr.write(`esolm: serving ${server.model.dir} (${server.model.backend}) on ${url}\n`);
@@ -306,6 +308,16 @@ async function serveCommand(o: ServeCli): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * serve --redis: generations go to `esolm worker`s; the model loaded here only validates and
+ * tokenizes, so `auto` means the CPU (no GPU memory for it).
+ */
+function queueOptions(o: ServeCli): Pick<ServeOptions, 'redis' | 'backend'> {
+  const redis = redisOptionsFromCli(o);
+  if (!redis) return {};
+  return { redis: { ...redis, queue: o.queue, maxPayloadBytes: o.maxPayloadBytes }, ...(o.backend === 'auto' ? { backend: 'cpu' as const } : {}) };
 }
 
 export function buildProgram(): Command {
@@ -339,7 +351,7 @@ export function buildProgram(): Command {
       return t.name === 'bytes' ? { tokens, bytes: tokens.length } : { tokens, bytes: Buffer.byteLength(text, 'utf8') };
     },
   });
-  program.command('serve')
+  addRedisOptions(program.command('serve')
     .description('HTTP service: OpenAI-compatible completions, streaming, batching, metrics and a live page at /')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
@@ -350,7 +362,7 @@ export function buildProgram(): Command {
     .option('--max-queue <n>', 'most waiting requests before 429', int, 64)
     .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (default: $ESOLM_API_KEY)')
     .option('--timeout-ms <n>', 'request deadline', int, 120000)
-    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, how long in-flight requests may finish', int, 30000)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, how long in-flight requests may finish', int, 30000), false)
     .action(serveCommand);
   program.command('convert')
     .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')

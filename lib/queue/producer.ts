@@ -45,6 +45,8 @@ export interface ProducerOptions {
   randomSeed?: () => bigint;
   /** Redis connection errors (they reconnect by themselves). Defaults to ignoring them. */
   onError?: (e: Error) => void;
+  /** Called on each (re)connection to Redis. */
+  onReady?: () => void;
 }
 
 interface Pending {
@@ -109,6 +111,7 @@ export class QueueProducer implements GenerationSource {
     const onError = opts.onError ?? (() => undefined);
     this.conn = connectRedis(opts.redis, true);
     this.conn.on('error', onError);
+    if (opts.onReady) this.conn.on('ready', opts.onReady);
     this.queue = new Queue<JobPayload, ResultPayload>(this.queueName, { connection: this.conn, prefix });
     this.queue.on('error', onError);
     this.eventsConn = connectRedis(opts.redis);
@@ -211,7 +214,8 @@ export class QueueProducer implements GenerationSource {
     if (planSeed === undefined && job.sampler.seed === undefined) planSeed = this.sharedPlanSeed();
     const sampler = { ...job.sampler, seed };
     // The edge check: exactly what the worker's batcher will accept.
-    this.model.generateRequest({ sampler: new Sampler(sampler), batch: rows, length: job.length, prompt: job.prompt, fixed: job.fixed });
+    const raw = this.model.generateRequest({ sampler: new Sampler(sampler), batch: rows, length: job.length, prompt: job.prompt, fixed: job.fixed });
+    if (job.onAccepted !== undefined && typeof job.onAccepted !== 'function') throw expected('a function', 'onAccepted', job.onAccepted);
     const deadline = job.timeoutMs !== undefined ? Date.now() + job.timeoutMs : undefined;
     const payload = encodeJob({ ...job, sampler, ...(planSeed !== undefined ? { planSeed } : {}) }, deadline);
     const bytes = payloadBytes(payload);
@@ -240,6 +244,11 @@ export class QueueProducer implements GenerationSource {
       };
       this.pending.set(id, p);
       job.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        job.onAccepted?.({ seed, planSeed: planSeed ?? seed, length: raw.length, givenPositions: raw.givenPositions, givenTokens: raw.givenTokens.slice(0, raw.givenPositions.length) });
+      } catch {
+        // a listener's failure must not break the request
+      }
       if (job.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           p.settle(null, new EsolmError('ERR_TIMEOUT', `the request timed out after ${job.timeoutMs} ms`));
