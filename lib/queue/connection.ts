@@ -82,5 +82,6 @@ export function isConnectionError(e: unknown): boolean {
 /** ERR_UNAVAILABLE for a Redis that cannot be reached. */
 export function unavailable(o: RedisOptions, cause: unknown): EsolmError {
   const detail = cause instanceof Error ? cause.message : String(cause);
-  return new EsolmError('ERR_UNAVAILABLE', `the job queue is unavailable: Redis at ${redactUrl(o.url)} cannot be reached (${detail}); retry shortly`, { cause });
+  const what = /WRONGPASS|NOAUTH|AUTH/.test(detail) ? 'refused our credentials (check the password / --redis-password)' : 'cannot be reached';
+  return new EsolmError('ERR_UNAVAILABLE', `the job queue is unavailable: Redis at ${redactUrl(o.url)} ${what} (${detail}); retry shortly`, { cause });
 }

@@ -67,6 +67,14 @@ function defaultSeed(): bigint {
   return randomBytes(8).readBigUInt64LE() % MAX_SEED;
 }
 
+/** Whether `p` settled (either way) within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | null = null;
+  const ok = await Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); })]);
+  if (timer) clearTimeout(timer);
+  return ok;
+}
+
 /** A failed job's reason back to an EsolmError ("ERR_CODE: message" from our workers). */
 export function failureToError(reason: string | undefined, attempts: number): EsolmError {
   const text = reason ?? 'unknown failure';
@@ -98,6 +106,7 @@ export class QueueProducer implements GenerationSource {
   private reconciling = false;
   private plan = { seed: 0n, until: 0 };
   private state_: 'open' | 'draining' | 'closed' = 'open';
+  private lastError: string | null = null;
 
   private constructor(opts: ProducerOptions, prefix: string) {
     this.opts = opts;
@@ -110,7 +119,11 @@ export class QueueProducer implements GenerationSource {
     this.randomSeed = opts.randomSeed ?? defaultSeed;
     const onError = opts.onError ?? (() => undefined);
     this.conn = connectRedis(opts.redis, true);
-    this.conn.on('error', onError);
+    this.conn.on('error', (e: Error) => {
+      this.lastError = e.message;
+      onError(e);
+    });
+    this.conn.on('ready', () => { this.lastError = null; });
     if (opts.onReady) this.conn.on('ready', opts.onReady);
     this.queue = new Queue<JobPayload, ResultPayload>(this.queueName, { connection: this.conn, prefix });
     this.queue.on('error', onError);
@@ -223,7 +236,7 @@ export class QueueProducer implements GenerationSource {
       throw new EsolmError('ERR_INVALID_ARG', `the request is ${bytes} bytes as a job, more than the queue's limit of ${this.maxPayload}`);
     }
     if (job.signal?.aborted) throw new EsolmError('ERR_ABORTED', 'the request was aborted before it was queued');
-    if (!this.connected) throw unavailable(this.opts.redis, new Error(`connection ${this.conn.status}`));
+    if (!this.connected) throw unavailable(this.opts.redis, new Error(this.lastError ?? `connection ${this.conn.status}`));
 
     const id = randomUUID();
     return new Promise<BatchJobResult>((resolve, reject) => {
@@ -350,9 +363,11 @@ export class QueueProducer implements GenerationSource {
     }
     clearInterval(this.reconcileTimer);
     this.state_ = 'closed';
-    await this.events.close().catch(() => undefined);
-    await this.queue.close().catch(() => undefined);
-    await this.eventsConn.quit().catch(() => this.eventsConn.disconnect());
-    await this.conn.quit().catch(() => this.conn.disconnect());
+    // Bounded: a Redis that is down (or refuses our password) must not hold the shutdown.
+    await within(this.events.close(), 1000);
+    await within(this.queue.close(), 1000);
+    for (const c of [this.eventsConn, this.conn]) {
+      if (c.status !== 'ready' || !(await within(c.quit(), 1000))) c.disconnect();
+    }
   }
 }

@@ -170,8 +170,10 @@ export async function startWorker(opts: WorkerOptions): Promise<GenerationWorker
           clearTimeout(handBack);
         }
         await batcher.close();
-        await sub.quit().catch(() => sub.disconnect());
-        await connection.quit().catch(() => connection.disconnect());
+        for (const c of [sub, connection]) {
+          const quit = c.quit().then(() => true, () => false);
+          if (!(await Promise.race([quit, new Promise<boolean>((r) => setTimeout(() => r(false), 1000).unref())]))) c.disconnect();
+        }
       })();
       return closing;
     },

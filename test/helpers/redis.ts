@@ -1,7 +1,7 @@
 // A real redis-server for a test file: a free loopback port, a temporary directory, an
 // append-only file (so a restart keeps the queue, as a production Redis would), and stop /
 // restart on the same port. Also: spawning `esolm worker` processes against it.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,13 +33,28 @@ export interface RedisServer {
   dispose(): Promise<void>;
 }
 
-/** Starts redis-server; `extraArgs` e.g. ['--requirepass', 'secret']. */
-export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
+/** A self-signed certificate for 127.0.0.1 (openssl), as files in `dir`. */
+export function selfSignedCert(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+/**
+ * Starts redis-server; `extraArgs` e.g. ['--requirepass', 'secret']. With `tls`, it listens
+ * only with TLS (the URL is rediss://) using that certificate.
+ */
+export async function startRedis(extraArgs: string[] = [], tls?: { cert: string; key: string }): Promise<RedisServer> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'esolm-redis-'));
+  const portArgs = tls
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.cert, '--tls-auth-clients', 'no']
+    : ['--port', String(port)];
   let proc: ChildProcess | null = null;
   const start = (): Promise<void> => new Promise((resolve, reject) => {
-    const p = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+    const p = spawn(REDIS_BIN, [...portArgs, '--bind', '127.0.0.1', '--dir', dir, '--save', '',
       '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
     let out = '';
@@ -63,7 +78,7 @@ export async function startRedis(extraArgs: string[] = []): Promise<RedisServer>
   });
   await start();
   return {
-    port, url: `redis://127.0.0.1:${port}`, dir, stop, start,
+    port, url: `${tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`, dir, stop, start,
     async dispose() {
       await stop();
       rmSync(dir, { recursive: true, force: true });
