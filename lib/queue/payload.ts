@@ -26,6 +26,8 @@ export interface JobPayload {
   fixed?: { positions: number[]; tokens: number[] };
   /** Epoch ms after which the client no longer waits: the worker drops the job (ERR_TIMEOUT). */
   deadline?: number;
+  /** Report each step as job progress (only when someone listens: a write to Redis per step). */
+  progress?: boolean;
 }
 
 export interface ProgressPayload {
@@ -55,6 +57,7 @@ function fixedOut(f: BatchJob['fixed']): JobPayload['fixed'] {
 
 /** A BatchJob (with its seed and plan seed already fixed by the producer) as job data. */
 export function encodeJob(job: BatchJob, deadline?: number): JobPayload {
+  const progress = job.onStep !== undefined;
   const sampler: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(job.sampler)) {
     if (v === undefined) continue;
@@ -67,6 +70,7 @@ export function encodeJob(job: BatchJob, deadline?: number): JobPayload {
   const fixed = fixedOut(job.fixed);
   if (fixed) p.fixed = fixed;
   if (deadline !== undefined) p.deadline = deadline;
+  if (progress) p.progress = true;
   return p;
 }
 
@@ -80,7 +84,7 @@ function intArray(v: unknown, name: string): number[] {
 }
 
 /** Job data back to a BatchJob (ERR_INVALID_ARG on anything malformed). */
-export function decodeJob(data: unknown): { job: BatchJob; deadline?: number } {
+export function decodeJob(data: unknown): { job: BatchJob; deadline?: number; progress: boolean } {
   if (!isObject(data)) throw expected('an object', 'job data', data);
   if (data.v !== PAYLOAD_VERSION) {
     throw new EsolmError('ERR_INVALID_ARG', `job payload version ${JSON.stringify(data.v)} is not the version this worker reads (${PAYLOAD_VERSION})`);
@@ -111,12 +115,13 @@ export function decodeJob(data: unknown): { job: BatchJob; deadline?: number } {
     if (typeof data.deadline !== 'number' || !Number.isFinite(data.deadline)) throw expected('a number (epoch ms)', 'deadline', data.deadline);
     deadline = data.deadline;
   }
+  if (data.progress !== undefined && typeof data.progress !== 'boolean') throw expected('a boolean', 'progress', data.progress);
   for (const k of Object.keys(data)) {
-    if (!['v', 'sampler', 'planSeed', 'n', 'length', 'prompt', 'fixed', 'deadline'].includes(k)) {
+    if (!['v', 'sampler', 'planSeed', 'n', 'length', 'prompt', 'fixed', 'deadline', 'progress'].includes(k)) {
       throw new EsolmError('ERR_INVALID_ARG', `unknown field "${k}" in the job`);
     }
   }
-  return { job, deadline };
+  return { job, deadline, progress: data.progress === true };
 }
 
 function seedFrom(v: unknown, name: string): bigint {

@@ -101,7 +101,7 @@ export async function startWorker(opts: WorkerOptions): Promise<GenerationWorker
     } catch (e) {
       throw new UnrecoverableError(failureMessage(e));
     }
-    const { job: batchJob, deadline } = decoded;
+    const { job: batchJob, deadline, progress: report } = decoded;
     const timeoutMs = deadline === undefined ? undefined : Math.floor(deadline - Date.now());
     if (timeoutMs !== undefined && timeoutMs <= 0) {
       throw new UnrecoverableError(failureMessage(new EsolmError('ERR_TIMEOUT', 'the request timed out before a worker took it')));
@@ -113,10 +113,12 @@ export async function startWorker(opts: WorkerOptions): Promise<GenerationWorker
     try {
       const r = await batcher.submit({
         ...batchJob, signal: ctl.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-        onStep: (e) => {
-          const data = encodeProgress(e);
-          progress = progress.then(() => job.updateProgress(data)).catch(() => undefined);
-        },
+        ...(report ? {
+          onStep: (e) => {
+            const data = encodeProgress(e);
+            progress = progress.then(() => job.updateProgress(data)).catch(() => undefined);
+          },
+        } : {}),
       });
       await progress;
       return encodeResult(r, job.processedOn ? Math.max(0, job.processedOn - job.timestamp) : 0);
