@@ -103,50 +103,43 @@ describe('esolm worker over a real Redis', () => {
   });
 
   it('a worker SIGKILLed mid-generation: another one finishes the job with the same output, no step sent twice', async () => {
-    const a = worker('slow', 'kill');
-    await a.ready;
+    const ws = [worker('slow', 'kill'), worker('slow', 'kill')];
+    await Promise.all(ws.map((w) => w.ready));
     const p = await producer(slow, 'kill');
+    const queue = queueOf('kill');
     try {
       const job: BatchJob = { sampler: { method: 'esolm', steps: 256, seed: 1234 }, length: 512 };
       const events: StepEvent[] = [];
-      let killed = false;
-      let b: WorkerProcess | null = null;
-      const done = p.submit({
-        ...job,
-        onStep: (e) => {
-          events.push(e);
-          if (!killed) {
-            killed = true;
-            a.proc.kill('SIGKILL');
-            b = worker('slow', 'kill');  // the survivor, started only now so it cannot have taken the job first
-          }
-        },
-      });
+      let started!: () => void;
+      const running = new Promise<void>((r) => { started = r; });
+      const done = p.submit({ ...job, onStep: (e) => { events.push(e); started(); } });
+      await running;
+      const victim = await signalHolder(queue, 'SIGKILL');
       const r = await done;
-      expect(killed).toBe(true);
-      expect(await a.exited).toBe('SIGKILL');
-      expect(b).not.toBeNull();
+      expect(await victim.exited).toBe('SIGKILL');
+      const survivor = ws.find((w) => w !== victim)!;
+      expect((await Job.fromId(queue, await waitForJobId(queue, ['completed'])))?.processedBy).toMatch(new RegExp(`:${survivor.pid}$`));
       const ref = await alone(slow, job, r);
       expect(r.sequences.map((s) => [...s])).toEqual(ref.sequences);
       // Steps of the first attempt, then the rest from the rerun: each step once, in order, as alone.
       expect(steps(events)).toEqual(steps(ref.events));
     } finally {
+      await queue.close();
       await p.close();
     }
   });
 
   it('a job whose workers keep dying fails after bounded tries with ERR_WORKER_LOST', async () => {
+    // max-stalled 1: the job may lose its worker once; the second death fails it.
+    const ws = [0, 1, 2].map(() => worker('slow', 'poison', ['--max-stalled', '1']));
+    await Promise.all(ws.map((w) => w.ready));
     const p = await producer(slow, 'poison');
-    const queue = new Queue(p.queueName, { connection: { host: '127.0.0.1', port: redis.port }, prefix: 'esolm' });
+    const queue = queueOf('poison');
     const kills: number[] = [];
     const stop = { now: false };
     try {
-      // max-stalled 1: the job may lose its worker once; the second death fails it.
-      const spawnOne = (): WorkerProcess => worker('slow', 'poison', ['--max-stalled', '1']);
-      let current = spawnOne();
-      await current.ready;
       const failed = p.submit({ sampler: { method: 'esolm', steps: 256, seed: 99 }, length: 512, onStep: () => undefined });
-      // Play the poison job: whichever worker holds it dies; a fresh worker replaces it.
+      // Play the poison job: whichever worker runs it dies.
       const killer = (async () => {
         const id = await waitForJobId(queue);
         for (let attempt = 0; attempt < 4; attempt++) {
@@ -154,7 +147,6 @@ describe('esolm worker over a real Redis', () => {
           if (pid < 0) return;
           process.kill(pid, 'SIGKILL');
           kills.push(pid);
-          spawnOne();
         }
       })();
       const err = await failed.then(() => null, (e: unknown) => e);
@@ -171,30 +163,37 @@ describe('esolm worker over a real Redis', () => {
   });
 
   it('SIGTERM: a worker finishes its running job and exits 0; past its deadline it hands the job back', async () => {
-    const p = await producer(slow, 'term');
+    // Generous deadline (queue term1): the job finishes, then the worker exits cleanly.
+    // Tiny deadline (queue term2): the job goes back to the queue, and the other worker completes it.
+    const patient = worker('slow', 'term1', ['--shutdown-timeout-ms', '60000']);
+    const hasty = [worker('slow', 'term2', ['--shutdown-timeout-ms', '1']), worker('slow', 'term2', ['--shutdown-timeout-ms', '1'])];
+    await Promise.all([patient, ...hasty].map((w) => w.ready));
+    const p1 = await producer(slow, 'term1');
+    const p2 = await producer(slow, 'term2');
+    const q2 = queueOf('term2');
     try {
-      // Generous deadline: the job finishes, then the worker exits cleanly.
-      const a = worker('slow', 'term', ['--shutdown-timeout-ms', '60000']);
-      await a.ready;
       let termed = false;
-      const r = await p.submit({ sampler: { method: 'esolm', steps: 64, seed: 5 }, length: 512, onStep: () => {
-        if (!termed) { termed = true; a.proc.kill('SIGTERM'); }
+      const r = await p1.submit({ sampler: { method: 'esolm', steps: 64, seed: 5 }, length: 512, onStep: () => {
+        if (!termed) { termed = true; patient.proc.kill('SIGTERM'); }
       } });
       expect(r.sequences).toHaveLength(1);
-      expect(await a.exited).toBe(0);
-      // Tiny deadline: the job goes back to the queue, and a second worker completes it.
-      const b = worker('slow', 'term', ['--shutdown-timeout-ms', '1']);
-      await b.ready;
+      expect(await patient.exited).toBe(0);
+
       const job: BatchJob = { sampler: { method: 'esolm', steps: 256, seed: 6 }, length: 512 };
-      let c: WorkerProcess | null = null;
-      const r2 = await p.submit({ ...job, onStep: () => {
-        if (!c) { b.proc.kill('SIGTERM'); c = worker('slow', 'term'); }
-      } });
-      expect(await b.exited).toBe(0);
-      expect(/handing back/.test(b.log())).toBe(true);
+      let started!: () => void;
+      const running = new Promise<void>((res) => { started = res; });
+      const done = p2.submit({ ...job, onStep: () => started() });
+      await running;
+      const leaver = await signalHolder(q2, 'SIGTERM');
+      expect(await leaver.exited).toBe(0);  // exits at once, without finishing the job
+      const r2 = await done;
+      const other = hasty.find((w) => w !== leaver)!;
+      expect((await Job.fromId(q2, await waitForJobId(q2, ['completed'])))?.processedBy).toMatch(new RegExp(`:${other.pid}$`));
       expect(r2.sequences.map((s) => [...s])).toEqual((await alone(slow, job, r2)).sequences);
     } finally {
-      await p.close();
+      await q2.close();
+      await p1.close();
+      await p2.close();
     }
   });
 
@@ -202,7 +201,7 @@ describe('esolm worker over a real Redis', () => {
     const w = worker('slow', 'abort');
     await w.ready;
     const p = await producer(slow, 'abort', { maxPayloadBytes: 2000 });
-    const queue = new Queue<unknown>(p.queueName, { connection: { host: '127.0.0.1', port: redis.port }, prefix: 'esolm' });
+    const queue = queueOf('abort');
     try {
       const ctl = new AbortController();
       const aborted = p.submit({ sampler: { method: 'esolm', steps: 256, seed: 8 }, length: 512, signal: ctl.signal, onStep: () => ctl.abort() });
@@ -243,12 +242,25 @@ async function waitFor<T>(fn: () => Promise<T | undefined | null>, ms = 20_000):
   }
 }
 
-/** The id of the newest job in the queue's active or waiting lists. */
-async function waitForJobId(queue: Queue): Promise<string> {
+/** The id of the newest job in the queue's lists of these states. */
+async function waitForJobId(queue: Queue, states: ('active' | 'waiting' | 'completed')[] = ['active', 'waiting']): Promise<string> {
   return waitFor(async () => {
-    const jobs = await queue.getJobs(['active', 'waiting'], 0, 0, false);
+    const jobs = await queue.getJobs(states, 0, 0, false);
     return jobs[0]?.id;
   });
+}
+
+function queueOf(name: string): Queue {
+  return new Queue(name, { connection: { host: '127.0.0.1', port: redis.port }, prefix: 'esolm' });
+}
+
+/** Sends `signal` to the worker process running the queue's job; returns it. */
+async function signalHolder(queue: Queue, signal: NodeJS.Signals): Promise<WorkerProcess> {
+  const pid = await holder(queue, await waitForJobId(queue, ['active']));
+  const w = workers.find((x) => x.pid === pid);
+  if (!w) throw new Error(`no worker process ${pid}`);
+  w.proc.kill(signal);
+  return w;
 }
 
 /** The pid holding the job now, once it is a worker not killed yet. */
