@@ -4,7 +4,8 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Model, writeRandomModel, SMALL_CONFIG } from '../dist/index.js';
+import { Model } from '../dist/index.js';
+import { writeRandomModel, SMALL_CONFIG } from '../dist/testing.js';
 
 const args = process.argv.slice(2);
 

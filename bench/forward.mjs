@@ -5,7 +5,8 @@
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16]
 import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
-import { SMALL_CONFIG, loadCpuAddon } from '../dist/index.js';
+import { loadCpuAddon } from '../dist/index.js';
+import { SMALL_CONFIG } from '../dist/testing.js';
 import { loadSmallModel, opt } from './common.mjs';
 
 const reps = Number(opt('--reps', '3'));

@@ -7,16 +7,10 @@
 namespace esolm {
 namespace {
 
-double number_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (info.Length() <= i || !info[i].IsNumber())
-    throw make_error(info.Env(), Status::error(Code::invalid_arg, std::string("expected a number for ") + name));
-  return info[i].As<Napi::Number>().DoubleValue();
-}
-
 uint32_t u32_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const double v = number_arg(info, i, name);
+  const double v = to_num(info.Env(), arg(info, i), name);
   if (!(v >= 0 && v <= 4294967295.0) || v != double(uint32_t(v)))
-    throw make_error(info.Env(), Status::error(Code::invalid_arg, std::string("expected an unsigned 32-bit integer for ") + name));
+    throw_invalid(info.Env(), std::string("expected an unsigned 32-bit integer for ") + name);
   return uint32_t(v);
 }
 
@@ -30,11 +24,12 @@ Napi::Value PlanEsolmSteps(const Napi::CallbackInfo& info) {
   po.length = int_arg(info, 0, "length");
   const int n_given = int_arg(info, 1, "nGiven");
   po.steps = int_arg(info, 2, "steps");
-  po.alpha0 = number_arg(info, 3, "alpha0");
+  po.alpha0 = to_num(env, arg(info, 3), "alpha0");
   po.plan_seed = (uint64_t(u32_arg(info, 4, "planSeedHi")) << 32) | u32_arg(info, 5, "planSeedLo");
   po.block_len = int_arg(info, 6, "blockLen");
-  if (n_given < 0 || n_given > po.length)
-    throw make_error(env, Status::error(Code::invalid_arg, "nGiven must be in [0, length]"));
+  // Bounds before anything is sized by them (a plan holds O(length) entries).
+  if (po.length < 1 || po.length > (1 << 24)) throw_invalid(env, "length must be in [1, 2^24]");
+  if (n_given < 0 || n_given > po.length) throw_invalid(env, "nGiven must be in [0, length]");
   for (int i = 0; i < n_given; ++i) po.given.push_back(i);
   Plan plan;
   Status s = plan_esolm(po, plan);

@@ -167,8 +167,8 @@ describe('Batcher: limits, cancellation and drain', () => {
     await b.close();
     expect(batches).toHaveLength(1);
     expect(batches[0].ok).toBe(false);
-    expect(batches[0].ms).toBeLessThan(5000);  // the whole run would take far longer
-    expect(performance.now() - t0).toBeLessThan(10000);
+    expect(batches[0].ms).toBeLessThan(20_000);  // the whole run takes minutes
+    expect(performance.now() - t0).toBeLessThan(30_000);
   });
 
   it('a running request that is aborted stops receiving while its mate finishes', async () => {
@@ -204,6 +204,22 @@ describe('Batcher: limits, cancellation and drain', () => {
     await closing;  // does not wait for the 1 s window
     expect(b.state).toBe('closed');
     expect((await queued).sequences).toHaveLength(1);
+  });
+
+  it('close() with a deadline aborts what is still running with ERR_SHUTTING_DOWN', async () => {
+    const batches: BatchInfo[] = [];
+    const b = new Batcher(long, { windowMs: 0, onBatch: (i) => batches.push(i) });
+    const job = b.submit({ sampler: { method: 'mdlm', steps: 512, seed: 1 }, length: 512 }).catch((e) => e);
+    const queued = b.submit({ sampler: { method: 'mdlm', steps: 511, seed: 1 }, length: 512 }).catch((e) => e);
+    const mates = [2, 3].map((seed) => b.submit({ sampler: { method: 'mdlm', steps: 511, seed }, length: 512 }).catch((e) => e));
+    const t0 = performance.now();
+    await b.close({ deadlineMs: 200 });
+    expect(performance.now() - t0).toBeLessThan(30_000);  // the runs would take minutes
+    expect(await job).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
+    expect(await queued).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });
+    for (const m of mates) expect(await m).toMatchObject({ code: 'ERR_SHUTTING_DOWN' });  // all of a bucket's requests
+    expect(b.state).toBe('closed');
+    expect(batches.every((x) => !x.ok)).toBe(true);
   });
 
   it('rejects bad input with ERR_INVALID_ARG before queueing', async () => {

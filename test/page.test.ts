@@ -48,7 +48,7 @@ describe('the live denoising page', () => {
     await page.fill('#length', '96');
     await page.fill('#seed', '17');
     await page.click('#go');
-    await page.waitForSelector('#status[data-state=done]', { timeout: 30_000 });
+    await page.waitForSelector('#status[data-state=done]', { timeout: 60_000 });
 
     const slots = await page.$$eval('#slots .slot', (els) => els.map((e) => (e as HTMLElement).dataset.state));
     expect(slots).toHaveLength(96);

@@ -138,7 +138,8 @@ describe('esolm worker over a real Redis', () => {
     const kills: number[] = [];
     const stop = { now: false };
     try {
-      const failed = p.submit({ sampler: { method: 'esolm', steps: 256, seed: 99 }, length: 512, onStep: () => undefined });
+      // Long enough (MDLM, 512 steps: minutes) that only a kill ends an attempt.
+      const failed = p.submit({ sampler: { method: 'mdlm', steps: 512, seed: 99 }, length: 512, onStep: () => undefined });
       // Play the poison job: whichever worker runs it dies.
       const killer = (async () => {
         const id = await waitForJobId(queue);

@@ -83,6 +83,14 @@ describe('OpenAI-compatible /v1/completions through the official client', () => 
     expect(res.choices.map((c) => c.text)).toEqual([...a, ...b]);
   });
 
+  it('streams several prompts and n sequences, each choice\'s chunks adding up to its text', async () => {
+    const req = { model: 'default', prompt: ['Thou shalt', 'The LORD is'], max_tokens: 24, n: 2, seed: 5 };
+    const plain = await client.completions.create(req);
+    const texts = ['', '', '', ''];
+    for await (const chunk of await client.completions.create({ ...req, stream: true })) for (const c of chunk.choices) texts[c.index] += c.text;
+    expect(texts).toEqual(plain.choices.map((c) => c.text));
+  });
+
   it('maps errors to OpenAI error classes and shapes', async () => {
     const bad = await client.completions.create({ model: 'default', prompt: 'x', max_tokens: 20, temperature: 3 }).catch((e) => e);
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
@@ -194,6 +202,12 @@ describe('models, health, metrics, page', () => {
       expect(m).toContain(name);
     }
     expect(m).toMatch(/esolm_request_duration_seconds_count\{route="\/v1\/completions",status="200"\} [1-9]/);
+    // A stream is counted once.
+    const count = async (): Promise<number> => Number(/esolm_request_duration_seconds_count\{route="\/v1\/generate",status="200"\} (\d+)/
+      .exec(await (await fetch(url + '/metrics')).text())?.[1] ?? 0);
+    const before = await count();
+    await (await post('/v1/generate', { sampler: { method: 'mdlm', steps: 4, seed: 1 }, length: 16, stream: true })).text();
+    expect(await count()).toBe(before + 1);
     const page = await fetch(url + '/');
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
     expect(await page.text()).toContain('id="slots"');

@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "config.h"
 #include "status.h"
+#include "weights.h"
 
 namespace esolm {
 
@@ -29,12 +30,6 @@ struct SeedRun {
   uint64_t seed = 0;
   int64_t rows = 0;
 };
-
-struct HostTensor {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-};
-using HostWeights = std::map<std::string, HostTensor>;
 
 // Per-layer and per-sequence KV cache. K/V rows are [batch * capacity, hidden].
 struct KVCache {
@@ -119,7 +114,7 @@ class Model {
 
  private:
   Model() = default;
-  Status fold_and_upload(HostWeights& w);
+  Status upload_weights(HostWeights& w);  // folded weights (weights.h fold_adaln)
   // Runs embed + all blocks for rows [batch * n] whose K/V go to slots [slot0, slot0+n)
   // of `cache`, attention by `attn`. Leaves the final residual in x_.
   Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,

@@ -303,7 +303,8 @@ export class Batcher {
     if (opts.deadlineMs !== undefined) {
       deadline = setTimeout(() => {
         const err = new EsolmError('ERR_SHUTTING_DOWN', 'the server shut down before the request finished');
-        for (const b of [...this.open, ...(this.current ? [this.current] : [])]) for (const e of b.entries) this.cancel(e, err);
+        // (copies: cancelling a queued request takes it out of its bucket)
+        for (const b of [...this.open, ...(this.current ? [this.current] : [])]) for (const e of [...b.entries]) this.cancel(e, err);
       }, opts.deadlineMs);
     }
     await idle;

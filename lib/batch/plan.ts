@@ -5,7 +5,8 @@
  */
 import { expected, nativeSync } from '../errors.js';
 import { seedValue } from '../model.js';
-import { loadCpuAddon, type NativeAddon } from '../native.js';
+import { loadCpuAddon } from '../loader.js';
+import type { NativeAddon } from '../native.js';
 
 export interface EsolmPlanOptions {
   /** Tokens per sequence. */

@@ -12,6 +12,14 @@ export function queueNameFor(queue: string | undefined, model: Model): string {
   return name;
 }
 
+/**
+ * A cancelled job's mark (kept an hour): a worker that (re)starts the job after the cancel
+ * message went out (e.g. a rerun after a stall) sees it and drops the job.
+ */
+export function cancelKey(prefix: string, queue: string, jobId: string): string {
+  return `${prefix}:${queue}:esolm-cancelled:${jobId}`;
+}
+
 /** The pub/sub channel on which the producer names jobs whose client went away. */
 export function cancelChannel(prefix: string, queue: string): string {
   return `${prefix}:${queue}:esolm-cancel`;

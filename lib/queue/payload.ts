@@ -7,7 +7,7 @@
  */
 import type { BatchJob, BatchJobResult } from '../batch/index.js';
 import { EsolmError, expected } from '../errors.js';
-import { seedValue, type StepEvent } from '../model.js';
+import { seedValue, type StepEvent, type StepPhase } from '../model.js';
 import type { SamplerOptions } from '../sampler.js';
 
 /** Payload format version: a worker refuses jobs of another version. */
@@ -31,7 +31,7 @@ export interface JobPayload {
 }
 
 export interface ProgressPayload {
-  step: number; steps: number; nfe: number; phase: string; perSequence: number;
+  step: number; steps: number; nfe: number; phase: StepPhase; perSequence: number;
   positions: number[]; tokens: number[];
 }
 

@@ -22,7 +22,7 @@ import { EsolmError, expected, type ErrorCode } from '../errors.js';
 import { seedValue, type Model } from '../model.js';
 import { Sampler } from '../sampler.js';
 import { checkRedisOptions, connectRedis, isConnectionError, unavailable, type RedisOptions } from './connection.js';
-import { cancelChannel, queueNameFor } from './names.js';
+import { cancelChannel, cancelKey, queueNameFor } from './names.js';
 import {
   DEFAULT_MAX_PAYLOAD_BYTES, decodeProgress, decodeResult, encodeJob, payloadBytes, type JobPayload, type ProgressPayload, type ResultPayload,
 } from './payload.js';
@@ -97,6 +97,7 @@ export class QueueProducer implements GenerationSource {
   private readonly conn: Redis;
   private readonly eventsConn: Redis;
   private readonly channel: string;
+  private readonly prefix: string;
   private readonly maxPayload: number;
   private readonly maxQueue: number;
   private readonly addTimeoutMs: number;
@@ -113,6 +114,7 @@ export class QueueProducer implements GenerationSource {
     this.model = opts.model;
     this.queueName = queueNameFor(opts.queue, opts.model);
     this.channel = cancelChannel(prefix, this.queueName);
+    this.prefix = prefix;
     this.maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     this.maxQueue = opts.maxQueue ?? 1024;
     this.addTimeoutMs = opts.addTimeoutMs ?? 5000;
@@ -175,7 +177,12 @@ export class QueueProducer implements GenerationSource {
     }
     const p = new QueueProducer(opts, prefix);
     // Start reading events now, so none of a job added later is missed.
-    await Promise.race([p.events.waitUntilReady().catch(() => undefined), new Promise((r) => setTimeout(r, p.addTimeoutMs).unref())]);
+    const connected = new Promise<void>((r) => {
+      if (p.connected) r();
+      else p.conn.once('ready', () => r());
+    });
+    await Promise.race([Promise.all([p.events.waitUntilReady().catch(() => undefined), connected]),
+      new Promise((r) => setTimeout(r, p.addTimeoutMs).unref())]);
     return p;
   }
 
@@ -308,7 +315,7 @@ export class QueueProducer implements GenerationSource {
   /** The client is gone: a waiting job is removed; a running one is aborted by its worker. */
   private async cancelRemote(id: string): Promise<void> {
     try {
-      await this.conn.publish(this.channel, id);
+      await this.conn.multi().set(cancelKey(this.prefix, this.queueName, id), '1', 'EX', 3600).publish(this.channel, id).exec();
       await this.queue.remove(id);
     } catch {
       // locked (running: the cancel message stops it) or Redis down (its deadline stops it)

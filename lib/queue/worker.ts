@@ -22,7 +22,7 @@ import { Batcher, type BatchInfo } from '../batch/index.js';
 import { EsolmError, expected } from '../errors.js';
 import type { Model } from '../model.js';
 import { checkRedisOptions, connectRedis, type RedisOptions } from './connection.js';
-import { cancelChannel, queueNameFor } from './names.js';
+import { cancelChannel, cancelKey, queueNameFor } from './names.js';
 import {
   DEFAULT_MAX_PAYLOAD_BYTES, decodeJob, encodeProgress, encodeResult, failureMessage, payloadBytes, type JobPayload, type ResultPayload,
 } from './payload.js';
@@ -108,6 +108,11 @@ export async function startWorker(opts: WorkerOptions): Promise<GenerationWorker
     }
     const ctl = new AbortController();
     running.set(id, ctl);
+    // Cancelled before this (re)start: the cancel message may have gone out before we held it.
+    if (await connection.exists(cancelKey(prefix, queueName, id)).catch(() => 0)) {
+      running.delete(id);
+      throw new UnrecoverableError(failureMessage(new EsolmError('ERR_ABORTED', 'the request was cancelled by its client')));
+    }
     // Progress writes go out in step order; a failed write (Redis blip) only loses that event.
     let progress: Promise<unknown> = Promise.resolve();
     try {

@@ -81,7 +81,10 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
     (req as FastifyRequest & { t0?: number }).t0 = performance.now();
     if (opts.apiKey !== undefined && (req.routeOptions.config as { auth?: boolean }).auth) checkBearer(req.headers.authorization, opts.apiKey);
   });
+  // Streams record their own latency and outcome (their status line said 200 before the end).
+  const streamed = new WeakSet<FastifyRequest>();
   app.addHook('onResponse', async (req, reply) => {
+    if (streamed.has(req)) return;
     const t0 = (req as FastifyRequest & { t0?: number }).t0 ?? performance.now();
     metrics.observeRequest(req.routeOptions.url ?? 'unknown', reply.statusCode, (performance.now() - t0) / 1000);
   });
@@ -132,40 +135,44 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
       };
     }
     // Streaming: each choice sends the contiguous revealed text after its prompt as it grows.
-    reply.hijack();
-    const sse = new SseWriter(reply.raw);
-    reply.raw.on('close', () => { if (!sse.closed || !reply.raw.writableFinished) ctl.abort(); });
-    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-      sse.send({ id, object: 'text_completion', created, model: modelId, system_fingerprint: `esolm-${model.backend}`, choices, ...extra });
     const t0 = performance.now();
+    let sse: SseWriter | null = null;
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      sse?.send({ id, object: 'text_completion', created, model: modelId, system_fingerprint: `esolm-${model.backend}`, choices, ...extra });
+    const accepted: boolean[] = [];
+    const runs = parsed.jobs.map((job, i) => {
+      const P = parsed.promptTokens[i].length;
+      const states: Int32Array[] = [];
+      const streamers: PrefixStreamer[] = [];
+      const onAccepted = (a: AcceptedInfo): void => {
+        accepted[i] = true;
+        for (let j = 0; j < n; j++) {
+          states.push(initialState(a, mask));
+          streamers.push(new PrefixStreamer(P, mask, tok));
+        }
+      };
+      const onStep = (e: StepEvent): void => {
+        const choices: unknown[] = [];
+        for (let j = 0; j < n; j++) {
+          applyEvent(states[j], e, j);
+          const text = streamers[j].next(states[j]);
+          if (text) choices.push({ text, index: i * n + j, logprobs: null, finish_reason: null });
+        }
+        if (choices.length) chunk(choices);
+      };
+      return submit({ ...job, onAccepted, onStep }, ctl).then((r) => {
+        chunk(r.sequences.map((s, j) => ({ text: streamers[j].finish(s), index: i * n + j, logprobs: null, finish_reason: 'length' })));
+        return r;
+      });
+    });
+    await refuseEarly(runs, accepted, ctl);
+    reply.hijack();
+    streamed.add(req);
+    sse = new SseWriter(reply.raw);
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ctl.abort(); });
     let status = 200;
     try {
-      const results = await Promise.all(parsed.jobs.map((job, i) => {
-        const P = parsed.promptTokens[i].length;
-        const states: Int32Array[] = [];
-        const streamers: PrefixStreamer[] = [];
-        const onAccepted = (a: AcceptedInfo): void => {
-          for (let j = 0; j < n; j++) {
-            const s = new Int32Array(a.length).fill(mask);
-            a.givenPositions.forEach((p, q) => { s[p] = a.givenTokens[q]; });
-            states.push(s);
-            streamers.push(new PrefixStreamer(P, mask, tok));
-          }
-        };
-        const onStep = (e: StepEvent): void => {
-          const choices: unknown[] = [];
-          for (let j = 0; j < n; j++) {
-            applyEvent(states[j], e, j);
-            const text = streamers[j].next(states[j]);
-            if (text) choices.push({ text, index: i * n + j, logprobs: null, finish_reason: null });
-          }
-          if (choices.length) chunk(choices);
-        };
-        return submit({ ...job, onAccepted, onStep }, ctl).then((r) => {
-          chunk(r.sequences.map((s, j) => ({ text: streamers[j].finish(s), index: i * n + j, logprobs: null, finish_reason: 'length' })));
-          return r;
-        });
-      }));
+      const results = await Promise.all(runs);
       if (parsed.includeUsage) chunk([], { usage: usage(results), esolm: extension(results) });
       sse.done();
     } catch (e) {
@@ -192,34 +199,37 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
       abortOnDisconnect(reply, ctl);
       return body(await submit(job, ctl));
     }
-    reply.hijack();
-    const sse = new SseWriter(reply.raw);
-    reply.raw.on('close', () => ctl.abort());
     const t0 = performance.now();
-    let status = 200;
+    let sse: SseWriter | null = null;
+    let start: AcceptedInfo | null = null;
     const states: Int32Array[] = [];
     const onAccepted = (a: AcceptedInfo): void => {
-      for (let j = 0; j < n; j++) {
-        const s = new Int32Array(a.length).fill(mask);
-        a.givenPositions.forEach((p, q) => { s[p] = a.givenTokens[q]; });
-        states.push(s);
-      }
-      sse.send({
-        seed: seedOut(a.seed), planSeed: seedOut(a.planSeed), length: a.length, n, mask,
-        given: { positions: Array.from(a.givenPositions), tokens: Array.from(a.givenTokens), pieces: Array.from(a.givenTokens, (t) => tokenPiece(t, tok)) },
-      }, 'start');
+      start = a;
+      for (let j = 0; j < n; j++) states.push(initialState(a, mask));
     };
     const onStep = (e: StepEvent): void => {
       for (let j = 0; j < n; j++) applyEvent(states[j], e, j);
-      sse.send({
+      sse?.send({
         step: e.step, steps: e.steps, nfe: e.nfe, phase: e.phase, perSequence: e.perSequence,
         positions: Array.from(e.positions), tokens: Array.from(e.tokens),
         pieces: Array.from(e.tokens, (t) => (t >= 0 ? tokenPiece(t, tok) : '')),
         text: states.map((s) => renderPartial(s, mask, tok)),
       }, 'step');
     };
+    const run = submit({ ...job, onAccepted, onStep }, ctl);
+    await refuseEarly([run], [start !== null], ctl);
+    reply.hijack();
+    streamed.add(req);
+    sse = new SseWriter(reply.raw);
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ctl.abort(); });
+    const a = start as unknown as AcceptedInfo;
+    sse.send({
+      seed: seedOut(a.seed), planSeed: seedOut(a.planSeed), length: a.length, n, mask,
+      given: { positions: Array.from(a.givenPositions), tokens: Array.from(a.givenTokens), pieces: Array.from(a.givenTokens, (t) => tokenPiece(t, tok)) },
+    }, 'start');
+    let status = 200;
     try {
-      sse.send(body(await submit({ ...job, onAccepted, onStep }, ctl)), 'result');
+      sse.send(body(await run), 'result');
       sse.done();
     } catch (e) {
       const h = toHttpError(e, () => b.retryAfterSeconds());
@@ -260,6 +270,25 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
     void reply.header('content-security-policy', "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'");
     return PAGE_HTML;
   });
+}
+
+/**
+ * Before a stream starts (status 200 sent): when a job was refused (queue full, bad input,
+ * shutting down) cancel the others and throw its error, so it gets its own HTTP status.
+ */
+async function refuseEarly(runs: Promise<unknown>[], accepted: boolean[], ctl: AbortController): Promise<void> {
+  for (const r of runs) r.catch(() => undefined);  // observed below or by the stream
+  const i = runs.findIndex((_, k) => !accepted[k]);
+  if (i < 0) return;
+  ctl.abort();
+  await runs[i];
+}
+
+/** A row's state before any step: masks, with the given tokens in place. */
+function initialState(a: AcceptedInfo, mask: number): Int32Array {
+  const s = new Int32Array(a.length).fill(mask);
+  a.givenPositions.forEach((p, q) => { s[p] = a.givenTokens[q]; });
+  return s;
 }
 
 /** Writes row j's revealed tokens of a step event into its state (MDLM pads with -1). */

@@ -3,12 +3,11 @@
  * batcher, and a graceful close: stop taking requests, finish accepted work within
  * `shutdownTimeoutMs` (then abort what is left), close the listener and free the model.
  */
-import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Batcher, type GenerationSource } from '../batch/index.js';
 import { expected } from '../errors.js';
 import { Model, type BackendName } from '../model.js';
-import { packageRoot } from '../native.js';
+import { defaultModelDir } from '../loader.js';
 import { createMetrics } from './metrics.js';
 import { esolmPlugin, type EsolmPluginOptions } from './plugin.js';
 import type { RedisOptions } from '../queue/connection.js';
@@ -49,7 +48,7 @@ export async function createServer(opts: ServeOptions = {}): Promise<EsolmServer
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'server options', opts);
   const ownModel = !(opts.model instanceof Model);
   const model = opts.model instanceof Model ? opts.model
-    : await Model.load(opts.model ?? path.join(packageRoot(), 'models', 'default'), { backend: opts.backend ?? (opts.redis ? 'cpu' : 'auto') });
+    : await Model.load(opts.model ?? defaultModelDir(), { backend: opts.backend ?? (opts.redis ? 'cpu' : 'auto') });
   let batcher: GenerationSource | null = null;
   const metrics = createMetrics(() => batcher);
   batcher = opts.redis ? await queueProducer(model, opts.redis, opts.maxQueue)
