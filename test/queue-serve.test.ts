@@ -1,9 +1,10 @@
 // `esolm serve --redis` over real HTTP, a real redis-server and real `esolm worker` processes:
 // the same API as the local server (the official openai client, /v1/generate SSE with one
-// event per step) with results equal to the library's for the same seed; a client that
-// disconnects stops its job in the worker; Redis down answers 503 with a clear message;
-// Redis restarted under load: every accepted request still completes, and new ones are
-// served, without manual action.
+// event per step) with results equal to the library's for the same seed; the CLI's serve
+// --redis; a client that disconnects stops its job in the worker; Redis down answers 503 with
+// a clear message; Redis restarted under load: every accepted request still completes, and
+// new ones are served, without manual action.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Model, Sampler } from '../lib/index.js';
 import { createServer, type EsolmServer } from '../lib/serve/index.js';
 import { makeRandomModel } from './helpers/random-model.js';
-import { killAll, spawnWorker, startRedis, type RedisServer, type WorkerProcess } from './helpers/redis.js';
+import { BIN, killAll, spawnWorker, startRedis, type RedisServer, type WorkerProcess } from './helpers/redis.js';
 import { readSse } from './helpers/sse.js';
 
 const root = path.join(import.meta.dirname, '..');
@@ -82,6 +83,25 @@ describe('serve --redis', () => {
     expect(result.sequences[0].tokens).toEqual([...lib.sequences[0]]);
     expect(steps.map((s) => s.step)).toEqual(Array.from({ length: lib.steps }, (_, i) => i));
     expect(events.at(-1)?.data).toBe('[DONE]');
+  });
+
+  it('the CLI: esolm serve --redis answers through the workers and exits 0 on SIGTERM', async () => {
+    const child = spawn(process.execPath, [BIN, 'serve', '--redis', redis.url, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    const base = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /on (http:\/\/[\d.:]+)/.exec(err);
+        if (m) resolve(m[1]);
+      });
+      child.once('exit', (code) => reject(new Error(`serve exited (${code}): ${err}`)));
+    });
+    const r = await post(base, '/v1/completions', { prompt: 'In the beginning', max_tokens: 24, seed: 8 });
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { choices: { text: string }[] }).choices[0].text).toBe(await libraryText('In the beginning', 24, 8));
+    const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 
   it('a client that disconnects stops its job in the worker', async () => {
