@@ -16,7 +16,9 @@ import { Sampler, type NamedOrder, type Prepend, type SamplerMethod } from './sa
 import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon, packageVersion } from './loader.js';
 import { registerEvalCommand } from './eval-command.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
+import { addRedisOptions, redisOptionsFromCli, registerWorkerCommand, type RedisCli } from './queue/cli.js';
 import type { Tokenizer } from './tokenizers/index.js';
+import type { ServeOptions } from './serve/index.js';
 import { benchSvg, denoisingSvg } from './svg.js';
 
 type BackendOpt = 'cpu' | 'cuda' | 'auto';
@@ -396,7 +398,7 @@ async function benchCommand(o: { model?: string; backend: BackendOpt; length: nu
   }
 }
 
-interface ServeCli {
+interface ServeCli extends RedisCli {
   model?: string; host: string; port: number; backend: BackendOpt; maxBatch: number; batchWindowMs: number;
   maxQueue: number; apiKey?: string; timeoutMs: number; shutdownTimeoutMs: number;
 }
@@ -411,6 +413,7 @@ async function serveCommand(o: ServeCli): Promise<void> {
     model: dir, backend: o.backend, host: o.host, port: o.port, maxBatch: o.maxBatch, batchWindowMs: o.batchWindowMs,
     maxQueue: o.maxQueue, apiKey: o.apiKey ?? process.env.ESOLM_API_KEY, requestTimeoutMs: o.timeoutMs,
     shutdownTimeoutMs: o.shutdownTimeoutMs,
+    ...queueOptions(o),
   });
   const url = await server.listen();
   process.stderr.write(`esolm: serving ${server.model.dir} (${server.model.backend}) on ${url}\n`);
@@ -424,6 +427,16 @@ async function serveCommand(o: ServeCli): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * serve --redis: generations go to `esolm worker`s; the model loaded here only validates and
+ * tokenizes, so `auto` means the CPU (no GPU memory for it).
+ */
+function queueOptions(o: ServeCli): Pick<ServeOptions, 'redis' | 'backend'> {
+  const redis = redisOptionsFromCli(o);
+  if (!redis) return {};
+  return { redis: { ...redis, queue: o.queue, maxPayloadBytes: o.maxPayloadBytes }, ...(o.backend === 'auto' ? { backend: 'cpu' as const } : {}) };
 }
 
 export function buildProgram(): Command {
@@ -461,7 +474,7 @@ export function buildProgram(): Command {
       return t.name === 'bytes' ? { tokens, bytes: tokens.length } : { tokens, bytes: Buffer.byteLength(text, 'utf8') };
     },
   });
-  program.command('serve')
+  addRedisOptions(program.command('serve')
     .description('HTTP service: OpenAI-compatible completions, streaming, batching, metrics and a live page at /')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
@@ -472,7 +485,7 @@ export function buildProgram(): Command {
     .option('--max-queue <n>', 'most waiting requests before 429', int, 64)
     .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (default: $ESOLM_API_KEY)')
     .option('--timeout-ms <n>', 'request deadline', int, 120000)
-    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, how long in-flight requests may finish', int, 30000)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, how long in-flight requests may finish', int, 30000), false)
     .action(serveCommand);
   program.command('convert')
     .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')
@@ -522,6 +535,7 @@ export function buildProgram(): Command {
       if (err) throw new EsolmError('ERR_NO_ADDON', `the source build failed: ${err}`);
       console.log(`built ${path.join(root, o.cuda ? 'cuda/build/Release/esolm_cuda.node' : 'build/Release/esolm_cpu.node')} (it is loaded before any prebuilt package)`);
     });
+  registerWorkerCommand(program, defaultModelDir);
   return program;
 }
 

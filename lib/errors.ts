@@ -15,7 +15,10 @@ export type ErrorCode =
   // the batcher and server (lib/batch, lib/serve)
   | 'ERR_QUEUE_FULL'
   | 'ERR_TIMEOUT'
-  | 'ERR_SHUTTING_DOWN';
+  | 'ERR_SHUTTING_DOWN'
+  // the job queue (lib/queue): Redis unreachable; a job whose workers kept dying
+  | 'ERR_UNAVAILABLE'
+  | 'ERR_WORKER_LOST';
 
 export class EsolmError extends Error {
   readonly code: ErrorCode;
@@ -29,6 +32,7 @@ export class EsolmError extends Error {
 const KNOWN = new Set<string>([
   'ERR_INVALID_ARG', 'ERR_BAD_WEIGHTS', 'ERR_NO_CUDA', 'ERR_OUT_OF_MEMORY', 'ERR_DISPOSED',
   'ERR_ABORTED', 'ERR_IO', 'ERR_NO_ADDON', 'ERR_INTERNAL', 'ERR_QUEUE_FULL', 'ERR_TIMEOUT', 'ERR_SHUTTING_DOWN',
+  'ERR_UNAVAILABLE', 'ERR_WORKER_LOST',
 ]);
 
 /** Converts an error thrown by the native addon into an EsolmError (keeps EsolmErrors). */

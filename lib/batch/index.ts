@@ -3,3 +3,4 @@ export { Batcher, sliceEvent } from './batcher.js';
 export type { BatcherOptions, BatchJob, BatchJobResult, BatchInfo, AcceptedInfo } from './batcher.js';
 export { esolmStepSizes } from './plan.js';
 export type { EsolmPlanOptions, EsolmPlanSteps } from './plan.js';
+export type { GenerationSource } from './source.js';

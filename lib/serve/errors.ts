@@ -43,6 +43,7 @@ export function toHttpError(e: unknown, retryAfter: () => number): HttpError {
       case 'ERR_SHUTTING_DOWN': return new HttpError(503, e.message, { code: 'shutting_down', retryAfter: retryAfter() });
       case 'ERR_TIMEOUT': return new HttpError(504, e.message, { type: 'timeout_error', code: 'timeout' });
       case 'ERR_ABORTED': return new HttpError(499, e.message, { code: 'aborted' });
+      case 'ERR_UNAVAILABLE': return new HttpError(503, e.message, { code: 'unavailable', retryAfter: retryAfter() });
       case 'ERR_OUT_OF_MEMORY': return new HttpError(503, e.message, { code: 'out_of_memory', retryAfter: retryAfter() });
       default: return new HttpError(500, e.message, { code: e.code.toLowerCase() });
     }

@@ -4,7 +4,7 @@
  * tokens/s), batch durations, and request latency by route and status.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Batcher, BatchInfo } from '../batch/index.js';
+import type { BatchInfo, GenerationSource } from '../batch/index.js';
 
 export interface ServeMetrics {
   registry: Registry;
@@ -14,7 +14,7 @@ export interface ServeMetrics {
   observeRequest(route: string, status: number, seconds: number): void;
 }
 
-export function createMetrics(getBatcher: () => Batcher | null): ServeMetrics {
+export function createMetrics(getBatcher: () => GenerationSource | null): ServeMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'esolm_process_' });
   new Gauge({

@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Batcher, type AcceptedInfo, type BatchJob, type BatchJobResult } from '../batch/index.js';
+import { Batcher, type AcceptedInfo, type BatchJob, type BatchJobResult, type GenerationSource } from '../batch/index.js';
 import type { Model, StepEvent } from '../model.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { createMetrics, type ServeMetrics } from './metrics.js';
@@ -25,8 +25,8 @@ import { decodeTokens, PrefixStreamer, renderPartial, tokenPiece } from './text.
 
 export interface EsolmPluginOptions {
   model: Model;
-  /** The batcher to use. Defaults to one made from maxBatch / batchWindowMs / maxQueue, closed with the app. */
-  batcher?: Batcher;
+  /** The batcher to use, or another generation source (the Redis queue producer). Defaults to a Batcher made from maxBatch / batchWindowMs / maxQueue, closed with the app. */
+  batcher?: GenerationSource;
   /** Most sequences per batched generation (1 = batching off). Defaults to 8. */
   maxBatch?: number;
   /** How long a batch waits for compatible requests, ms. Defaults to 10. */
@@ -52,7 +52,7 @@ const now = (): number => Math.floor(Date.now() / 1000);
 export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions): Promise<void> {
   const model = opts.model;
   const ownBatcher = !opts.batcher;
-  let batcher: Batcher | null = opts.batcher ?? null;
+  let batcher: GenerationSource | null = opts.batcher ?? null;
   const metrics = opts.metrics ?? createMetrics(() => batcher);
   batcher ??= new Batcher(model, { maxBatch: opts.maxBatch ?? 8, windowMs: opts.batchWindowMs ?? 10, maxQueue: opts.maxQueue ?? 64, onBatch: metrics.onBatch });
   const b = batcher;

@@ -4,12 +4,13 @@
  * `shutdownTimeoutMs` (then abort what is left), close the listener and free the model.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Batcher } from '../batch/index.js';
+import { Batcher, type GenerationSource } from '../batch/index.js';
 import { expected } from '../errors.js';
 import { Model, type BackendName } from '../model.js';
 import { defaultModelDir } from '../loader.js';
 import { createMetrics } from './metrics.js';
 import { esolmPlugin, type EsolmPluginOptions } from './plugin.js';
+import type { RedisOptions } from '../queue/connection.js';
 
 export interface ServeOptions extends Omit<EsolmPluginOptions, 'model' | 'batcher' | 'metrics'> {
   /** A loaded Model, or a model folder. Defaults to the model shipped in the package. */
@@ -24,12 +25,19 @@ export interface ServeOptions extends Omit<EsolmPluginOptions, 'model' | 'batche
   logger?: boolean | Record<string, unknown>;
   /** How long close() lets accepted requests finish before aborting them, ms. Defaults to 30000. */
   shutdownTimeoutMs?: number;
+  /**
+   * Send generations as BullMQ jobs to `esolm worker`s over Redis (lib/queue) instead of a
+   * local batcher. The model is still loaded here (default backend: cpu) to validate and
+   * tokenize requests at the edge.
+   */
+  redis?: RedisOptions & { queue?: string; maxPayloadBytes?: number };
 }
 
 export interface EsolmServer {
   app: FastifyInstance;
   model: Model;
-  batcher: Batcher;
+  /** Where generations run: the local Batcher, or the queue producer with `redis`. */
+  batcher: GenerationSource;
   /** Starts listening; resolves with the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
   /** Graceful shutdown (see the file comment). Idempotent. */
@@ -40,10 +48,11 @@ export async function createServer(opts: ServeOptions = {}): Promise<EsolmServer
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'server options', opts);
   const ownModel = !(opts.model instanceof Model);
   const model = opts.model instanceof Model ? opts.model
-    : await Model.load(opts.model ?? defaultModelDir(), { backend: opts.backend ?? 'auto' });
-  let batcher: Batcher | null = null;
+    : await Model.load(opts.model ?? defaultModelDir(), { backend: opts.backend ?? (opts.redis ? 'cpu' : 'auto') });
+  let batcher: GenerationSource | null = null;
   const metrics = createMetrics(() => batcher);
-  batcher = new Batcher(model, { maxBatch: opts.maxBatch ?? 8, windowMs: opts.batchWindowMs ?? 10, maxQueue: opts.maxQueue ?? 64, onBatch: metrics.onBatch });
+  batcher = opts.redis ? await queueProducer(model, opts.redis, opts.maxQueue)
+    : new Batcher(model, { maxBatch: opts.maxBatch ?? 8, windowMs: opts.batchWindowMs ?? 10, maxQueue: opts.maxQueue ?? 64, onBatch: metrics.onBatch });
   const b = batcher;
   const logger = opts.logger ?? true;
   const app = Fastify({
@@ -68,4 +77,23 @@ export async function createServer(opts: ServeOptions = {}): Promise<EsolmServer
       return closing;
     },
   };
+}
+
+/** The Redis queue producer (bullmq loads only in this mode); connection trouble is logged once per outage. */
+async function queueProducer(model: Model, redis: NonNullable<ServeOptions['redis']>, maxQueue: number | undefined): Promise<GenerationSource> {
+  const { QueueProducer, redactUrl } = await import('../queue/index.js');
+  let down = false;
+  const p = await QueueProducer.create({
+    redis, model, queue: redis.queue, maxPayloadBytes: redis.maxPayloadBytes, maxQueue,
+    onError: (e) => {
+      if (down) return;
+      down = true;
+      process.stderr.write(`esolm: serve: Redis at ${redactUrl(redis.url)} unreachable (${e.message}); answering 503 until it is back\n`);
+    },
+    onReady: () => {
+      if (down) process.stderr.write('esolm: serve: Redis connection restored\n');
+      down = false;
+    },
+  });
+  return p;
 }
