@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/floors.h"
 #include "cpu/ops_reference.h"
 #include "engine/model.h"
 #include "js_common.h"
@@ -459,6 +460,7 @@ static Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("addon", ESOLM_ADDON_NAME);
   o.Set("cpuKernels", cpu_kernels_in_use());
+  if (const char* why = cpu_kernels_error()) o.Set("cpuKernelsError", why);
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
 #ifdef ESOLM_WITH_CUDA
   CudaInfo ci;
@@ -477,11 +479,27 @@ static Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// measureCpuFloors(threads): streaming read GB/s and peak FMA GFLOP/s of the CPU kernel
+// set in use (cpu/floors.h). Synchronous, about a second: for bench/ and doctor.
+static Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CpuFloors f;
+  Status s = measure_cpu_floors(info[0].IsNumber() ? info[0].ToNumber().Int32Value() : 0, f);
+  if (!s) throw make_error(env, s);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", f.threads);
+  o.Set("kernels", f.kernels);
+  o.Set("readGBps", f.read_gbps);
+  o.Set("fmaGFlops", f.fma_gflops);
+  return o;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("NativeCache", NativeCache::Init(env));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo));
+  exports.Set("measureCpuFloors", Napi::Function::New(env, MeasureCpuFloors));
   register_engine_functions(env, exports);
   return exports;
 }

@@ -67,14 +67,26 @@ export interface CudaProbe {
 
 export interface BackendInfo {
   addon: string;
+  /** CPU kernel set in use: avx512, avx2+fma or portable (ESOLM_CPU_KERNELS forces one). */
   cpuKernels: string;
+  /** Set when ESOLM_CPU_KERNELS names an unknown set or one this CPU cannot run. */
+  cpuKernelsError?: string;
   hardwareThreads: number;
   cuda?: CudaProbe;
+}
+
+export interface CpuFloors {
+  threads: number;
+  kernels: string;
+  readGBps: number;
+  fmaGFlops: number;
 }
 
 export interface NativeAddon {
   loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
+  /** Streaming read bandwidth and peak FMA rate of `threads` cores (0 = all) with the CPU kernels in use. */
+  measureCpuFloors(threads: number): CpuFloors;
   [fn: string]: unknown;
 }
 

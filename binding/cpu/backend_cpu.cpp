@@ -431,6 +431,11 @@ std::unique_ptr<Backend> create_cpu_reference_backend() {
 
 const char* cpu_kernels_in_use() { return cpu_kernels().name; }
 
+const char* cpu_kernels_error() {
+  const char* why = nullptr;
+  return cpu_kernels_choice(&why) ? nullptr : why;
+}
+
 const char* cpu_backend_kernels(const Backend& be) {
   const auto* c = dynamic_cast<const CpuBackend*>(&be);
   return c ? c->kernels_name() : "";

@@ -1,6 +1,9 @@
-// kernels.h — the CPU inner loops, compiled twice from kernels_impl.h: a portable build
-// and an AVX2+FMA build (simd/kernels_avx2.cpp). cpu_kernels() picks one at run time
-// (cpuid), or the portable one when ESOLM_CPU_KERNELS=portable.
+// kernels.h — the CPU inner loops, one set per instruction set: a portable build and an
+// AVX2+FMA build of kernels_impl.h (kernels_portable.cpp, simd/kernels_avx2.cpp), and an
+// AVX-512 set (simd/kernels_avx512.cpp: 16-wide GEMM, BF16 panels widened in registers).
+// cpu_kernels() picks the widest the CPU supports (cpuid) at each backend creation;
+// ESOLM_CPU_KERNELS=portable|avx2|avx512 forces one (an unsupported one is an error the
+// backend factory reports, see cpu_kernels_choice()).
 //
 // Packed weight layout for gemm: W [n, k] becomes ceil(n/16) panels, each [k][16]
 // values (column j of the panel = output column 16p + j), zero-padded past n. Panels are
@@ -53,10 +56,19 @@ struct CpuKernels {
   void (*gemm_panel)(const GemmPanelArgs& a);
   void (*attn_rows)(const AttnRowsArgs& a);
   size_t (*attn_scratch_floats)(int n_kv, int head_dim);
+  // Machine floors measured with this instruction set (bench/, floors.h): `iters` rounds of
+  // independent FMAs on the widest registers (returns the FLOPs done), and a streaming
+  // read of n floats (returns their sum, so the reads cannot be elided).
+  double (*fma_loop)(int64_t iters);
+  float (*read_sum)(const float* p, int64_t n);
 };
 
 const CpuKernels& cpu_kernels();
 const CpuKernels& cpu_kernels_portable();
-const CpuKernels* cpu_kernels_avx2();  // null when not compiled in
+const CpuKernels* cpu_kernels_avx2();    // null when not compiled in or not supported here
+const CpuKernels* cpu_kernels_avx512();  // null when not compiled in or not supported here
+// The kernel set ESOLM_CPU_KERNELS asks for (or the best one); null with `why` set when
+// it names an unknown set or one this CPU cannot run.
+const CpuKernels* cpu_kernels_choice(const char** why);
 
 }  // namespace esolm

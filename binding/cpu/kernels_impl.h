@@ -279,3 +279,34 @@ static inline size_t attn_scratch_floats(int n_kv, int hd) {
   const size_t ld_s = size_t((n_kv + 15) / 16) * 16, n_vp = size_t((hd + 15) / 16);
   return ld_s * hd + n_vp * ld_s * 16 + 48 * ld_s + 64;
 }
+
+// Machine floors (CpuKernels::fma_loop / read_sum): 12 independent accumulators keep
+// both FMA pipes busy; the streaming read sums 4 vectors at a time.
+static double fma_loop_impl(int64_t iters) {
+  v8f acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = splat(float(j) * 1e-3f);
+  const v8f b = splat(0.999999f), c = splat(1e-3f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = acc[j] * b + c;
+  }
+  v8f s = acc[0];
+  for (int j = 1; j < 12; ++j) s += acc[j];
+  volatile float sink = hsum(s);
+  (void)sink;
+  return double(iters) * 12 * 8 * 2;
+}
+
+static float read_sum_impl(const float* p, int64_t n) {
+  v8f s0 = splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 += ld8(p + i);
+    s1 += ld8(p + i + 8);
+    s2 += ld8(p + i + 16);
+    s3 += ld8(p + i + 24);
+  }
+  float t = hsum((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) t += p[i];
+  return t;
+}

@@ -20,6 +20,8 @@ bool attention_visible(const AttnParams& p, const int32_t* clean_seq, int qs, in
 double gelu_tanh(double u);
 
 const char* cpu_kernels_in_use();
+// Why ESOLM_CPU_KERNELS cannot be honoured (unknown or unsupported set), or null.
+const char* cpu_kernels_error();
 // Kernel set a CPU backend instance uses ("" for other backends).
 const char* cpu_backend_kernels(const Backend& be);
 

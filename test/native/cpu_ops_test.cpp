@@ -1,5 +1,6 @@
 // cpu_ops_test.cpp — every fast CPU op (SIMD kernels, threads) against the plain-loop
-// reference backend on awkward shapes, for both the AVX2 and the portable kernels.
+// reference backend on awkward shapes, for every kernel set this CPU runs (AVX-512, AVX2,
+// portable; each forced with ESOLM_CPU_KERNELS), and the floors' helpers of each set.
 // Tolerance: fp32 accumulation in a different order than the float64 reference gives
 // errors ~ sqrt(k) * 2^-24 * |terms|; 2e-5 relative to the row scale is ample and still
 // catches indexing bugs (which give O(1) errors).
@@ -10,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/floors.h"
+#include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
 #include "engine/backend.h"
 
@@ -134,19 +137,52 @@ static void test_layernorm(Backend& fast, Backend& ref, int rows, int d, bool bi
   check("layernorm rows=" + std::to_string(rows) + " d=" + std::to_string(d), get(fast, yf), get(ref, yr));
 }
 
+// The floors' loops of the kernel set in use: the read sums what it reads, the FMA loop
+// reports its FLOPs, and the measured rates are positive.
+static void test_floors(const char* kernels) {
+  const CpuKernels& k = cpu_kernels();
+  std::vector<float> v(1000 + 13);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(i % 7);
+  double want = 0;
+  for (float x : v) want += x;
+  const bool sum_ok = double(k.read_sum(v.data(), int64_t(v.size()))) == want;
+  const double flops = k.fma_loop(1000);
+  CpuFloors f;
+  const bool ok = measure_cpu_floors(2, f) && f.read_gbps > 0 && f.fma_gflops > 0 &&
+                  std::string(f.kernels) == k.name && sum_ok && flops >= 1000.0 * 12 * 8 * 2;
+  std::printf("%s floors (%s): read %.1f GB/s, FMA %.1f GFLOP/s on %d threads\n", ok ? "ok  " : "FAIL", kernels,
+              f.read_gbps, f.fma_gflops, f.threads);
+  if (!ok) ++failures;
+}
+
 int main() {
   auto ref = create_cpu_reference_backend();
-  for (const char* kernels : {"default", "portable"}) {
-    if (std::string(kernels) == "portable") setenv("ESOLM_CPU_KERNELS", "portable", 1);
+  // The default is the widest set this CPU runs.
+  unsetenv("ESOLM_CPU_KERNELS");
+  const std::string best = cpu_kernels().name;
+  const std::string want_best = cpu_kernels_avx512() ? "avx512" : cpu_kernels_avx2() ? "avx2+fma" : "portable";
+  std::printf("%s default kernels %s\n", best == want_best ? "ok  " : "FAIL", best.c_str());
+  if (best != want_best) ++failures;
+  setenv("ESOLM_CPU_KERNELS", "sse9", 1);
+  if (!cpu_kernels_error()) { std::printf("FAIL an unknown ESOLM_CPU_KERNELS is not reported\n"); ++failures; }
+  int paths = 0;
+  for (const char* kernels : {"avx512", "avx2", "portable"}) {
+    setenv("ESOLM_CPU_KERNELS", kernels, 1);
+    if (cpu_kernels_error()) {
+      std::printf("skip kernels %s: this CPU or build cannot run them (%s)\n", kernels, cpu_kernels_error());
+      continue;
+    }
+    ++paths;
     auto fast = create_cpu_backend(2);
     std::printf("== kernels: %s (%s)\n", kernels, cpu_backend_kernels(*fast));
-    if (std::string(kernels) == "portable" && std::string(cpu_backend_kernels(*fast)) != "portable") ++failures;
-    for (int rows : {1, 2, 5, 6, 7, 13, 100})
-      for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}})
+    if (std::string(cpu_backend_kernels(*fast)).rfind(kernels, 0) != 0) ++failures;
+    for (int rows : {1, 2, 5, 6, 7, 8, 13, 16, 17, 100})
+      for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}, {20, 37}})
         for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
           test_linear(*fast, *ref, rows, nk.first, nk.second, ep, rows % 2 == 1);
-    for (int rows : {1, 7, 40})
+    for (int rows : {1, 3, 7, 9, 16, 40})
       for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
+    test_linear_bf16(*fast, *ref, 2, 40, 33, Epilogue::gelu);
     for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
       for (int hd : {8, 64, 24}) {
         test_attention(*fast, *ref, 2, 3, hd, 1, 0, 1, 8, mode);
@@ -160,7 +196,10 @@ int main() {
       test_attention(*fast, *ref, 1, 3, hd, 100, 0, 100, 100, AttnMode::sequential);
     }
     for (int rows : {1, 3, 17}) test_layernorm(*fast, *ref, rows, 48, rows != 3);
+    test_floors(kernels);
   }
-  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  unsetenv("ESOLM_CPU_KERNELS");
+  if (paths == 0) { std::printf("FAIL no kernel set ran\n"); ++failures; }
+  std::printf("%s: %d failure(s), %d kernel set(s) tested\n", failures ? "FAILED" : "PASSED", failures, paths);
   return failures ? 1 : 0;
 }

@@ -1,0 +1,20 @@
+// floors.h — what this machine can do at best, measured with the chosen CPU kernel set:
+// the streaming read bandwidth and the peak FMA rate of `threads` cores. bench/ prints
+// every model figure as a fraction of the floor these imply (bytes / bandwidth for small
+// steps, FLOPs / peak for large forwards).
+#pragma once
+#include "engine/status.h"
+
+namespace esolm {
+
+struct CpuFloors {
+  int threads = 0;
+  const char* kernels = "";
+  double read_gbps = 0;    // GB/s (1e9 bytes) streaming read of a buffer far larger than cache
+  double fma_gflops = 0;   // GFLOP/s of independent FMAs on the kernel set's widest registers
+};
+
+// Best of a few repetitions each (about a second in all). threads = 0: all cores.
+Status measure_cpu_floors(int threads, CpuFloors& out);
+
+}  // namespace esolm

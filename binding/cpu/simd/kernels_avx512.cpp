@@ -1,0 +1,178 @@
+// kernels_avx512.cpp — the AVX-512 kernel set (CMakeLists.txt compiles simd/*_avx512.cpp
+// with -mavx512f/bw/vl/dq). Returned by cpu_kernels_avx512() only when cpuid reports
+// AVX-512F, BW, VL and DQ.
+//
+// The GEMM micro-kernel holds one 16-column panel row in one zmm register, so a tile is
+// MR rows x 16 columns with one accumulator per row. BF16 panels are widened in registers
+// (a zero-extend and a 16-bit shift: exact), so a BF16 weight is read from memory once, as
+// 2 bytes. Few rows (the cached steps of a generation) are bound by the weight stream, not
+// by FMAs: there each row gets two accumulators (even and odd k) so the FMA latency chain
+// never throttles the stream, and the panel is prefetched ahead of the loads.
+// Attention and the floors' helpers are the generic kernels_impl.h built with these flags.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+
+namespace esolm_avx512 {
+#include "cpu/kernels_impl.h"
+
+static inline __m512 load_row16(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512 load_row16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));  // bf16 -> f32: the bits move up 16
+}
+
+// Bytes ahead of the current panel row that the streaming kernel prefetches.
+constexpr int kPrefetchBytes = 1024;
+
+// acc[r] = sum_k a[r, k] * panel[k][0..15] for MR rows.
+template <int MR, class W>
+static inline void tile(const float* a, int64_t lda, const W* panel, int k, __m512 acc[MR]) {
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+  if (MR <= 8) {
+    // Streaming: two accumulator sets (even / odd k) and a prefetch of the panel ahead.
+    __m512 odd[MR];
+    for (int r = 0; r < MR; ++r) odd[r] = _mm512_setzero_ps();
+    const char* pf = reinterpret_cast<const char*>(panel) + kPrefetchBytes;
+    int kk = 0;
+    for (; kk + 2 <= k; kk += 2) {
+      _mm_prefetch(pf + kk * 16 * sizeof(W), _MM_HINT_T0);
+      const __m512 b0 = load_row16(panel + kk * 16), b1 = load_row16(panel + (kk + 1) * 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
+        odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk + 1]), b1, odd[r]);
+      }
+    }
+    for (; kk < k; ++kk) {
+      const __m512 b0 = load_row16(panel + kk * 16);
+      for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
+    }
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_add_ps(acc[r], odd[r]);
+    return;
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    const __m512 b = load_row16(panel + kk * 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b, acc[r]);
+  }
+}
+
+static inline __m512 gelu16(__m512 y) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, y);
+  st8(t, gelu8(ld8(t)));
+  st8(t + 8, gelu8(ld8(t + 8)));
+  return _mm512_load_ps(t);
+}
+
+template <int MR>
+static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR]) {
+  const __mmask16 m = g.ncols >= 16 ? __mmask16(0xffff) : __mmask16((1u << g.ncols) - 1u);
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(m, g.bias) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    float* c = g.c + (r0 + r) * g.ldc;
+    __m512 y = _mm512_add_ps(acc[r], bias);
+    if (g.ep == EpilogueKind::gelu) y = gelu16(y);
+    if (g.ep == EpilogueKind::add_to) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c));
+    _mm512_mask_storeu_ps(c, m, y);
+  }
+}
+
+template <int MR, class W>
+static inline void run_tile(const GemmPanelArgs& g, const W* panel, int64_t r0) {
+  __m512 acc[MR];
+  tile<MR>(g.a + r0 * g.lda, g.lda, panel, g.k, acc);
+  store_tile<MR>(g, r0, acc);
+}
+
+template <class W>
+static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel) {
+  constexpr int MR = 14;  // 14 accumulators + the panel row + broadcasts fit in 32 zmm
+  int64_t r = 0;
+  // Few rows: tiles of at most 8 rows take the streaming path (two accumulator sets).
+  if (g.rows <= 16) {
+    for (; r + 8 <= g.rows; r += 8) run_tile<8>(g, panel, r);
+  } else {
+    for (; r + MR <= g.rows; r += MR) run_tile<MR>(g, panel, r);
+  }
+  switch (g.rows - r) {
+    case 13: run_tile<13>(g, panel, r); break;
+    case 12: run_tile<12>(g, panel, r); break;
+    case 11: run_tile<11>(g, panel, r); break;
+    case 10: run_tile<10>(g, panel, r); break;
+    case 9: run_tile<9>(g, panel, r); break;
+    case 8: run_tile<8>(g, panel, r); break;
+    case 7: run_tile<7>(g, panel, r); break;
+    case 6: run_tile<6>(g, panel, r); break;
+    case 5: run_tile<5>(g, panel, r); break;
+    case 4: run_tile<4>(g, panel, r); break;
+    case 3: run_tile<3>(g, panel, r); break;
+    case 2: run_tile<2>(g, panel, r); break;
+    case 1: run_tile<1>(g, panel, r); break;
+    default: break;
+  }
+}
+
+static void gemm_panel16(const GemmPanelArgs& g) {
+  if (g.panel_bf16) gemm_panel_typed16(g, g.panel_bf16);
+  else gemm_panel_typed16(g, g.panel);
+}
+
+static double fma_loop16(int64_t iters) {
+  __m512 acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm512_set1_ps(float(j) * 1e-3f);
+  const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-3f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm512_fmadd_ps(acc[j], b, c);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, acc[j]);
+  volatile float sink = _mm512_reduce_add_ps(s);
+  (void)sink;
+  return double(iters) * 12 * 16 * 2;
+}
+
+static float read_sum16(const float* p, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
+    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+  }
+  float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  for (; i < n; ++i) t += p[i];
+  return t;
+}
+
+}  // namespace esolm_avx512
+#endif
+
+namespace esolm {
+
+const CpuKernels* cpu_kernels_avx512() {
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  static const CpuKernels k{"avx512", esolm_avx512::gemm_panel16, esolm_avx512::attn_rows_impl,
+                            esolm_avx512::attn_scratch_floats, esolm_avx512::fma_loop16,
+                            esolm_avx512::read_sum16};
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+    return nullptr;
+  return &k;
+#else
+  return nullptr;
+#endif
+}
+
+}  // namespace esolm
