@@ -41,7 +41,7 @@ struct AttnRowsArgs {
   int64_t kv_stride;
   float* out;          // out row r at out + r * out_stride
   int64_t out_stride;
-  int head_dim;        // <= 256, multiple of 8
+  int head_dim;        // even
   int r0, r1;          // query rows [r0, r1)
   int q_slot0;         // slot of query row 0
   int n_kv;

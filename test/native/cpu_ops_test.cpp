@@ -184,12 +184,14 @@ int main() {
       for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
     test_linear_bf16(*fast, *ref, 2, 40, 33, Epilogue::gelu);
     for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
-      for (int hd : {8, 64, 24}) {
+      for (int hd : {8, 64, 24, 10}) {
         test_attention(*fast, *ref, 2, 3, hd, 1, 0, 1, 8, mode);
         test_attention(*fast, *ref, 1, 2, hd, 7, 0, 7, 7, mode);
         test_attention(*fast, *ref, 2, 2, hd, 5, 33, 38, 40, mode);
         test_attention(*fast, *ref, 1, 2, hd, 70, 0, 70, 70, mode);
         test_attention(*fast, *ref, 1, 1, hd, 3, 100, 103, 130, mode);
+        test_attention(*fast, *ref, 2, 2, hd, 8, 60, 68, 70, mode);   // the most rows read directly
+        test_attention(*fast, *ref, 1, 2, hd, 9, 60, 69, 70, mode);   // the fewest rows packed
       }
     for (int hd : {8, 64}) {
       test_attention(*fast, *ref, 2, 2, hd, 14, 0, 14, 14, AttnMode::sequential);
