@@ -95,9 +95,9 @@ static Status make_backend(const std::string& name, int threads, const std::stri
                            std::unique_ptr<Backend>& out) {
   if (name == "cpu") {
     // "bf16": every matrix BF16; "bf16-exact": BF16 except the gate-scaled ones (a BF16
-    // file then runs exactly); anything else F32.
+    // file then runs exactly); "q8": every matrix int8 with per-row scales; else F32.
     const bool bf16 = weights == "bf16" || weights == "bf16-exact";
-    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16");
+    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16", weights == "q8");
   } else if (name == "cpu-reference") {
     out = create_cpu_reference_backend();
   } else if (name == "cuda") {
@@ -448,7 +448,7 @@ static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   }
   std::string backend = info[2].IsString() ? std::string(info[2].As<Napi::String>()) : "cpu";
   int threads = info[3].IsNumber() ? info[3].ToNumber().Int32Value() : 0;
-  // CPU weight storage: "f32", "bf16" or "bf16-exact" (see make_backend).
+  // CPU weight storage: "f32", "bf16", "bf16-exact" or "q8" (see make_backend).
   const std::string weights = info[4].IsString() ? std::string(info[4].As<Napi::String>()) : "f32";
   auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights);
   w->Queue();
@@ -479,12 +479,13 @@ static Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// measureCpuFloors(threads): streaming read GB/s and peak FMA GFLOP/s of the CPU kernel
-// set in use (cpu/floors.h). Synchronous, about a second: for bench/ and doctor.
+// measureCpuFloors(threads, effort = 1): streaming read GB/s and peak FMA GFLOP/s of the
+// CPU kernel set in use (cpu/floors.h). Synchronous, a second or two: for bench/.
 static Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CpuFloors f;
-  Status s = measure_cpu_floors(info[0].IsNumber() ? info[0].ToNumber().Int32Value() : 0, f);
+  Status s = measure_cpu_floors(info[0].IsNumber() ? info[0].ToNumber().Int32Value() : 0, f,
+                                info[1].IsNumber() ? info[1].ToNumber().DoubleValue() : 1.0);
   if (!s) throw make_error(env, s);
   Napi::Object o = Napi::Object::New(env);
   o.Set("threads", f.threads);

@@ -83,10 +83,13 @@ export interface CpuFloors {
 }
 
 export interface NativeAddon {
-  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
+  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
-  /** Streaming read bandwidth and peak FMA rate of `threads` cores (0 = all) with the CPU kernels in use. */
-  measureCpuFloors(threads: number): CpuFloors;
+  /**
+   * Streaming read bandwidth and peak FMA rate of `threads` cores (0 = all) with the CPU
+   * kernels in use; `effort` in (0, 1] (default 1) shrinks the work (rough figures).
+   */
+  measureCpuFloors(threads: number, effort?: number): CpuFloors;
   [fn: string]: unknown;
 }
 

@@ -35,7 +35,8 @@ double timed_on_threads(int n, const std::function<void(int)>& fn) {
 
 }  // namespace
 
-Status measure_cpu_floors(int threads, CpuFloors& out) {
+Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
+  if (!(effort > 0.0 && effort <= 1.0)) return Status::error(Code::invalid_arg, "floors: effort must be in (0, 1]");
   if (threads <= 0) threads = int(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   const CpuKernels& k = cpu_kernels();
@@ -44,7 +45,7 @@ Status measure_cpu_floors(int threads, CpuFloors& out) {
   out.kernels = k.name;
 
   // Streaming read: 512 MiB, far past any cache, each thread its own contiguous slice.
-  const int64_t n = int64_t(128) << 20;
+  const int64_t n = std::max<int64_t>(int64_t(1) << 16, int64_t(double(int64_t(128) << 20) * effort));
   float* buf = static_cast<float*>(std::malloc(size_t(n) * sizeof(float)));
   if (!buf) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
   timed_on_threads(threads, [&](int t) {  // first touch by the reading thread
@@ -65,7 +66,7 @@ Status measure_cpu_floors(int threads, CpuFloors& out) {
   out.read_gbps = double(n) * sizeof(float) / best / 1e9;
 
   // Peak FMA: 0.05-0.5 s of independent FMAs per repetition (widest to portable).
-  const int64_t iters = 16 << 20;
+  const int64_t iters = std::max<int64_t>(1024, int64_t(double(16 << 20) * effort));
   double flops = 0;
   best = 1e30;
   for (int rep = 0; rep < 3; ++rep)

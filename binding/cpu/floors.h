@@ -14,7 +14,9 @@ struct CpuFloors {
   double fma_gflops = 0;   // GFLOP/s of independent FMAs on the kernel set's widest registers
 };
 
-// Best of a few repetitions each (about a second in all). threads = 0: all cores.
-Status measure_cpu_floors(int threads, CpuFloors& out);
+// Best of a few repetitions each (a second or two in all). threads = 0: all cores.
+// effort in (0, 1] shrinks the buffer and the FMA rounds (tests use a small one; the
+// figures are then rough: the buffer may fit in cache).
+Status measure_cpu_floors(int threads, CpuFloors& out, double effort = 1.0);
 
 }  // namespace esolm

@@ -7,7 +7,9 @@
 //
 // Packed weight layout for gemm: W [n, k] becomes ceil(n/16) panels, each [k][16]
 // values (column j of the panel = output column 16p + j), zero-padded past n. Panels are
-// F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel).
+// F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel), or
+// Q8: int8 values with one F32 scale per output column (a quarter of the traffic; the
+// kernel accumulates q in F32 and multiplies by the column's scale once, at the end).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +26,8 @@ struct GemmPanelArgs {
   int64_t rows;
   const float* panel;  // [k][16] F32 panel, or null when panel_bf16 is set
   const uint16_t* panel_bf16 = nullptr;  // [k][16] BF16 panel (widened to F32 in the kernel)
+  const int8_t* panel_q8 = nullptr;      // [k][16] Q8 panel: column j is q * col_scale[j]
+  const float* col_scale = nullptr;      // 16 scales (zero past ncols) of a Q8 panel
   int k;
   float* c;            // output column block start: c[r * ldc + j], j < ncols
   int64_t ldc;

@@ -71,6 +71,15 @@ static inline void load_panel_row(const uint16_t* p, v8f& b0, v8f& b1) {
   std::memcpy(&b1, &h, 32);
 }
 
+typedef int8_t v8c __attribute__((vector_size(8)));
+static inline void load_panel_row(const int8_t* p, v8f& b0, v8f& b1) {
+  v8c lo, hi;
+  std::memcpy(&lo, p, 8);
+  std::memcpy(&hi, p + 8, 8);
+  b0 = __builtin_convertvector(__builtin_convertvector(lo, v8i), v8f);
+  b1 = __builtin_convertvector(__builtin_convertvector(hi, v8i), v8f);
+}
+
 template <int MR, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
@@ -92,6 +101,10 @@ static inline void gemm_store(const GemmPanelArgs& g, int64_t r0, v8f acc[][2]) 
     float* c = g.c + (r0 + r) * g.ldc;
     alignas(32) float tmp[16];
     v8f y0 = acc[r][0], y1 = acc[r][1];
+    if (g.col_scale) {
+      y0 *= ld8(g.col_scale);
+      y1 *= ld8(g.col_scale + 8);
+    }
     if (g.bias && g.ncols == 16) {
       y0 += ld8(g.bias);
       y1 += ld8(g.bias + 8);
@@ -145,6 +158,7 @@ static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
 
 static void gemm_panel_impl(const GemmPanelArgs& g) {
   if (g.panel_bf16) gemm_panel_typed(g, g.panel_bf16);
+  else if (g.panel_q8) gemm_panel_typed(g, g.panel_q8);
   else gemm_panel_typed(g, g.panel);
 }
 

@@ -5,8 +5,8 @@
 // The GEMM micro-kernel holds one 16-column panel row in one zmm register, so a tile is
 // MR rows x 16 columns with one accumulator per row. BF16 panels are widened in registers
 // (a zero-extend and a 16-bit shift: exact), so a BF16 weight is read from memory once, as
-// 2 bytes. Few rows (the cached steps of a generation) are bound by the weight stream, not
-// by FMAs: there each row gets two accumulators (even and odd k) so the FMA latency chain
+// 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
+// end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs: there each row gets two accumulators (even and odd k) so the FMA latency chain
 // never throttles the stream, and the panel is prefetched ahead of the loads.
 // Attention and the floors' helpers are the generic kernels_impl.h built with these flags.
 #include <cmath>
@@ -27,6 +27,10 @@ static inline __m512 load_row16(const float* p) { return _mm512_loadu_ps(p); }
 static inline __m512 load_row16(const uint16_t* p) {
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));  // bf16 -> f32: the bits move up 16
+}
+
+static inline __m512 load_row16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
 // Bytes ahead of the current panel row that the streaming kernel prefetches.
@@ -77,9 +81,10 @@ template <int MR>
 static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR]) {
   const __mmask16 m = g.ncols >= 16 ? __mmask16(0xffff) : __mmask16((1u << g.ncols) - 1u);
   const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(m, g.bias) : _mm512_setzero_ps();
+  const __m512 scale = g.col_scale ? _mm512_loadu_ps(g.col_scale) : _mm512_set1_ps(1.0f);
   for (int r = 0; r < MR; ++r) {
     float* c = g.c + (r0 + r) * g.ldc;
-    __m512 y = _mm512_add_ps(acc[r], bias);
+    __m512 y = _mm512_fmadd_ps(acc[r], scale, bias);
     if (g.ep == EpilogueKind::gelu) y = gelu16(y);
     if (g.ep == EpilogueKind::add_to) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c));
     _mm512_mask_storeu_ps(c, m, y);
@@ -123,6 +128,7 @@ static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel) {
 
 static void gemm_panel16(const GemmPanelArgs& g) {
   if (g.panel_bf16) gemm_panel_typed16(g, g.panel_bf16);
+  else if (g.panel_q8) gemm_panel_typed16(g, g.panel_q8);
   else gemm_panel_typed16(g, g.panel);
 }
 
