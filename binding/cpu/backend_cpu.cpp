@@ -233,8 +233,11 @@ class CpuBackend : public Backend {
       const int64_t g = task / row_split, rs = task % row_split;
       const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
       if (r0 >= r1) return;
-      for (int64_t p = g * panels_per_task; p < std::min(n_panels, (g + 1) * panels_per_task); ++p) {
+      const int64_t p_end = std::min(n_panels, (g + 1) * panels_per_task);
+      for (int64_t p = g * panels_per_task; p < p_end; p += 2) {
         GemmPanelArgs args;
+        args.n_panels = p + 1 < p_end ? 2 : 1;  // pairs of panels: see GemmPanelArgs
+        args.panel_stride = kPanel * k;
         args.a = a + r0 * k;
         args.lda = k;
         args.rows = r1 - r0;
@@ -251,7 +254,7 @@ class CpuBackend : public Backend {
         args.k = int(k);
         args.c = c + r0 * out.cols + p * kPanel;
         args.ldc = out.cols;
-        args.ncols = int(std::min<int64_t>(kPanel, n - p * kPanel));
+        args.ncols = int(std::min<int64_t>(args.n_panels * kPanel, n - p * kPanel));
         args.bias = bp ? bp + p * kPanel : nullptr;
         args.ep = kind;
         kernels_.gemm_panel(args);

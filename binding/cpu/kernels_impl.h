@@ -156,10 +156,26 @@ static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
   }
 }
 
-static void gemm_panel_impl(const GemmPanelArgs& g) {
+static void gemm_one_panel(const GemmPanelArgs& g) {
   if (g.panel_bf16) gemm_panel_typed(g, g.panel_bf16);
   else if (g.panel_q8) gemm_panel_typed(g, g.panel_q8);
   else gemm_panel_typed(g, g.panel);
+}
+
+static void gemm_panel_impl(const GemmPanelArgs& g) {
+  if (g.n_panels < 2) return gemm_one_panel(g);
+  GemmPanelArgs h = g;  // the panels one after the other
+  h.n_panels = 1;
+  h.ncols = g.ncols < 16 ? g.ncols : 16;
+  gemm_one_panel(h);
+  h.panel = g.panel ? g.panel + g.panel_stride : nullptr;
+  h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + g.panel_stride : nullptr;
+  h.panel_q8 = g.panel_q8 ? g.panel_q8 + g.panel_stride : nullptr;
+  h.col_scale = g.col_scale ? g.col_scale + 16 : nullptr;
+  h.bias = g.bias ? g.bias + 16 : nullptr;
+  h.c = g.c + 16;
+  h.ncols = g.ncols - 16;
+  gemm_one_panel(h);
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)

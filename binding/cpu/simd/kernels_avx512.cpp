@@ -77,13 +77,15 @@ static inline __m512 gelu16(__m512 y) {
   return _mm512_load_ps(t);
 }
 
+// Epilogue of 16 columns starting at column col0 of the call (0, or 16 for a second panel).
 template <int MR>
-static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR]) {
-  const __mmask16 m = g.ncols >= 16 ? __mmask16(0xffff) : __mmask16((1u << g.ncols) - 1u);
-  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(m, g.bias) : _mm512_setzero_ps();
-  const __m512 scale = g.col_scale ? _mm512_loadu_ps(g.col_scale) : _mm512_set1_ps(1.0f);
+static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR], int col0 = 0) {
+  const int ncols = g.ncols - col0;
+  const __mmask16 m = ncols >= 16 ? __mmask16(0xffff) : __mmask16((1u << ncols) - 1u);
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(m, g.bias + col0) : _mm512_setzero_ps();
+  const __m512 scale = g.col_scale ? _mm512_loadu_ps(g.col_scale + col0) : _mm512_set1_ps(1.0f);
   for (int r = 0; r < MR; ++r) {
-    float* c = g.c + (r0 + r) * g.ldc;
+    float* c = g.c + (r0 + r) * g.ldc + col0;
     __m512 y = _mm512_fmadd_ps(acc[r], scale, bias);
     if (g.ep == EpilogueKind::gelu) y = gelu16(y);
     if (g.ep == EpilogueKind::add_to) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c));
@@ -92,44 +94,91 @@ static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 a
 }
 
 template <int MR, class W>
-static inline void run_tile(const GemmPanelArgs& g, const W* panel, int64_t r0) {
+static inline void run_tile(const GemmPanelArgs& g, const W* panel, int64_t r0, int col0) {
   __m512 acc[MR];
   tile<MR>(g.a + r0 * g.lda, g.lda, panel, g.k, acc);
-  store_tile<MR>(g, r0, acc);
+  store_tile<MR>(g, r0, acc, col0);
 }
 
+// One panel (16 columns): tiles of 14 rows, or the streaming tile of 8 for few rows.
 template <class W>
-static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel) {
+static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel, int col0) {
   constexpr int MR = 14;  // 14 accumulators + the panel row + broadcasts fit in 32 zmm
   int64_t r = 0;
   // Few rows: tiles of at most 8 rows take the streaming path (two accumulator sets).
   if (g.rows <= 16) {
-    for (; r + 8 <= g.rows; r += 8) run_tile<8>(g, panel, r);
+    for (; r + 8 <= g.rows; r += 8) run_tile<8>(g, panel, r, col0);
   } else {
-    for (; r + MR <= g.rows; r += MR) run_tile<MR>(g, panel, r);
+    for (; r + MR <= g.rows; r += MR) run_tile<MR>(g, panel, r, col0);
   }
   switch (g.rows - r) {
-    case 13: run_tile<13>(g, panel, r); break;
-    case 12: run_tile<12>(g, panel, r); break;
-    case 11: run_tile<11>(g, panel, r); break;
-    case 10: run_tile<10>(g, panel, r); break;
-    case 9: run_tile<9>(g, panel, r); break;
-    case 8: run_tile<8>(g, panel, r); break;
-    case 7: run_tile<7>(g, panel, r); break;
-    case 6: run_tile<6>(g, panel, r); break;
-    case 5: run_tile<5>(g, panel, r); break;
-    case 4: run_tile<4>(g, panel, r); break;
-    case 3: run_tile<3>(g, panel, r); break;
-    case 2: run_tile<2>(g, panel, r); break;
-    case 1: run_tile<1>(g, panel, r); break;
+    case 13: run_tile<13>(g, panel, r, col0); break;
+    case 12: run_tile<12>(g, panel, r, col0); break;
+    case 11: run_tile<11>(g, panel, r, col0); break;
+    case 10: run_tile<10>(g, panel, r, col0); break;
+    case 9: run_tile<9>(g, panel, r, col0); break;
+    case 8: run_tile<8>(g, panel, r, col0); break;
+    case 7: run_tile<7>(g, panel, r, col0); break;
+    case 6: run_tile<6>(g, panel, r, col0); break;
+    case 5: run_tile<5>(g, panel, r, col0); break;
+    case 4: run_tile<4>(g, panel, r, col0); break;
+    case 3: run_tile<3>(g, panel, r, col0); break;
+    case 2: run_tile<2>(g, panel, r, col0); break;
+    case 1: run_tile<1>(g, panel, r, col0); break;
     default: break;
   }
 }
 
+// Two panels (32 columns) x MR rows: 2*MR accumulators; per k two panel loads and MR
+// broadcasts feed 2*MR FMAs, and only MR row pointers are live (they fit in registers).
+template <int MR, class W>
+static inline void run_tile2(const GemmPanelArgs& g, const W* p0, const W* p1, int64_t r0) {
+  __m512 acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  const float* a = g.a + r0 * g.lda;
+  for (int kk = 0; kk < g.k; ++kk) {
+    const __m512 b0 = load_row16(p0 + kk * 16), b1 = load_row16(p1 + kk * 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * g.lda + kk]);
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+    }
+  }
+  store_tile<MR>(g, r0, acc0, 0);
+  store_tile<MR>(g, r0, acc1, 16);
+}
+
+template <class W>
+static void gemm_two_panels16(const GemmPanelArgs& g, const W* p0) {
+  constexpr int MR = 8;
+  const W* p1 = p0 + g.panel_stride;
+  int64_t r = 0;
+  for (; r + MR <= g.rows; r += MR) run_tile2<MR>(g, p0, p1, r);
+  switch (g.rows - r) {
+    case 7: run_tile2<7>(g, p0, p1, r); break;
+    case 6: run_tile2<6>(g, p0, p1, r); break;
+    case 5: run_tile2<5>(g, p0, p1, r); break;
+    case 4: run_tile2<4>(g, p0, p1, r); break;
+    case 3: run_tile2<3>(g, p0, p1, r); break;
+    case 2: run_tile2<2>(g, p0, p1, r); break;
+    case 1: run_tile2<1>(g, p0, p1, r); break;
+    default: break;
+  }
+}
+
+template <class W>
+static void gemm_typed16(const GemmPanelArgs& g, const W* panel) {
+  if (g.n_panels < 2) return gemm_panel_typed16(g, panel, 0);
+  if (g.rows > 16) return gemm_two_panels16(g, panel);
+  gemm_panel_typed16(g, panel, 0);  // few rows: the streaming tile, panel by panel
+  gemm_panel_typed16(g, panel + g.panel_stride, 16);
+}
+
 static void gemm_panel16(const GemmPanelArgs& g) {
-  if (g.panel_bf16) gemm_panel_typed16(g, g.panel_bf16);
-  else if (g.panel_q8) gemm_panel_typed16(g, g.panel_q8);
-  else gemm_panel_typed16(g, g.panel);
+  if (g.panel_bf16) gemm_typed16(g, g.panel_bf16);
+  else if (g.panel_q8) gemm_typed16(g, g.panel_q8);
+  else gemm_typed16(g, g.panel);
 }
 
 static double fma_loop16(int64_t iters) {
