@@ -460,6 +460,7 @@ static Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("addon", ESOLM_ADDON_NAME);
   o.Set("cpuKernels", cpu_kernels_in_use());
+  o.Set("cpuKernelsAvailable", cpu_kernels_available());
   if (const char* why = cpu_kernels_error()) o.Set("cpuKernelsError", why);
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
 #ifdef ESOLM_WITH_CUDA

@@ -225,7 +225,7 @@ function doctorCommand(o: { json?: boolean }): void {
   const report: Record<string, unknown> = { platform: `${process.platform}-${process.arch}`, node: process.versions.node, cpus: cpus().length, cpuModel: cpus()[0]?.model };
   try {
     const info = loadCpuAddon().backendInfo();
-    report.cpu = { ok: true, kernels: info.cpuKernels, threads: info.hardwareThreads };
+    report.cpu = { ok: true, kernels: info.cpuKernels, kernelsAvailable: info.cpuKernelsAvailable, ...(info.cpuKernelsError ? { kernelsError: info.cpuKernelsError } : {}), threads: info.hardwareThreads };
   } catch (e) {
     report.cpu = { ok: false, reason: (e as Error).message };
   }
@@ -239,9 +239,10 @@ function doctorCommand(o: { json?: boolean }): void {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     return;
   }
-  const cpu = report.cpu as { ok: boolean; kernels?: string; reason?: string };
+  const cpu = report.cpu as { ok: boolean; kernels?: string; kernelsAvailable?: string; kernelsError?: string; reason?: string };
   console.log(`platform   ${report.platform}, Node ${report.node}, ${report.cpus} CPUs (${report.cpuModel})`);
-  console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels})` : `NOT AVAILABLE: ${cpu.reason}`}`);
+  console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels}; this CPU runs: ${cpu.kernelsAvailable}; ESOLM_CPU_KERNELS forces one)` : `NOT AVAILABLE: ${cpu.reason}`}`);
+  if (cpu.kernelsError) console.log(`           ESOLM_CPU_KERNELS=${process.env.ESOLM_CPU_KERNELS}: ${cpu.kernelsError}`);
   console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})` : `not available: ${why}`}`);
   if (why === '') console.log(`           planned KV loop ${kvLoop ? `on, CUDA graphs ${graphs ? 'on' : 'off'}` : 'off (opt-in: ESOLM_CUDA_KV_LOOP=1)'}`);
   console.log(`default    ${report.defaultModel ?? 'missing'}`);

@@ -69,6 +69,8 @@ export interface BackendInfo {
   addon: string;
   /** CPU kernel set in use: avx512, avx2+fma or portable (ESOLM_CPU_KERNELS forces one). */
   cpuKernels: string;
+  /** The sets this CPU and build can run, widest first, space-separated. */
+  cpuKernelsAvailable: string;
   /** Set when ESOLM_CPU_KERNELS names an unknown set or one this CPU cannot run. */
   cpuKernelsError?: string;
   hardwareThreads: number;

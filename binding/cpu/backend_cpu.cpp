@@ -483,6 +483,13 @@ std::unique_ptr<Backend> create_cpu_reference_backend() {
 
 const char* cpu_kernels_in_use() { return cpu_kernels().name; }
 
+std::string cpu_kernels_available() {
+  std::string s;
+  for (const CpuKernels* k : {cpu_kernels_avx512(), cpu_kernels_avx2(), &cpu_kernels_portable()})
+    if (k) s += (s.empty() ? "" : " ") + std::string(k->name);
+  return s;
+}
+
 const char* cpu_kernels_error() {
   const char* why = nullptr;
   return cpu_kernels_choice(&why) ? nullptr : why;
