@@ -5,7 +5,7 @@
 // Every figure is printed as a fraction of its floor: max(bytes read / streaming
 // bandwidth, FLOPs / peak FMA) (bench/common.mjs).
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16|q8]
-//        [--kernels auto|avx512,avx2,portable] [--batches 1,4,16] [--no-forward]
+//        [--kernels auto|avx512,avx2,portable] [--batches 1,4,16] [--ns 2,16,128] [--no-forward]
 import { writeFileSync } from 'node:fs';
 import { SMALL_CONFIG } from '../dist/index.js';
 import { cpuLine, floorMs, floorsLine, forwardFlops, loadLine, loadSmallModel, measureFloors, opt, useKernels, weightBytes } from './common.mjs';
@@ -17,6 +17,7 @@ const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16 | q8
 const kernelsList = opt('--kernels', 'auto').split(',');
 const batches = opt('--batches', '1').split(',').map(Number);
 const withForward = !process.argv.includes('--no-forward');
+const stepNs = opt('--ns', '2,16,128').split(',').map(Number);  // step window sizes
 
 const cfg = SMALL_CONFIG;
 const V = cfg.vocab_size;
@@ -64,7 +65,7 @@ for (const kernels of kernelsList) {
   }
   const c = 512;
   for (const batch of batches) {
-    for (const n of [2, 16, 128]) {
+    for (const n of stepNs) {
       const cache = model.createCache({ batch, capacity: c + n });
       // Fill the 512 committed slots once (not timed), then time steps that commit nothing.
       await model.step(cache, { tokens: rand(batch * c), commit: c, logitsFrom: c });

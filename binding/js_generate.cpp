@@ -1,6 +1,8 @@
 // js_generate.cpp — N-API glue for engine/generate: one AsyncProgressQueueWorker per
 // generation (the whole loop runs off the event loop under the model lock); each step
 // event is queued to JS in order; cancel() sets a flag the loop checks between steps.
+// A callback that throws cancels the generation, which then rejects with ERR_ABORTED
+// whose `cause` is the thrown value. Request fields are read strictly (js_common.h).
 #include <napi.h>
 
 #include <atomic>
@@ -10,24 +12,10 @@
 #include "engine/generate.h"
 #include "js_common.h"
 #include "js_holders.h"
+#include "js_worker.h"
 
 namespace esolm {
 namespace {
-
-int get_int(Napi::Object o, const char* k, int dflt) {
-  Napi::Value v = o.Get(k);
-  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
-}
-double get_num(Napi::Object o, const char* k, double dflt) {
-  Napi::Value v = o.Get(k);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
-}
-std::vector<int32_t> get_i32(Napi::Object o, const char* k) {
-  Napi::Value v = o.Get(k);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) return {};
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
-}
 
 class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
  public:
@@ -40,37 +28,36 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute(const ExecutionProgress& progress) override {
-    std::lock_guard<std::mutex> lk(holder_->mu);
-    if (!holder_->model) {
+    ModelLock lk(*holder_);
+    if (!holder_->live()) {
       status_ = Status::error(Code::disposed, "the model has been disposed");
       return;
     }
+    Model& model = *holder_->model;
     KVCache* cache = nullptr;
     if (cache_) {
-      if (!cache_->cache) {
+      if (cache_->disposed.load()) {
         status_ = Status::error(Code::disposed, "the cache has been disposed");
         return;
       }
+      status_ = guarded([&] { return cache_->ensure(model); });
+      if (!status_) return;
       cache = cache_->cache.get();
     }
     const bool stream = !callback_.IsEmpty();
-    try {
-      status_ = generate(*holder_->model, req_, cache,
-                         [&](const StepEvent& ev) {
-                           if (stream) progress.Send(&ev, 1);
-                         },
-                         cancel_.get(), result_);
-    } catch (const std::bad_alloc&) {
-      status_ = Status::error(Code::out_of_memory, "out of host memory");
-    } catch (const std::exception& e) {
-      status_ = Status::error(Code::internal, e.what());
-    }
+    status_ = guarded([&] {
+      return generate(model, req_, cache,
+                      [&](const StepEvent& ev) {
+                        if (stream) progress.Send(&ev, 1);
+                      },
+                      cancel_.get(), result_);
+    });
   }
 
   void OnProgress(const StepEvent* ev, size_t count) override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    for (size_t i = 0; i < count; ++i) {
+    for (size_t i = 0; i < count && callback_error_.IsEmpty(); ++i) {
       const StepEvent& e = ev[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("step", e.step);
@@ -84,12 +71,24 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
       std::copy(e.tokens.begin(), e.tokens.end(), tok.Data());
       o.Set("positions", pos);
       o.Set("tokens", tok);
-      callback_.Call({o});
+      try {
+        callback_.Call({o});
+      } catch (const Napi::Error& err) {
+        callback_error_ = Napi::Persistent(static_cast<Napi::Value>(err.Value()));
+        cancel_->store(true);
+      }
     }
   }
 
   void OnOK() override {
     Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (!callback_error_.IsEmpty()) {
+      Napi::Error e = make_error(env, Status::error(Code::aborted, "generation aborted: the step callback threw"));
+      e.Set("cause", callback_error_.Value());
+      deferred_.Reject(e.Value());
+      return;
+    }
     if (!status_) {
       deferred_.Reject(make_error(env, status_).Value());
       return;
@@ -121,6 +120,7 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
   GenerateRequest req_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   Napi::FunctionReference callback_;
+  Napi::Reference<Napi::Value> callback_error_;  // what the callback threw, if it did
   Status status_;
   GenerateResult result_;
 };
@@ -130,26 +130,30 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<StepEvent> {
 Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::shared_ptr<CacheHolder> ch,
                            Napi::Object r, Napi::Value on_event) {
   GenerateRequest req;
-  const std::string method = r.Get("method").IsString() ? std::string(r.Get("method").As<Napi::String>()) : "";
+  const std::string method = str_field(r, "method");
   if (method == "esolm") req.method = Method::esolm;
   else if (method == "mdlm") req.method = Method::mdlm;
   else if (method == "ar") req.method = Method::ar;
   else throw make_error(env, Status::error(Code::invalid_arg, "unknown method '" + method + "'"));
-  req.batch = get_int(r, "batch", 1);
-  req.length = get_int(r, "length", 0);
-  req.steps = get_int(r, "steps", 0);
-  req.alpha0 = get_num(r, "alpha0", 1.0);
-  req.block_len = get_int(r, "blockLen", 0);
-  req.block_shuffle = r.Get("blockShuffle").ToBoolean();
-  req.sample.top_p = get_num(r, "topP", 1.0);
-  req.sample.temperature = get_num(r, "temperature", 1.0);
-  req.sample.greedy = r.Get("greedy").ToBoolean();
+  req.batch = int_field(r, "batch");
+  req.length = int_field(r, "length");
+  req.steps = int_field(r, "steps");
+  req.alpha0 = num_field(r, "alpha0");
+  req.block_len = int_field(r, "blockLen");
+  req.block_shuffle = bool_field(r, "blockShuffle");
+  req.sample.top_p = num_field(r, "topP");
+  req.sample.temperature = num_field(r, "temperature");
+  req.sample.greedy = bool_field(r, "greedy");
   // The seed arrives as two 32-bit halves (a JS number cannot hold 64 bits).
-  req.sample.seed = (uint64_t(uint32_t(get_num(r, "seedHi", 0))) << 32) | uint32_t(get_num(r, "seedLo", 0));
-  req.bos = get_int(r, "bos", -1);
-  for (int32_t v : get_i32(r, "stepSizes")) req.step_sizes.push_back(v);
-  std::vector<int32_t> order = get_i32(r, "order");
-  const int n_orders = get_int(r, "orderCount", 0);
+  const double hi = num_field(r, "seedHi"), lo = num_field(r, "seedLo");
+  if (!(hi >= 0 && hi <= 4294967295.0 && hi == double(uint32_t(hi)) && lo >= 0 && lo <= 4294967295.0 &&
+        lo == double(uint32_t(lo))))
+    throw_invalid(env, "seedHi/seedLo must be 32-bit unsigned integers");
+  req.sample.seed = (uint64_t(uint32_t(hi)) << 32) | uint32_t(lo);
+  req.bos = int_field(r, "bos");
+  for (int32_t v : i32_or_null_field(r, "stepSizes")) req.step_sizes.push_back(v);
+  std::vector<int32_t> order = i32_or_null_field(r, "order");
+  const int n_orders = int_field(r, "orderCount");
   if (!order.empty()) {
     if (n_orders <= 0 || order.size() % size_t(n_orders) != 0)
       throw make_error(env, Status::error(Code::invalid_arg, "order must hold orderCount equal-length orders"));
@@ -157,8 +161,8 @@ Napi::Value start_generate(Napi::Env env, std::shared_ptr<ModelHolder> h, std::s
     for (int i = 0; i < n_orders; ++i)
       req.order.emplace_back(order.begin() + i * len, order.begin() + (i + 1) * len);
   }
-  req.given_positions = get_i32(r, "givenPositions");
-  req.given_tokens = get_i32(r, "givenTokens");
+  req.given_positions = i32_field(r, "givenPositions");
+  req.given_tokens = i32_field(r, "givenTokens");
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   auto* w = new GenerateWorker(env, h, ch, std::move(req), on_event, cancel);
   Napi::Promise promise = w->Promise();

@@ -27,6 +27,11 @@ function int(v: string): number {
   if (v.trim() === '' || !Number.isSafeInteger(x)) throw new InvalidArgumentError('Not an integer.');
   return x;
 }
+function posInt(v: string): number {
+  const x = int(v);
+  if (x < 1) throw new InvalidArgumentError('Not a positive integer.');
+  return x;
+}
 function num(v: string): number {
   const x = Number(v);
   if (v.trim() === '' || !Number.isFinite(x)) throw new InvalidArgumentError('Not a number.');
@@ -286,15 +291,15 @@ export function buildProgram(): Command {
     .argument('[prompt]', 'text the sequences start with')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--infill <pattern>', 'text with _ for each token to generate, e.g. "In the ____ God created"')
-    .option('-n, --length <n>', 'tokens per sequence (default: the model context length)', int)
-    .option('-T, --steps <n>', 'sampling steps T (default: the model\'s recommendation, else 64)', int)
+    .option('-n, --length <n>', 'tokens per sequence (default: the model context length)', posInt)
+    .option('-T, --steps <n>', 'sampling steps T (default: the model\'s recommendation, else 64)', posInt)
     .option('--alpha0 <x>', 'Eso-LM alpha0 in [0, 1], the diffusion share (default: the model\'s, else 1)', num)
     .option('-p, --top-p <x>', 'nucleus top-p (default: the model\'s, else 0.9)', num)
     .option('-t, --temperature <x>', 'softmax temperature (default: the model\'s, else 1)', num)
     .option('-s, --seed <n>', 'random seed', int, 0)
-    .option('-b, --batch <n>', 'sequences to generate', int, 1)
+    .option('-b, --batch <n>', 'sequences to generate', posInt, 1)
     .option('--method <name>', 'esolm | mdlm | ar', 'esolm')
-    .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', int)
+    .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', posInt)
     .option('--greedy', 'take the most likely token')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
     .option('--stream', 'show the denoising live')
@@ -336,7 +341,7 @@ export function buildProgram(): Command {
     .description('time Eso-LM vs MDLM vs AR generation on a model')
     .argument('[model]', 'model folder (default: the shipped model)')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
-    .option('-n, --length <n>', 'tokens per sequence', int, 256)
+    .option('-n, --length <n>', 'tokens per sequence', posInt, 256)
     .option('--steps <list>', 'comma-separated T values', '16,64')
     .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)
     .option('--json', 'print JSON')

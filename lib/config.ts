@@ -38,10 +38,22 @@ function bad(field: string, why: string): EsolmError {
   return new EsolmError('ERR_BAD_WEIGHTS', `config.json: field "${field}" ${why}`);
 }
 
+/**
+ * Upper bounds on the size fields: far above any real model, and low enough that every
+ * product the loader and the engine form stays an exact integer (checked before any
+ * loop or allocation sized by them).
+ */
+export const CONFIG_LIMITS = {
+  hidden_size: 2 ** 16, n_heads: 2 ** 12, n_blocks: 2 ** 12, cond_dim: 2 ** 16, vocab_size: 2 ** 24, length: 2 ** 20,
+} as const;
+
 function posInt(raw: Record<string, unknown>, field: string, min = 1): number {
   const v = raw[field];
   if (v === undefined) throw bad(field, 'is missing');
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw bad(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  const max = (CONFIG_LIMITS as Record<string, number>)[field] ?? 2 ** 31 - 1;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw bad(field, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -59,7 +71,7 @@ export function parseConfig(raw: unknown): ModelConfig {
     hidden_size: posInt(r, 'hidden_size'),
     n_heads: posInt(r, 'n_heads'),
     n_blocks: posInt(r, 'n_blocks'),
-    cond_dim: arch === 'ar' ? (typeof r.cond_dim === 'number' ? r.cond_dim : 0) : posInt(r, 'cond_dim'),
+    cond_dim: arch === 'ar' ? (r.cond_dim === undefined ? 0 : posInt(r, 'cond_dim', 0)) : posInt(r, 'cond_dim'),
     vocab_size: posInt(r, 'vocab_size'),
     mask_index: r.mask_index === undefined && arch === 'ar' ? -1 : posInt(r, 'mask_index', -1),
     length: posInt(r, 'length'),
@@ -83,7 +95,13 @@ export function parseConfig(raw: unknown): ModelConfig {
   if ((cfg.hidden_size / cfg.n_heads) % 2 !== 0) throw bad('n_heads', 'must leave an even head dimension (rotary)');
   if (cfg.mask_index >= cfg.vocab_size) throw bad('mask_index', `(${cfg.mask_index}) must be < vocab_size (${cfg.vocab_size})`);
   if (cfg.arch !== 'ar' && cfg.mask_index < 0) throw bad('mask_index', `is required for arch ${cfg.arch}`);
+  if (cfg.n_heads > cfg.hidden_size) throw bad('n_heads', `(${cfg.n_heads}) must be <= hidden_size (${cfg.hidden_size})`);
   return cfg;
+}
+
+/** Bytes of a KV cache: keys and values, per block, `batch * capacity` rows of hidden_size F32. */
+export function cacheBytes(c: ModelConfig, batch: number, capacity: number): number {
+  return 2 * c.n_blocks * batch * capacity * c.hidden_size * 4;
 }
 
 /** Expected tensor names (without `backbone.`) and shapes; -1 = any positive size. */

@@ -30,10 +30,11 @@ const KNOWN = new Set<string>([
 /** Converts an error thrown by the native addon into an EsolmError (keeps EsolmErrors). */
 export function fromNative(e: unknown): EsolmError {
   if (e instanceof EsolmError) return e;
-  const err = e as { code?: unknown; message?: unknown };
+  const err = e as { code?: unknown; message?: unknown; cause?: unknown };
   const code = typeof err?.code === 'string' && KNOWN.has(err.code) ? (err.code as ErrorCode) : 'ERR_INTERNAL';
   const message = typeof err?.message === 'string' ? err.message : String(e);
-  return new EsolmError(code, message, { cause: e });
+  // A native error with a cause (what a step callback threw) passes that cause on.
+  return new EsolmError(code, message, { cause: err !== null && typeof err === 'object' && 'cause' in err ? err.cause : e });
 }
 
 /** Awaits a native promise, converting its rejection. */

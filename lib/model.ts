@@ -6,17 +6,20 @@
  * loop. dispose() (or `await using`) frees native memory at once; a disposed object
  * throws ERR_DISPOSED.
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { EsolmError, expected, invalidArg, native, nativeSync } from './errors.js';
-import { expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
+import { cacheBytes, expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
+import { parseJson, readRegularFile } from './files.js';
 import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
 import {
   cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
-  type NativeAddon, type NativeCache, type NativeModel, type TensorEntry,
+  type NativeAddon, type NativeCache, type NativeGenerateRequest, type NativeGenerateResult, type NativeModel,
+  type NativeStepEvent, type TensorEntry,
 } from './native.js';
 
 export type BackendName = 'cpu' | 'cuda';
@@ -45,20 +48,8 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void;
 }
 
-export interface StepEvent {
-  /** Step index (0-based) and the number of planned steps. */
-  step: number;
-  steps: number;
-  /** Network evaluations so far. */
-  nfe: number;
-  /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
-  phase: string;
-  /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
-  perSequence: number;
-  /** Original positions and tokens revealed, `[batch * perSequence]`. */
-  positions: Int32Array;
-  tokens: Int32Array;
-}
+/** One step of a generation (the native event shape, declared in native.ts). */
+export type StepEvent = NativeStepEvent;
 
 export interface GenerateResult {
   /** One Int32Array of `length` tokens per sequence, in position order. */
@@ -71,7 +62,7 @@ export interface GenerateResult {
   nDiffusion: number;
   /** Steps run by replaying a recorded step (CUDA graphs); 0 on the CPU. */
   replayedSteps: number;
-  timings: { totalMs: number; forwardMs: number; sampleMs: number; planMs: number; diffusionMs: number; sequentialMs: number };
+  timings: NativeGenerateResult['timings'];
   /** Decoded text per sequence when the model has a tokenizer. */
   text?: string[];
 }
@@ -106,9 +97,10 @@ export interface ForwardOptions {
   /** Clean sequence for `sequential` attention (`batch * n`). */
   x0?: Int32Array;
   /**
-   * forward(): a Float32Array of `batch * n * vocab` to write the logits into (and return),
-   * instead of a new one. Reusing one buffer saves allocating and faulting in the memory
-   * of large outputs (206 MB for 1024 GPT-2 rows) on every call.
+   * forward(): a Float32Array of `batch * n * vocab` the logits are copied into (and
+   * returned) when the call ends. The engine always computes into its own buffer (no native
+   * call writes into a JS buffer while JS may run); without `out` that buffer itself is
+   * returned, with no copy.
    */
   out?: Float32Array;
 }
@@ -229,6 +221,7 @@ export class Model {
     const matrices = entries.filter((e) => e.shape.length === 2);
     // auto + BF16 file: BF16 storage except the gate-scaled matrices, so the file runs exactly.
     const weights = weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16-exact' : 'f32';
+    checkMemory('loading this model', loadBytes(entries, weights === 'f32' ? 4 : 2));
 
     let backend: BackendName = 'cpu';
     let reason: string | undefined;
@@ -278,7 +271,7 @@ export class Model {
    */
   async forward(opts: ForwardOptions): Promise<Float32Array> {
     const f = this.forwardArgs(opts);
-    let out: Float32Array;
+    let out: Float32Array | null = null;  // null: the engine's buffer becomes the result
     if (opts.out !== undefined) {
       if (!(opts.out instanceof Float32Array)) throw expected('a Float32Array', 'out', opts.out);
       if (opts.out.length !== f.batch * f.n * this.config.vocab_size) {
@@ -286,7 +279,7 @@ export class Model {
       }
       out = opts.out;
     } else {
-      out = allocLogits(f.batch * f.n, this.config.vocab_size);
+      checkLogits(f.batch * f.n, this.config.vocab_size);
     }
     return this.enqueue(() => native(this.live().forward(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, out, null)));
   }
@@ -305,8 +298,7 @@ export class Model {
     for (let i = 0; i < targets.length; i++) {
       if (targets[i] < -1 || targets[i] >= V) throw invalidArg(`targets[${i}] = ${targets[i]} is outside [-1, ${V})`);
     }
-    const out = new Float64Array(f.tokens.length);
-    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, out)));
+    return this.enqueue(() => native(this.live().forwardScores(f.tokens, f.positions, f.batch, f.n, f.attention, f.x0, targets, null)));
   }
 
   /** @internal Validated arguments of forward() / forwardScores(). */
@@ -315,7 +307,7 @@ export class Model {
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'forward options', opts);
     const tokens = checkInt32('tokens', opts.tokens);
     const batch = opts.batch ?? 1;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
     if (tokens.length === 0 || tokens.length % batch !== 0) {
       throw invalidArg(`tokens has ${tokens.length} entries, which is not a positive multiple of batch (${batch})`);
     }
@@ -346,8 +338,9 @@ export class Model {
     const nm = this.live();
     if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'createCache options', opts);
     const { batch, capacity } = opts;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
-    if (!isInt(capacity) || capacity < 1) throw expected('a positive integer', 'capacity', capacity);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
+    if (!isInt(capacity) || capacity < 1 || capacity > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'capacity', capacity);
+    checkMemory(`a cache of batch ${batch} and capacity ${capacity}`, cacheBytes(this.config, batch, capacity));
     const nc = nativeSync(() => nm.createCache(batch, capacity));
     const cache = new Cache(this, nc, batch, capacity);
     this.caches_.add(cache);
@@ -392,8 +385,8 @@ export class Model {
       }
       const positions = given ?? defaultPositions(cache.batch, n, committed);
       if (!given) this.checkPositions(positions);
-      const out = allocLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
-      return native(this.live().step(live, tokens, positions, n, commit, logitsFrom, out));
+      checkLogits(cache.batch * (n - logitsFrom), this.config.vocab_size);
+      return native(this.live().step(live, tokens, positions, n, commit, logitsFrom, null));
     });
   }
 
@@ -431,7 +424,7 @@ export class Model {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.cancels_.add(handle.cancel);
       try {
-        const raw = (await native(handle.promise)) as RawResult;
+        const raw = await native(handle.promise);
         return this.toResult(raw, req.batch, req.length);
       } finally {
         this.cancels_.delete(handle.cancel);
@@ -489,11 +482,13 @@ export class Model {
     const s = opts.sampler;
     if (!(s instanceof Sampler)) throw expected('a Sampler', 'sampler', s);
     const batch = opts.batch ?? 1;
-    if (!isInt(batch) || batch < 1) throw expected('a positive integer', 'batch', batch);
+    if (!isInt(batch) || batch < 1 || batch > INT32_MAX) throw expected(`an integer in [1, ${INT32_MAX}]`, 'batch', batch);
     const length = opts.length ?? this.config.length;
     if (!isInt(length) || length < 1 || length > this.config.length) {
       throw expected(`an integer in [1, ${this.config.length}] (the context length)`, 'length', length);
     }
+    // Before anything sized by batch is allocated or looped over: the generation's cache.
+    if (opts.cache === undefined) checkMemory(`generating ${batch} sequences of ${length} tokens`, cacheBytes(this.config, batch, length));
     if (opts.cache !== undefined) {
       if (!(opts.cache instanceof Cache)) throw expected('a Cache', 'cache', opts.cache);
       if (opts.cache.model_ !== this) throw invalidArg('the cache belongs to another model');
@@ -616,8 +611,8 @@ export class Model {
     if (!this.native_) return;
     const nm = this.native_;
     this.native_ = null;
-    for (const c of [...this.caches_]) c.dispose();
     for (const cancel of this.cancels_) cancel();
+    for (const c of [...this.caches_]) c.dispose();
     void this.tail_.finally(() => nm.dispose());
   }
 
@@ -630,22 +625,10 @@ export class Model {
   }
 }
 
-interface RawResult {
-  tokens: Int32Array;
-  nfe: number;
-  steps: number;
-  nDiffusion: number;
-  replayedSteps: number;
-  timings: GenerateResult['timings'];
-}
+type RawResult = NativeGenerateResult;
 
-/** @internal The request object the native generate() reads. */
-export interface GenerateRequestRaw {
-  method: string; batch: number; length: number; steps: number; alpha0: number;
-  blockLen: number; blockShuffle: boolean; topP: number; temperature: number; greedy: boolean;
-  seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
-  orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
-}
+/** @internal The request object the native generate() reads (declared in native.ts). */
+export type GenerateRequestRaw = NativeGenerateRequest;
 
 function fixedEntries(f: FixedTokens): [number, number][] {
   if (f instanceof Map) return [...f.entries()];
@@ -664,12 +647,33 @@ function defaultPositions(batch: number, n: number, start: number): Int32Array {
   return p;
 }
 
-function allocLogits(rows: number, vocab: number): Float32Array {
+const INT32_MAX = 2 ** 31 - 1;
+
+/** Throws ERR_OUT_OF_MEMORY when `bytes` exceed this machine's memory (nothing is allocated yet). */
+function checkMemory(what: string, bytes: number): void {
+  const total = os.totalmem();
+  if (bytes > total) {
+    throw new EsolmError('ERR_OUT_OF_MEMORY',
+      `${what} needs ${(bytes / 2 ** 30).toFixed(1)} GiB of memory, more than this machine's ${(total / 2 ** 30).toFixed(1)} GiB`);
+  }
+}
+
+/**
+ * Host bytes a load needs at its peak: the F32 copy decoded from the files plus the
+ * backend's copy (`storage` bytes per weight).
+ */
+function loadBytes(entries: TensorEntry[], storage: 2 | 4): number {
+  let numel = 0;
+  for (const e of entries) numel += e.shape.reduce((a, b) => a * b, 1);
+  return numel * (4 + storage);
+}
+
+/** Refuses a logits result over 2^31 floats (8 GiB) before the call is made. */
+function checkLogits(rows: number, vocab: number): void {
   const count = rows * vocab;
   if (count > 2 ** 31) {
     throw new EsolmError('ERR_OUT_OF_MEMORY', `logits for ${rows} rows x ${vocab} would need ${(count * 4 / 2 ** 30).toFixed(1)} GiB`);
   }
-  return new Float32Array(count);
 }
 
 /** Reads and validates config.json and every .safetensors file of a model folder. */
@@ -681,19 +685,17 @@ export function readModelFolder(dir: string): { config: ModelConfig; entries: Te
     throw new EsolmError('ERR_IO', `model folder ${dir} does not exist`);
   }
   if (!st.isDirectory()) throw new EsolmError('ERR_IO', `${dir} is not a folder`);
+  const configFile = path.join(dir, 'config.json');
   let text: string;
   try {
-    text = readFileSync(path.join(dir, 'config.json'), 'utf8');
-  } catch {
-    throw new EsolmError('ERR_IO', `model folder ${dir} has no readable config.json`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
+    text = readRegularFile(configFile, 'config file', 2 ** 24).toString('utf8');
   } catch (e) {
-    throw new EsolmError('ERR_BAD_WEIGHTS', `config.json in ${dir} is not valid JSON (${(e as Error).message})`);
+    if (e instanceof EsolmError && e.code === 'ERR_IO' && !statSync(configFile, { throwIfNoEntry: false })) {
+      throw new EsolmError('ERR_IO', `model folder ${dir} has no readable config.json`);
+    }
+    throw e;
   }
-  const config = parseConfig(raw);
+  const config = parseConfig(parseJson(text, `config.json in ${dir}`));
   const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
   if (files.length === 0) throw new EsolmError('ERR_BAD_WEIGHTS', `model folder ${dir} has no .safetensors file`);
   const want = expectedTensors(config);

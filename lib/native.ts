@@ -1,6 +1,11 @@
 /**
  * The typed surface of the native addons and the loader that finds them.
  *
+ * This is the one declaration of what crosses the native seam: every request, result and
+ * event shape below. The glue (binding/js_*.cpp) reads these strictly: a missing or
+ * mistyped field is ERR_INVALID_ARG, never a default. Validation in the caller's words
+ * happens once, in the TS layer (model.ts); the engine checks only memory safety.
+ *
  * The CPU addon (esolm_cpu.node) is looked for, in order: ESOLM_ADDON_PATH, the local
  * build (build/Release), the bundled prebuild (prebuilds/<platform>-<arch>/). The CUDA
  * addon likewise under cuda/. If nothing loads, one error lists what was tried and how
@@ -22,16 +27,62 @@ export interface NativeCache {
 
 export interface NativeModel {
   readonly backendName: string | undefined;
+  /**
+   * Results are written into a native buffer: returned as a new typed array (no copy) when
+   * `out` is null, else copied into `out` when the call ends (rejects if `out` was detached
+   * or resized meanwhile). No call keeps a pointer into a JS buffer while JS runs.
+   */
   forward(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, out: Float32Array, logitsRows: Int32Array | null): Promise<Float32Array>;
+    x0: Int32Array | null, out: Float32Array | null, logitsRows: Int32Array | null): Promise<Float32Array>;
   forwardScores(tokens: Int32Array, positions: Int32Array, batch: number, n: number, mode: string,
-    x0: Int32Array | null, targets: Int32Array, out: Float64Array): Promise<Float64Array>;
+    x0: Int32Array | null, targets: Int32Array, out: Float64Array | null): Promise<Float64Array>;
   step(cache: NativeCache, tokens: Int32Array, positions: Int32Array, n: number, commit: number,
-    logitsFrom: number, out: Float32Array): Promise<Float32Array>;
+    logitsFrom: number, out: Float32Array | null): Promise<Float32Array>;
   createCache(batch: number, capacity: number): NativeCache;
   /** One native generation; onEvent receives each step event (see StepEvent in model.ts). */
-  generate(request: object, cache: NativeCache | null, onEvent: ((e: never) => void) | null): { promise: Promise<unknown>; cancel(): void };
+  /**
+   * One native generation. onEvent receives each step event; if it throws, the generation
+   * is cancelled and the promise rejects with ERR_ABORTED whose `cause` is what it threw.
+   */
+  generate(request: NativeGenerateRequest, cache: NativeCache | null, onEvent: ((e: NativeStepEvent) => void) | null):
+    { promise: Promise<NativeGenerateResult>; cancel(): void };
   dispose(): void;
+}
+
+/** The request native generate() reads; every field is required (null where allowed). */
+export interface NativeGenerateRequest {
+  method: string; batch: number; length: number; steps: number; alpha0: number;
+  blockLen: number; blockShuffle: boolean; topP: number; temperature: number; greedy: boolean;
+  /** The 64-bit seed as two unsigned 32-bit halves. */
+  seedHi: number; seedLo: number; bos: number; stepSizes: Int32Array | null; order: Int32Array | null;
+  orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
+}
+
+/** One step of a generation, as native generate() reports it. */
+export interface NativeStepEvent {
+  /** Step index (0-based) and the number of planned steps. */
+  step: number;
+  steps: number;
+  /** Network evaluations so far. */
+  nfe: number;
+  /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
+  phase: string;
+  /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
+  perSequence: number;
+  /** Original positions and tokens revealed, `[batch * perSequence]`. */
+  positions: Int32Array;
+  tokens: Int32Array;
+}
+
+/** What native generate() resolves with. */
+export interface NativeGenerateResult {
+  /** `batch * length` tokens, sequence after sequence. */
+  tokens: Int32Array;
+  nfe: number;
+  steps: number;
+  nDiffusion: number;
+  replayedSteps: number;
+  timings: { totalMs: number; forwardMs: number; sampleMs: number; planMs: number; diffusionMs: number; sequentialMs: number };
 }
 
 export interface TensorEntry {
@@ -48,7 +99,7 @@ export interface NativeConfig {
   hidden_size: number;
   n_heads: number;
   n_blocks: number;
-  cond_dim?: number;
+  cond_dim: number;
   vocab_size: number;
   mask_index: number;
   length: number;

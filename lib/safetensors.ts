@@ -3,10 +3,12 @@
  * are read by native code straight from the file (no JS copy).
  * Format: u64 little-endian header length N, N bytes of JSON, then the data region.
  * Every tensor's data_offsets are relative to the data region; the tensors must tile it
- * exactly (no gaps, no overlaps), as the format requires.
+ * exactly (no gaps, no overlaps), as the format requires. A name may appear only once
+ * (JSON.parse would silently keep the last), and only regular files are opened.
  */
-import { openSync, readSync, fstatSync, closeSync } from 'node:fs';
+import { readSync, closeSync } from 'node:fs';
 import { EsolmError } from './errors.js';
+import { openRegular, parseJson, topLevelKeys } from './files.js';
 import type { TensorEntry } from './native.js';
 
 export type DType = 'F32' | 'BF16' | 'F16';
@@ -19,14 +21,8 @@ function bad(file: string, msg: string): EsolmError {
 
 /** Reads and validates one file's header; returns its tensors with absolute offsets. */
 export function readSafetensorsHeader(file: string): TensorEntry[] {
-  let fd: number;
+  const { fd, size } = openRegular(file, 'safetensors file');
   try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    throw new EsolmError('ERR_IO', `cannot open ${file}: ${(e as Error).message}`);
-  }
-  try {
-    const size = fstatSync(fd).size;
     if (size < 8) throw bad(file, `file is ${size} bytes, too short for a safetensors header`);
     const lenBuf = Buffer.alloc(8);
     readSync(fd, lenBuf, 0, 8, 0);
@@ -36,13 +32,14 @@ export function readSafetensorsHeader(file: string): TensorEntry[] {
     const hlen = Number(n);
     const hbuf = Buffer.alloc(hlen);
     readSync(fd, hbuf, 0, hlen, 8);
-    let header: unknown;
-    try {
-      header = JSON.parse(hbuf.toString('utf8'));
-    } catch (e) {
-      throw bad(file, `header is not valid JSON (${(e as Error).message})`);
-    }
+    const text = hbuf.toString('utf8');
+    const header = parseJson(text, `${file}: header`);
     if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad(file, 'header must be a JSON object');
+    const seen = new Set<string>();
+    for (const k of topLevelKeys(text)) {
+      if (seen.has(k)) throw bad(file, `tensor '${k}' appears more than once in the header`);
+      seen.add(k);
+    }
     const dataStart = 8 + hlen;
     const dataSize = size - dataStart;
     const entries: TensorEntry[] = [];

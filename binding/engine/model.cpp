@@ -1,9 +1,9 @@
-// model.cpp — weight folding and the one forward pass (see model.h).
+// model.cpp — the one forward pass over folded weights (see model.h; folding: weights.cpp).
 //
 // Per block, on any backend:  h = LN1(x); qkv = h·Wqkvᵀ; rotary + K/V into the cache;
 // a = attention(q, cache); x += a·Woutᵀ; h = LN2(x); m = GELU(h·W1ᵀ + b1);
 // x += m·W2ᵀ + b2.  The adaLN modulation (constant because sigma = 0) lives in the LN
-// scales/biases and in Wout, W2, b2 (gates), folded here in float64.
+// scales/biases and in Wout, W2, b2 (gates), folded in float64 by weights.cpp.
 #include "engine/model.h"
 
 #include <cmath>
@@ -23,17 +23,6 @@ Tensor view_rows(const Tensor& t, int64_t rows) {
 
 // Head rows per chunk: bounds the F32 logits buffer to kHeadChunk * vocab floats.
 constexpr int64_t kHeadChunk = 128;
-
-Status shape_error(const std::string& name, const std::vector<int64_t>& want,
-                   const std::vector<int64_t>& got) {
-  auto fmt = [](const std::vector<int64_t>& s) {
-    std::string o = "[";
-    for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-    return o + "]";
-  };
-  return Status::error(Code::bad_weights,
-                       "tensor '" + name + "' has shape " + fmt(got) + ", expected " + fmt(want));
-}
 
 // −log softmax(row)[target] in float64 with the mask column at −1e6, for m rows;
 // flat[i] is the (b * n + r) index of row i into targets/out. Rows over the cores.
@@ -80,69 +69,17 @@ bool parse_arch(const std::string& s, Arch& out) {
 }
 
 // Expected tensors (without the `backbone.` prefix) and their shapes.
-static std::map<std::string, std::vector<int64_t>> expected_shapes(const ModelConfig& c) {
-  const int64_t d = c.hidden_size, V = c.vocab_size, f = c.mlp_hidden(), cd = c.cond_dim;
-  std::map<std::string, std::vector<int64_t>> m;
-  m["vocab_embed.embedding"] = {V, d};
-  for (int i = 0; i < c.n_blocks; ++i) {
-    const std::string p = "blocks." + std::to_string(i) + ".";
-    m[p + "norm1.weight"] = {d};
-    m[p + "attn_qkv.weight"] = {3 * d, d};
-    m[p + "attn_out.weight"] = {d, d};
-    m[p + "norm2.weight"] = {d};
-    m[p + "mlp.0.weight"] = {f, d};
-    m[p + "mlp.0.bias"] = {f};
-    m[p + "mlp.2.weight"] = {d, f};
-    m[p + "mlp.2.bias"] = {d};
-    if (c.has_adaln()) {
-      m[p + "adaLN_modulation.weight"] = {6 * d, cd};
-      m[p + "adaLN_modulation.bias"] = {6 * d};
-    }
-  }
-  m["output_layer.norm_final.weight"] = {d};
-  m["output_layer.linear.weight"] = {V, d};
-  m["output_layer.linear.bias"] = {V};
-  if (c.has_adaln()) {
-    m["output_layer.adaLN_modulation.weight"] = {2 * d, cd};
-    m["output_layer.adaLN_modulation.bias"] = {2 * d};
-    m["sigma_map.mlp.0.weight"] = {cd, -1};  // frequency embedding width (256) from the file
-    m["sigma_map.mlp.0.bias"] = {cd};
-    m["sigma_map.mlp.2.weight"] = {cd, cd};
-    m["sigma_map.mlp.2.bias"] = {cd};
-  }
-  return m;
-}
-
 Status Model::create(const ModelConfig& cfg, HostWeights&& weights, Backend* backend,
                      std::unique_ptr<Model>& out) {
   ESOLM_TRY(cfg.validate());
   if (!backend) return Status::error(Code::internal, "no backend");
-  // Validate names, shapes and values before touching the backend.
-  auto want = expected_shapes(cfg);
-  for (auto& kv : want) {
-    auto it = weights.find(kv.first);
-    if (it == weights.end())
-      return Status::error(Code::bad_weights, "missing tensor '" + kv.first + "'");
-    const auto& got = it->second.shape;
-    bool ok = got.size() == kv.second.size();
-    for (size_t i = 0; ok && i < got.size(); ++i) ok = kv.second[i] < 0 ? got[i] > 0 : got[i] == kv.second[i];
-    if (!ok) return shape_error(kv.first, kv.second, got);
-    int64_t numel = 1;
-    for (auto s : got) numel *= s;
-    if (int64_t(it->second.data.size()) != numel)
-      return Status::error(Code::bad_weights, "tensor '" + kv.first + "' has the wrong element count");
-    for (float v : it->second.data)
-      if (!std::isfinite(v))
-        return Status::error(Code::bad_weights, "tensor '" + kv.first + "' contains NaN or Inf");
-  }
-  for (auto& kv : weights)
-    if (!want.count(kv.first) && kv.first != "rotary_emb.inv_freq")
-      return Status::error(Code::bad_weights, "unexpected tensor '" + kv.first + "'");
-
+  // Validate names, shapes and values before touching the backend, then fold.
+  ESOLM_TRY(check_weights(cfg, weights));
+  fold_adaln(cfg, weights);
   std::unique_ptr<Model> m(new Model());
   m->cfg_ = cfg;
   m->be_ = backend;
-  Status s = m->fold_and_upload(weights);
+  Status s = m->upload_weights(weights);
   if (!s) return s;
   out = std::move(m);
   return Status::ok();
@@ -163,132 +100,43 @@ Model::~Model() {
       be_->release(*t);
 }
 
-Status Model::fold_and_upload(HostWeights& w) {
+Status Model::upload_weights(HostWeights& w) {
   const int d = cfg_.hidden_size;
   Backend& be = *be_;
-  auto upload = [&](Tensor& t, DType dt, int64_t rows, int64_t cols, const float* src,
+  // Uploads and frees each host tensor, so the host copy shrinks as the backend's grows.
+  auto upload = [&](Tensor& t, DType dt, int64_t rows, int64_t cols, const std::string& name,
                     bool is_linear) -> Status {
+    HostTensor& h = w.at(name);
     ESOLM_TRY(be.alloc(t, dt, rows, cols));
-    ESOLM_TRY(be.upload_f32(t, src, rows * cols));
+    ESOLM_TRY(be.upload_f32(t, h.data.data(), rows * cols));
     if (is_linear) ESOLM_TRY(be.prepare_weight(t));
+    h.data = {};
     return Status::ok();
   };
-  auto take = [&](const std::string& name) -> HostTensor& { return w.at(name); };
   const DType wd = be.weight_dtype();
   // With adaLN the gates rescale attn_out and mlp.2 (see backend.h folded_weight_dtype).
   const DType wd_folded = cfg_.has_adaln() ? be.folded_weight_dtype() : wd;
-
-  // Constant conditioning c (sigma = 0): e = [cos 0]*half ++ [sin 0]*half.
-  std::vector<double> c;
-  if (cfg_.has_adaln()) {
-    const HostTensor& w1 = take("sigma_map.mlp.0.weight");
-    const HostTensor& b1 = take("sigma_map.mlp.0.bias");
-    const HostTensor& w2 = take("sigma_map.mlp.2.weight");
-    const HostTensor& b2 = take("sigma_map.mlp.2.bias");
-    const int64_t cd = cfg_.cond_dim, freq = w1.shape[1], half = freq / 2;
-    auto silu = [](double x) { return x / (1.0 + std::exp(-x)); };
-    std::vector<double> h(cd);
-    for (int64_t i = 0; i < cd; ++i) {
-      double a = b1.data[i];
-      for (int64_t j = 0; j < half; ++j) a += w1.data[i * freq + j];  // cos(0) = 1 columns
-      h[i] = silu(a);
-    }
-    c.assign(cd, 0.0);
-    for (int64_t i = 0; i < cd; ++i) {
-      double a = b2.data[i];
-      for (int64_t j = 0; j < cd; ++j) a += w2.data[i * cd + j] * h[j];
-      c[i] = silu(a);
-    }
-  }
-  // mod = W·c + b for an adaLN linear of `rows` outputs.
-  auto modulation = [&](const std::string& prefix, int64_t rows) {
-    const HostTensor& W = take(prefix + ".weight");
-    const HostTensor& B = take(prefix + ".bias");
-    const int64_t cd = cfg_.cond_dim;
-    std::vector<double> m(rows);
-    for (int64_t i = 0; i < rows; ++i) {
-      double a = B.data[i];
-      for (int64_t j = 0; j < cd; ++j) a += W.data[i * cd + j] * c[j];
-      m[i] = a;
-    }
-    return m;
-  };
-
-  {
-    HostTensor& e = take("vocab_embed.embedding");
-    ESOLM_TRY(upload(embed_, wd, cfg_.vocab_size, d, e.data.data(), false));
-    e.data = {};
-  }
-  std::vector<float> ln_w(d), ln_b(d);
+  const int64_t f = cfg_.mlp_hidden();
+  ESOLM_TRY(upload(embed_, wd, cfg_.vocab_size, d, "vocab_embed.embedding", false));
   layers_.resize(cfg_.n_blocks);
   for (int i = 0; i < cfg_.n_blocks; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
     LayerWeights& L = layers_[i];
-    std::vector<double> mod;  // shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
-    if (cfg_.has_adaln()) mod = modulation(p + "adaLN_modulation", 6 * int64_t(d));
-    auto part = [&](int chunk, int j, double dflt) { return mod.empty() ? dflt : mod[chunk * d + j]; };
-
-    const HostTensor& n1 = take(p + "norm1.weight");
-    for (int j = 0; j < d; ++j) {
-      ln_w[j] = float(double(n1.data[j]) * (1.0 + part(1, j, 0.0)));
-      ln_b[j] = float(part(0, j, 0.0));
-    }
-    ESOLM_TRY(upload(L.ln1_w, DType::f32, 1, d, ln_w.data(), false));
-    ESOLM_TRY(upload(L.ln1_b, DType::f32, 1, d, ln_b.data(), false));
-
-    HostTensor& qkv = take(p + "attn_qkv.weight");
-    ESOLM_TRY(upload(L.qkv_w, wd, 3 * int64_t(d), d, qkv.data.data(), true));
-    qkv.data = {};
-
-    HostTensor& wo = take(p + "attn_out.weight");
-    for (int r = 0; r < d; ++r) {
-      const double g = part(2, r, 1.0);
-      for (int k = 0; k < d; ++k) wo.data[size_t(r) * d + k] = float(double(wo.data[size_t(r) * d + k]) * g);
-    }
-    ESOLM_TRY(upload(L.out_w, wd_folded, d, d, wo.data.data(), true));
-    wo.data = {};
-
-    const HostTensor& n2 = take(p + "norm2.weight");
-    for (int j = 0; j < d; ++j) {
-      ln_w[j] = float(double(n2.data[j]) * (1.0 + part(4, j, 0.0)));
-      ln_b[j] = float(part(3, j, 0.0));
-    }
-    ESOLM_TRY(upload(L.ln2_w, DType::f32, 1, d, ln_w.data(), false));
-    ESOLM_TRY(upload(L.ln2_b, DType::f32, 1, d, ln_b.data(), false));
-
-    const int64_t f = cfg_.mlp_hidden();
-    HostTensor& w1 = take(p + "mlp.0.weight");
-    ESOLM_TRY(upload(L.fc1_w, wd, f, d, w1.data.data(), true));
-    w1.data = {};
-    const HostTensor& b1 = take(p + "mlp.0.bias");
-    ESOLM_TRY(upload(L.fc1_b, DType::f32, 1, f, b1.data.data(), false));
-
-    HostTensor& w2 = take(p + "mlp.2.weight");
-    HostTensor& b2 = take(p + "mlp.2.bias");
-    for (int r = 0; r < d; ++r) {
-      const double g = part(5, r, 1.0);
-      for (int64_t k = 0; k < f; ++k) w2.data[size_t(r) * f + k] = float(double(w2.data[size_t(r) * f + k]) * g);
-      b2.data[r] = float(double(b2.data[r]) * g);
-    }
-    ESOLM_TRY(upload(L.fc2_w, wd_folded, d, f, w2.data.data(), true));
-    w2.data = {};
-    ESOLM_TRY(upload(L.fc2_b, DType::f32, 1, d, b2.data.data(), false));
+    ESOLM_TRY(upload(L.ln1_w, DType::f32, 1, d, p + "norm1.weight", false));
+    ESOLM_TRY(upload(L.ln1_b, DType::f32, 1, d, p + "norm1.bias", false));
+    ESOLM_TRY(upload(L.qkv_w, wd, 3 * int64_t(d), d, p + "attn_qkv.weight", true));
+    ESOLM_TRY(upload(L.out_w, wd_folded, d, d, p + "attn_out.weight", true));
+    ESOLM_TRY(upload(L.ln2_w, DType::f32, 1, d, p + "norm2.weight", false));
+    ESOLM_TRY(upload(L.ln2_b, DType::f32, 1, d, p + "norm2.bias", false));
+    ESOLM_TRY(upload(L.fc1_w, wd, f, d, p + "mlp.0.weight", true));
+    ESOLM_TRY(upload(L.fc1_b, DType::f32, 1, f, p + "mlp.0.bias", false));
+    ESOLM_TRY(upload(L.fc2_w, wd_folded, d, f, p + "mlp.2.weight", true));
+    ESOLM_TRY(upload(L.fc2_b, DType::f32, 1, d, p + "mlp.2.bias", false));
   }
-
-  std::vector<double> fmod;  // shift_f, scale_f
-  if (cfg_.has_adaln()) fmod = modulation("output_layer.adaLN_modulation", 2 * int64_t(d));
-  const HostTensor& nf = take("output_layer.norm_final.weight");
-  for (int j = 0; j < d; ++j) {
-    ln_w[j] = float(double(nf.data[j]) * (1.0 + (fmod.empty() ? 0.0 : fmod[d + j])));
-    ln_b[j] = float(fmod.empty() ? 0.0 : fmod[j]);
-  }
-  ESOLM_TRY(upload(lnf_w_, DType::f32, 1, d, ln_w.data(), false));
-  ESOLM_TRY(upload(lnf_b_, DType::f32, 1, d, ln_b.data(), false));
-  HostTensor& hw = take("output_layer.linear.weight");
-  ESOLM_TRY(upload(head_w_, wd, cfg_.vocab_size, d, hw.data.data(), true));
-  hw.data = {};
-  const HostTensor& hb = take("output_layer.linear.bias");
-  ESOLM_TRY(upload(head_b_, DType::f32, 1, cfg_.vocab_size, hb.data.data(), false));
+  ESOLM_TRY(upload(lnf_w_, DType::f32, 1, d, "output_layer.norm_final.weight", false));
+  ESOLM_TRY(upload(lnf_b_, DType::f32, 1, d, "output_layer.norm_final.bias", false));
+  ESOLM_TRY(upload(head_w_, wd, cfg_.vocab_size, d, "output_layer.linear.weight", true));
+  ESOLM_TRY(upload(head_b_, DType::f32, 1, cfg_.vocab_size, "output_layer.linear.bias", false));
   return be.synchronize();
 }
 
@@ -461,6 +309,10 @@ Status Model::loop_step(KVCache& cache, LoopTensors& lt, int length, int n_pad, 
 Status Model::create_cache(int batch, int capacity, std::unique_ptr<KVCache>& out) {
   if (batch <= 0 || capacity <= 0)
     return Status::error(Code::invalid_arg, "cache batch and capacity must be positive");
+  // Overflow-safe size: batch * capacity rows of hidden_size, per K and V, per block.
+  if (int64_t(batch) * capacity > (int64_t(1) << 40) / (int64_t(cfg_.hidden_size) * cfg_.n_blocks))
+    return Status::error(Code::out_of_memory, "a cache of batch " + std::to_string(batch) + " and capacity " +
+                                                  std::to_string(capacity) + " is too large");
   std::unique_ptr<KVCache> c(new KVCache());
   c->batch = batch;
   c->capacity = capacity;

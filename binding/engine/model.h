@@ -19,14 +19,10 @@
 #include "backend.h"
 #include "config.h"
 #include "status.h"
+#include "weights.h"
 
 namespace esolm {
 
-struct HostTensor {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-};
-using HostWeights = std::map<std::string, HostTensor>;
 
 // Per-layer and per-sequence KV cache. K/V rows are [batch * capacity, hidden].
 struct KVCache {
@@ -110,7 +106,7 @@ class Model {
 
  private:
   Model() = default;
-  Status fold_and_upload(HostWeights& w);
+  Status upload_weights(HostWeights& w);  // folded weights (weights.h fold_adaln)
   // Runs embed + all blocks for rows [batch * n] whose K/V go to slots [slot0, slot0+n)
   // of `cache`, attention by `attn`. Leaves the final residual in x_.
   Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,

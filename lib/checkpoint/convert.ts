@@ -143,6 +143,9 @@ export async function convertCheckpoint(input: string, outDir: string, opts: Con
     throw invalidArg(`the output folder ${outDir} would overwrite the input ${input}`);
   }
 
+  const outStat = statSync(outDir, { throwIfNoEntry: false });
+  if (outStat && !outStat.isDirectory()) throw invalidArg(`the output ${outDir} exists and is not a folder`);
+
   const warnings: string[] = [];
   const warn = (m: string): void => {
     warnings.push(m);

@@ -341,25 +341,39 @@ export class TorchArchive {
  * (`_content`) and nodes (`_val`) → their content, inert objects → their state. Tensors and
  * bytes are dropped (undefined). For reading hyper_parameters.
  */
-export function toPlain(v: unknown, depth = 0, seen = new Set<unknown>()): unknown {
+export function toPlain(v: unknown): unknown {
+  return plain(v, 0, new Set<unknown>(), { left: MAX_PLAIN_VALUES });
+}
+
+/**
+ * The most values toPlain produces: a pickle can share one object many times (memo), so a
+ * few bytes can describe a DAG whose expansion into a tree is exponential.
+ */
+export const MAX_PLAIN_VALUES = 1_000_000;
+
+function plain(v: unknown, depth: number, seen: Set<unknown>, budget: { left: number }): unknown {
+  if (--budget.left < 0) {
+    throw new EsolmError('ERR_BAD_WEIGHTS', `the checkpoint's pickled data expands to more than ${MAX_PLAIN_VALUES} values`);
+  }
   if (v === null || typeof v !== 'object') return typeof v === 'bigint' ? Number(v) : v;
   if (v instanceof TorchTensor || v instanceof TorchStorage || ArrayBuffer.isView(v)) return undefined;
   if (depth > 32 || seen.has(v)) return undefined;
+  const next = (x: unknown): unknown => plain(x, depth + 1, seen, budget);
   seen.add(v);
   try {
-    if (Array.isArray(v)) return v.map((x) => toPlain(x, depth + 1, seen));
+    if (Array.isArray(v)) return v.map(next);
     if (v instanceof Map) {
       const o: Record<string, unknown> = {};
-      for (const [k, x] of v) if (typeof k === 'string' || typeof k === 'number') o[String(k)] = toPlain(x, depth + 1, seen);
+      for (const [k, x] of v) if (typeof k === 'string' || typeof k === 'number') o[String(k)] = next(x);
       return o;
     }
     const r = v as Record<string, unknown>;
-    if ('_content' in r) return toPlain(r._content, depth + 1, seen);
-    if ('_val' in r) return toPlain(r._val, depth + 1, seen);
-    if (r.__items__ instanceof Map) return toPlain(r.__items__, depth + 1, seen);
-    if (Array.isArray(r.__list__)) return toPlain(r.__list__, depth + 1, seen);
+    if ('_content' in r) return next(r._content);
+    if ('_val' in r) return next(r._val);
+    if (r.__items__ instanceof Map) return next(r.__items__);
+    if (Array.isArray(r.__list__)) return next(r.__list__);
     const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(r)) o[k] = toPlain(x, depth + 1, seen);
+    for (const [k, x] of Object.entries(r)) o[k] = next(x);
     return o;
   } finally {
     seen.delete(v);

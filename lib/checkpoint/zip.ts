@@ -7,10 +7,15 @@
  * where a 32-bit field is 0xFFFFFFFF), and the local header is read only to find where the
  * data starts. DEFLATE entries (method 8, not written by torch) are inflated in memory. Data is
  * read on demand with positioned reads: the archive is never loaded whole.
+ *
+ * Untrusted input: every entry's CRC-32 is verified the first time it is read (a whole
+ * pass over the entry), inflation stops at the entry's declared size (at most
+ * MAX_INFLATED bytes), and only regular files are opened.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { inflateRawSync } from 'node:zlib';
+import { closeSync, readSync } from 'node:fs';
+import { crc32, inflateRawSync } from 'node:zlib';
 import { EsolmError } from '../errors.js';
+import { openRegular } from '../files.js';
 
 export interface ZipEntry {
   name: string;
@@ -20,9 +25,16 @@ export interface ZipEntry {
   size: number;
   /** Offset of the local file header. */
   headerOffset: number;
+  /** CRC-32 of the uncompressed data, from the central directory. */
+  crc: number;
   /** Offset of the entry's data (resolved from the local header on first use). */
   dataOffset?: number;
+  /** Whether the CRC has been checked. */
+  verified?: boolean;
 }
+
+/** The most bytes a DEFLATE entry may inflate to (torch writes STORED; this caps a bomb). */
+export const MAX_INFLATED = 2 ** 30;
 
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
@@ -52,13 +64,8 @@ export class ZipReader {
 
   /** Opens a ZIP archive and reads its central directory. ERR_IO if unreadable, ERR_BAD_WEIGHTS if malformed. */
   static open(file: string): ZipReader {
-    let fd: number;
-    try {
-      fd = openSync(file, 'r');
-    } catch (e) {
-      throw new EsolmError('ERR_IO', `cannot open ${file}: ${(e as Error).message}`);
-    }
-    const zip = new ZipReader(file, fd, fstatSync(fd).size);
+    const { fd, size } = openRegular(file, 'checkpoint');
+    const zip = new ZipReader(file, fd, size);
     try {
       zip.readCentralDirectory();
     } catch (e) {
@@ -126,6 +133,7 @@ export class ZipReader {
       if (p + 46 > cd.length || cd.readUInt32LE(p) !== SIG_CENTRAL) throw this.bad(`central directory entry ${i} is malformed`);
       const flags = cd.readUInt16LE(p + 8);
       const method = cd.readUInt16LE(p + 10);
+      const crc = cd.readUInt32LE(p + 16);
       let compressedSize = cd.readUInt32LE(p + 20);
       let size = cd.readUInt32LE(p + 24);
       const nameLen = cd.readUInt16LE(p + 28);
@@ -159,7 +167,8 @@ export class ZipReader {
       if (method !== 0 && method !== 8) throw this.bad(`entry '${name}' uses compression method ${method} (only STORED and DEFLATE are supported)`);
       if (method === 0 && compressedSize !== size) throw this.bad(`STORED entry '${name}' has compressed size ${compressedSize} != size ${size}`);
       if (headerOffset + 30 + compressedSize > this.size) throw this.bad(`entry '${name}' lies past the end of the file (truncated?)`);
-      this.entries.set(name, { name, method, compressedSize, size, headerOffset });
+      if (method === 8 && size > MAX_INFLATED) throw this.bad(`DEFLATE entry '${name}' declares ${size} bytes, more than the ${MAX_INFLATED} allowed`);
+      this.entries.set(name, { name, method, compressedSize, size, headerOffset, crc });
       p += 46 + nameLen + extraLen + commentLen;
     }
   }
@@ -181,17 +190,38 @@ export class ZipReader {
     return this.entries.get(name);
   }
 
-  /** An entry's whole (uncompressed) content. */
+  /** An entry's whole (uncompressed) content, CRC-checked. */
   read(entry: ZipEntry): Buffer {
     const raw = this.readAt(this.dataOffset(entry), entry.compressedSize);
-    if (entry.method === 0) return raw;
-    try {
-      const out = inflateRawSync(raw);
-      if (out.length !== entry.size) throw new Error(`inflated to ${out.length} bytes, expected ${entry.size}`);
-      return out;
-    } catch (e) {
-      throw this.bad(`entry '${entry.name}' cannot be inflated (${(e as Error).message})`);
+    let out = raw;
+    if (entry.method !== 0) {
+      try {
+        // maxOutputLength: a bomb stops at the declared size instead of filling memory.
+        out = inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
+      } catch (e) {
+        throw this.bad(`entry '${entry.name}' cannot be inflated within its declared ${entry.size} bytes (${(e as Error).message})`);
+      }
+      if (out.length !== entry.size) throw this.bad(`entry '${entry.name}' inflated to ${out.length} bytes, expected ${entry.size}`);
     }
+    this.checkCrc(entry, crc32(out));
+    return out;
+  }
+
+  private checkCrc(entry: ZipEntry, got: number): void {
+    if (got !== entry.crc) {
+      throw this.bad(`entry '${entry.name}' fails its CRC-32 check (stored ${entry.crc.toString(16)}, computed ${got.toString(16)}): the file is corrupt`);
+    }
+    entry.verified = true;
+  }
+
+  /** Checks a STORED entry's CRC once, reading it in chunks. */
+  private verify(entry: ZipEntry): void {
+    if (entry.verified) return;
+    const start = this.dataOffset(entry);
+    const chunk = 16 * 2 ** 20;
+    let crc = 0;
+    for (let at = 0; at < entry.size; at += chunk) crc = crc32(this.readAt(start + at, Math.min(chunk, entry.size - at)), crc);
+    this.checkCrc(entry, crc);
   }
 
   /** `length` bytes of a STORED entry starting at `offset` within it. */
@@ -200,6 +230,7 @@ export class ZipReader {
     if (offset < 0 || offset + length > entry.size) {
       throw this.bad(`read of bytes [${offset}, ${offset + length}) is outside entry '${entry.name}' (${entry.size} bytes)`);
     }
+    this.verify(entry);
     return this.readAt(this.dataOffset(entry) + offset, length);
   }
 

@@ -2,9 +2,10 @@
  * Tokenizers, selected by a model folder's config `tokenizer` field:
  * `gpt2` (GPT-2 BPE, identical to HF GPT2TokenizerFast), `bert-base-uncased` (WordPiece from
  * the folder's tokenizer.json), `bytes` (UTF-8 bytes, mask 256), or a path to a
- * tokenizer.json relative to the model folder. See each file for the exact encode/decode rules.
+ * tokenizer.json relative to the model folder, which must stay inside the folder (symlinks
+ * resolved). See each file for the exact encode/decode rules.
  */
-import { statSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig } from '../config.js';
 import { EsolmError } from '../errors.js';
@@ -48,6 +49,26 @@ function isFile(p: string): boolean {
   }
 }
 
+/** `spec` resolved inside `modelDir`; ERR_BAD_WEIGHTS if it leads outside (.., absolute, symlink). */
+function confined(modelDir: string, spec: string): string {
+  const root = path.resolve(modelDir);
+  const inside = (p: string, base: string): boolean => {
+    const rel = path.relative(base, p);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  };
+  const file = path.resolve(root, spec);
+  let ok = inside(file, root);
+  if (ok) {
+    try {
+      ok = inside(realpathSync(file), realpathSync(root));
+    } catch {
+      // missing: reported by the caller as not a file
+    }
+  }
+  if (!ok) throw bad(`config.json: tokenizer path "${spec}" leads outside the model folder (it must name a file inside it)`);
+  return file;
+}
+
 /**
  * The tokenizer a model folder's config names, or null when config.tokenizer is absent.
  * Checks that the tokenizer fits the model: every id it emits is < vocab_size, and a fixed
@@ -84,7 +105,7 @@ export async function loadTokenizer(config: ModelConfig, modelDir: string): Prom
         `(copy bert-base-uncased's tokenizer.json from Hugging Face into the folder)`);
     }
   } else {
-    file = path.resolve(modelDir, spec);
+    file = confined(modelDir, spec);
     name = spec;
     if (!isFile(file)) {
       throw new EsolmError('ERR_IO',
@@ -94,6 +115,7 @@ export async function loadTokenizer(config: ModelConfig, modelDir: string): Prom
   }
   const tok = await loadTokenizerJson(file, {
     name,
+    maxVocab: V,
     requireWordPiece: spec === 'bert-base-uncased',
     ...(mask >= 0 ? { maskId: mask } : {}),
   });
