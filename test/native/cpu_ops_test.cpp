@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -130,6 +131,33 @@ static void test_linear_q8(Backend& fast_q8, Backend& ref, int rows, int n, int 
   for (Tensor* t : {&ar, &wr, &br, &orf}) ref.release(*t);
 }
 
+// A row's output must not depend on how many rows share the call (tiles of different
+// heights accumulate in the same order): row r of a rows-row linear equals, bit for bit,
+// the same row computed alone. forwardScores vs forward and cached steps vs full
+// forwards rely on this.
+static void test_linear_row_invariance(Backend& fast, DType wdt, int rows, int n, int k) {
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f), b = randn(n);
+  Tensor wf = make(fast, wdt, n, k, &w), bf = make(fast, DType::f32, 1, n, &b);
+  fast.prepare_weight(wf);
+  Tensor af = make(fast, DType::f32, rows, k, &a), of = make(fast, DType::f32, rows, n, nullptr);
+  fast.linear(af, wf, bf, of, Epilogue::gelu);
+  const std::vector<float> all = get(fast, of);
+  int bad = 0;
+  for (int r = 0; r < rows; ++r) {
+    std::vector<float> row(a.begin() + size_t(r) * k, a.begin() + size_t(r + 1) * k);
+    Tensor a1 = make(fast, DType::f32, 1, k, &row), o1 = make(fast, DType::f32, 1, n, nullptr);
+    fast.linear(a1, wf, bf, o1, Epilogue::gelu);
+    const std::vector<float> one = get(fast, o1);
+    for (int j = 0; j < n; ++j) bad += std::memcmp(&one[size_t(j)], &all[size_t(r) * n + j], sizeof(float)) != 0;
+    fast.release(a1);
+    fast.release(o1);
+  }
+  std::printf("%s linear rows=%d n=%d k=%d dtype=%d: each row equals the row computed alone (%d differ)\n",
+              bad ? "FAIL" : "ok  ", rows, n, k, int(wdt), bad);
+  if (bad) ++failures;
+  for (Tensor* t : {&af, &wf, &bf, &of}) fast.release(*t);
+}
+
 static void test_attention(Backend& fast, Backend& ref, int batch, int heads, int hd, int n_q, int q_slot0,
                            int n_kv, int capacity, AttnMode mode) {
   const int d = heads * hd;
@@ -218,7 +246,10 @@ int main() {
     for (int rows : {1, 3, 7, 9, 16, 40})
       for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
     test_linear_bf16(*fast, *ref, 2, 40, 33, Epilogue::gelu);
+    for (int rows : {3, 16, 17, 40})
+      for (DType wdt : {DType::f32, DType::bf16}) test_linear_row_invariance(*fast, wdt, rows, 37, 40);
     auto fast_q8 = create_cpu_backend(2, DType::f32, true, true);
+    test_linear_row_invariance(*fast_q8, DType::f32, 23, 50, 33);
     for (int rows : {1, 2, 9, 16, 30})
       for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
         test_linear_q8(*fast_q8, *ref, rows, 37, 64, ep, rows % 2 == 0);

@@ -6,8 +6,9 @@
 // MR rows x 16 columns with one accumulator per row. BF16 panels are widened in registers
 // (a zero-extend and a 16-bit shift: exact), so a BF16 weight is read from memory once, as
 // 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
-// end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs: there each row gets two accumulators (even and odd k) so the FMA latency chain
-// never throttles the stream, and the panel is prefetched ahead of the loads.
+// end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs:
+// there the panels are prefetched ahead of the loads, and pairs of panels give each row two
+// independent FMA chains.
 // Attention and the floors' helpers are the generic kernels_impl.h built with these flags.
 #include <cmath>
 #include <cstdint>
@@ -36,33 +37,15 @@ static inline __m512 load_row16(const int8_t* p) {
 // Bytes ahead of the current panel row that the streaming kernel prefetches.
 constexpr int kPrefetchBytes = 1024;
 
-// acc[r] = sum_k a[r, k] * panel[k][0..15] for MR rows.
+// acc[r] = sum_k a[r, k] * panel[k][0..15] for MR rows. Every tile accumulates each output
+// in the same order (k ascending, one FMA chain per output from zero), so a row's result
+// does not depend on how many rows share the call. Few rows stream the panel: prefetch it.
 template <int MR, class W>
 static inline void tile(const float* a, int64_t lda, const W* panel, int k, __m512 acc[MR]) {
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
-  if (MR <= 8) {
-    // Streaming: two accumulator sets (even / odd k) and a prefetch of the panel ahead.
-    __m512 odd[MR];
-    for (int r = 0; r < MR; ++r) odd[r] = _mm512_setzero_ps();
-    const char* pf = reinterpret_cast<const char*>(panel) + kPrefetchBytes;
-    int kk = 0;
-    for (; kk + 2 <= k; kk += 2) {
-      _mm_prefetch(pf + kk * 16 * sizeof(W), _MM_HINT_T0);
-      const __m512 b0 = load_row16(panel + kk * 16), b1 = load_row16(panel + (kk + 1) * 16);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
-        odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk + 1]), b1, odd[r]);
-      }
-    }
-    for (; kk < k; ++kk) {
-      const __m512 b0 = load_row16(panel + kk * 16);
-      for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
-    }
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_add_ps(acc[r], odd[r]);
-    return;
-  }
+  const char* pf = reinterpret_cast<const char*>(panel) + kPrefetchBytes;
   for (int kk = 0; kk < k; ++kk) {
+    if (MR <= 8 && (kk & 1) == 0) _mm_prefetch(pf + kk * 16 * sizeof(W), _MM_HINT_T0);
     const __m512 b = load_row16(panel + kk * 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b, acc[r]);
@@ -100,12 +83,11 @@ static inline void run_tile(const GemmPanelArgs& g, const W* panel, int64_t r0, 
   store_tile<MR>(g, r0, acc, col0);
 }
 
-// One panel (16 columns): tiles of 14 rows, or the streaming tile of 8 for few rows.
+// One panel (16 columns): tiles of 14 rows, or of 8 (prefetching) for few rows.
 template <class W>
 static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel, int col0) {
   constexpr int MR = 14;  // 14 accumulators + the panel row + broadcasts fit in 32 zmm
   int64_t r = 0;
-  // Few rows: tiles of at most 8 rows take the streaming path (two accumulator sets).
   if (g.rows <= 16) {
     for (; r + 8 <= g.rows; r += 8) run_tile<8>(g, panel, r, col0);
   } else {
@@ -136,7 +118,13 @@ static inline void run_tile2(const GemmPanelArgs& g, const W* p0, const W* p1, i
   __m512 acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   const float* a = g.a + r0 * g.lda;
+  const char* pf0 = reinterpret_cast<const char*>(p0) + kPrefetchBytes;
+  const char* pf1 = reinterpret_cast<const char*>(p1) + kPrefetchBytes;
   for (int kk = 0; kk < g.k; ++kk) {
+    if (MR <= 4 && (kk & 1) == 0) {  // few rows: the weight stream is the bound
+      _mm_prefetch(pf0 + kk * 16 * sizeof(W), _MM_HINT_T0);
+      _mm_prefetch(pf1 + kk * 16 * sizeof(W), _MM_HINT_T0);
+    }
     const __m512 b0 = load_row16(p0 + kk * 16), b1 = load_row16(p1 + kk * 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
@@ -170,9 +158,7 @@ static void gemm_two_panels16(const GemmPanelArgs& g, const W* p0) {
 template <class W>
 static void gemm_typed16(const GemmPanelArgs& g, const W* panel) {
   if (g.n_panels < 2) return gemm_panel_typed16(g, panel, 0);
-  if (g.rows > 16) return gemm_two_panels16(g, panel);
-  gemm_panel_typed16(g, panel, 0);  // few rows: the streaming tile, panel by panel
-  gemm_panel_typed16(g, panel + g.panel_stride, 16);
+  gemm_two_panels16(g, panel);  // also for one row: two independent FMA chains per k
 }
 
 static void gemm_panel16(const GemmPanelArgs& g) {
