@@ -5,7 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Model, writeRandomModel, SMALL_CONFIG, loadCpuAddon } from '../dist/index.js';
+import { Model, loadCpuAddon } from '../dist/index.js';
+import { writeRandomModel, SMALL_CONFIG } from '../dist/testing.js';
 
 const args = process.argv.slice(2);
 

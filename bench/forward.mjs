@@ -7,7 +7,7 @@
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16|q8]
 //        [--kernels auto|avx512,avx2,portable] [--batches 1,4,16] [--ns 2,16,128] [--no-forward]
 import { writeFileSync } from 'node:fs';
-import { SMALL_CONFIG } from '../dist/index.js';
+import { SMALL_CONFIG } from '../dist/testing.js';
 import { cpuLine, floorMs, floorsLine, forwardFlops, loadLine, loadSmallModel, measureFloors, opt, useKernels, weightBytes } from './common.mjs';
 
 const reps = Number(opt('--reps', '3'));

@@ -12,7 +12,8 @@
 // MDLM at T = 1024 costs ~650 full forwards (tens of minutes on 2 CPU cores): it runs only
 // when --mdlm-max-steps allows it.
 import { writeFileSync } from 'node:fs';
-import { Sampler, SMALL_CONFIG } from '../dist/index.js';
+import { Sampler } from '../dist/index.js';
+import { SMALL_CONFIG } from '../dist/testing.js';
 import { cpuLine, floorMs, floorsLine, forwardFlops, loadLine, loadSmallModel, measureFloors, opt, useKernels, weightBytes } from './common.mjs';
 
 const L = Number(opt('--length', '1024'));

@@ -1,8 +1,11 @@
 /**
- * The `esolm` command line: generate, eval, convert, info, doctor, bench.
- * With no --model, generate uses the default model shipped in the package (models/default).
+ * The `esolm` command line: generate, eval, convert, info, doctor, bench, build.
+ * Every command that reads a model takes -m/--model, defaulting to the model shipped in the
+ * package (models/default). Ctrl-C aborts the running command, restores the terminal and
+ * exits 130.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -10,16 +13,43 @@ import cliProgress from 'cli-progress';
 import { EsolmError } from './errors.js';
 import { Model, type StepEvent } from './model.js';
 import { Sampler, type SamplerMethod } from './sampler.js';
-import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, packageRoot } from './native.js';
-import { registerEvalCommand } from './eval-text.js';
+import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon, packageVersion } from './loader.js';
+import { registerEvalCommand } from './eval-command.js';
 import { convertCheckpoint } from './checkpoint/convert.js';
 import type { Tokenizer } from './tokenizers/index.js';
+import { benchSvg, denoisingSvg } from './svg.js';
 
 type BackendOpt = 'cpu' | 'cuda' | 'auto';
 
-/** The model folder shipped in the package. */
-export function defaultModelDir(): string {
-  return path.join(packageRoot(), 'models', 'default');
+/** Aborted by the first Ctrl-C (SIGINT); commands that honour it pass it on as `signal`. */
+let interrupt = new AbortController();
+/** Set by a command that stops on `interrupt`; otherwise Ctrl-C exits at once. */
+let interruptible = false;
+let interrupted = false;
+
+/** Shows the cursor again (cli-progress and --stream hide or move it). */
+function restoreTerminal(): void {
+  if (process.stderr.isTTY) process.stderr.write('\x1b[?25h');
+  if (process.stdout.isTTY) process.stdout.write('\x1b[?25h');
+}
+
+function onSigint(): void {
+  restoreTerminal();
+  if (interrupted || !interruptible) process.exit(130);
+  interrupted = true;
+  interrupt.abort();
+}
+
+/** Options named in API errors ("Expected ... for topP"), as the command line spells them. */
+const FLAGS: Record<string, string> = {
+  topP: '--top-p', temperature: '--temperature', alpha0: '--alpha0', steps: '--steps', seed: '--seed',
+  batch: '--batch', length: '--length', blocks: '--blocks', method: '--method', greedy: '--greedy',
+  backend: '--backend', 'options.backend': '--backend', estimator: '--estimator', samples: '--samples', orders: '--orders',
+};
+
+/** Rewrites "for topP but received" into "for --top-p but received" (sharp-style messages, errors.ts). */
+export function flagWorded(message: string): string {
+  return message.replace(/ for ([\w.]+) but received /g, (m, name: string) => (FLAGS[name] ? ` for ${FLAGS[name]} but received ` : m));
 }
 
 function int(v: string): number {
@@ -87,7 +117,7 @@ function render(tokens: Int32Array, mask: number, tok: Tokenizer | null): string
 interface GenerateCli {
   model?: string; infill?: string; length?: number; steps?: number; alpha0?: number; topP?: number;
   temperature?: number; seed: number; batch: number; method: SamplerMethod; backend: BackendOpt;
-  greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number;
+  greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number; record?: string;
 }
 
 async function generateCommand(prompt: string | undefined, o: GenerateCli): Promise<void> {
@@ -122,8 +152,11 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
       greedy: o.greedy ?? false,
     });
     const mask = model.config.mask_index;
-    const live = o.stream && !o.json;
     const tty = process.stdout.isTTY === true;
+    // --stream on a terminal redraws the sequences; anywhere else it writes one JSON object per
+    // line (NDJSON): a "step" event per step, then the "result".
+    const ndjson = o.stream === true && !tty && !o.json;
+    const live = o.stream === true && tty && !o.json;
     const current = Array.from({ length: o.batch }, () => new Int32Array(length).fill(mask));
     const given = new Map<number, number>(fixed ?? []);
     promptTokens?.forEach((t, i) => given.set(i, t));
@@ -145,6 +178,9 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         process.stdout.write(lines.join('\n') + '\n');
       }
     };
+    // --record: when each position of sequence 0 was revealed, and in which phase.
+    const revealedAt = new Array<number>(length).fill(-1);
+    const phaseAt = new Array<string>(length).fill('given');
     let bar: cliProgress.SingleBar | null = null;
     const showBar = !live && !o.json && process.stderr.isTTY === true && length >= 256;
     const onStep = (e: StepEvent): void => {
@@ -152,9 +188,16 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
         for (let q = 0; q < e.perSequence; q++) {
           const p = e.positions[b * e.perSequence + q];
           if (p >= 0) current[b][p] = e.tokens[b * e.perSequence + q];
+          if (p >= 0 && b === 0 && o.record) { revealedAt[p] = e.step; phaseAt[p] = e.phase; }
         }
       }
       if (live) draw(false);
+      if (ndjson) {
+        process.stdout.write(JSON.stringify({
+          type: 'step', step: e.step, steps: e.steps, nfe: e.nfe, phase: e.phase, perSequence: e.perSequence,
+          positions: Array.from(e.positions), tokens: Array.from(e.tokens),
+        }) + '\n');
+      }
       if (bar) {
         if (e.step === 0) bar.start(e.steps, 0);
         bar.update(e.step + 1);
@@ -164,13 +207,29 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
       bar = new cliProgress.SingleBar({ stream: process.stderr, format: `${o.method} [{bar}] {value}/{total} steps | {duration_formatted}`, hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic);
     }
     if (live) draw(true);
+    interruptible = true;
     const res = await model.generate({
       sampler, batch: o.batch, length,
       ...(promptTokens ? { prompt: promptTokens } : {}),
       ...(fixed ? { fixed } : {}),
-      onStep,
-    });
-    bar?.stop();
+      onStep, signal: interrupt.signal,
+    }).finally(() => bar?.stop());
+    if (o.record) {
+      const seq = res.sequences[0]!;
+      const cells = Array.from(seq, (t) => (tok ? tok.decode([t]) : `${t} `));
+      const what = o.method === 'esolm' ? `Eso-LM (B), alpha0 ${alpha0}` : o.method === 'mdlm' ? 'MDLM' : 'AR';
+      writeFileSync(o.record, denoisingSvg({
+        cells, revealedAt, phase: phaseAt, steps: res.steps,
+        title: `${what} · ${length} tokens · ${res.steps} steps · ${res.nfe} network calls`,
+      }));
+    }
+    if (ndjson) {
+      process.stdout.write(JSON.stringify({
+        type: 'result', model: model.dir, backend: model.backend, method: o.method, length, nfe: res.nfe, steps: res.steps,
+        sequences: res.sequences.map((s, i) => ({ tokens: Array.from(s), ...(res.text ? { text: res.text[i] } : {}) })),
+      }) + '\n');
+      return;
+    }
     if (o.json) {
       process.stdout.write(JSON.stringify({
         model: model.dir, backend: model.backend, method: o.method, length, nfe: res.nfe, steps: res.steps,
@@ -195,8 +254,8 @@ async function generateCommand(prompt: string | undefined, o: GenerateCli): Prom
   }
 }
 
-async function infoCommand(dir: string | undefined, o: { backend: BackendOpt; json?: boolean }): Promise<void> {
-  const model = await openModel(dir, o.backend);
+async function infoCommand(o: { model?: string; backend: BackendOpt; json?: boolean }): Promise<void> {
+  const model = await openModel(o.model, o.backend);
   try {
     const c = model.config;
     const d = c.hidden_size;
@@ -226,53 +285,85 @@ async function infoCommand(dir: string | undefined, o: { backend: BackendOpt; js
   }
 }
 
+/** Which backends load here, from where, and why not. Exits 1 when the CPU addon does not load. */
 function doctorCommand(o: { json?: boolean }): void {
-  const report: Record<string, unknown> = { platform: `${process.platform}-${process.arch}`, node: process.versions.node, cpus: cpus().length, cpuModel: cpus()[0]?.model };
+  const addons = addonReport();
+  const report: Record<string, unknown> = {
+    version: packageVersion(), platform: addons.platform, node: process.versions.node, cpus: cpus().length, cpuModel: cpus()[0]?.model,
+    package: path.dirname(path.dirname(defaultModelDir())),
+  };
   try {
     const info = loadCpuAddon().backendInfo();
-    report.cpu = { ok: true, kernels: info.cpuKernels, kernelsAvailable: info.cpuKernelsAvailable, ...(info.cpuKernelsError ? { kernelsError: info.cpuKernelsError } : {}), threads: info.hardwareThreads };
+    report.cpu = { ok: true, path: addons.cpu.path, kernels: info.cpuKernels, kernelsAvailable: info.cpuKernelsAvailable, ...(info.cpuKernelsError ? { kernelsError: info.cpuKernelsError } : {}), threads: info.hardwareThreads };
   } catch (e) {
-    report.cpu = { ok: false, reason: (e as Error).message };
+    report.cpu = { ok: false, reason: (e as Error).message, tried: addons.cpu.tried };
   }
   const cudaAddon = loadCudaAddon();
   const why = cudaUnavailableReason();
   // The planned KV loop with CUDA graphs is opt-in until a GPU check has verified it (cuda/backend_cuda.cu reads the same variables).
   const kvLoop = process.env.ESOLM_CUDA_KV_LOOP === '1', graphs = process.env.ESOLM_CUDA_GRAPHS !== '0';
-  report.cuda = cudaAddon ? { addon: true, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda, kvLoop, graphs } : { addon: false, usable: false, reason: why };
+  report.cuda = cudaAddon
+    ? { addon: true, path: addons.cuda.path, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda, kvLoop, graphs }
+    : { addon: false, usable: false, reason: why };
   report.defaultModel = existsSync(path.join(defaultModelDir(), 'config.json')) ? defaultModelDir() : null;
+  const cpu = report.cpu as { ok: boolean; path?: string; kernels?: string; kernelsAvailable?: string; kernelsError?: string; reason?: string };
+  if (!cpu.ok) process.exitCode = 1;
   if (o.json) {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     return;
   }
-  const cpu = report.cpu as { ok: boolean; kernels?: string; kernelsAvailable?: string; kernelsError?: string; reason?: string };
+  console.log(`esolm      ${report.version} (${report.package})`);
   console.log(`platform   ${report.platform}, Node ${report.node}, ${report.cpus} CPUs (${report.cpuModel})`);
-  console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels}; this CPU runs: ${cpu.kernelsAvailable}; ESOLM_CPU_KERNELS forces one)` : `NOT AVAILABLE: ${cpu.reason}`}`);
+  console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels}; this CPU runs: ${cpu.kernelsAvailable}; ESOLM_CPU_KERNELS forces one)\n           ${cpu.path}` : `NOT AVAILABLE: ${cpu.reason}`}`);
   if (cpu.kernelsError) console.log(`           ESOLM_CPU_KERNELS=${process.env.ESOLM_CPU_KERNELS}: ${cpu.kernelsError}`);
-  console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})` : `not available: ${why}`}`);
+  console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})\n           ${addons.cuda.path}` : `not available: ${why}`}`);
   if (why === '') console.log(`           planned KV loop ${kvLoop ? `on, CUDA graphs ${graphs ? 'on' : 'off'}` : 'off (opt-in: ESOLM_CUDA_KV_LOOP=1)'}`);
   console.log(`default    ${report.defaultModel ?? 'missing'}`);
 }
 
-async function benchCommand(dir: string | undefined, o: { backend: BackendOpt; length: number; steps: string; alpha0: number; json?: boolean }): Promise<void> {
-  const model = await openModel(dir, o.backend);
+async function benchCommand(o: { model?: string; backend: BackendOpt; length: number; steps: string; alpha0: number; repeat: number; json?: boolean; svg?: string }): Promise<void> {
+  if (o.repeat < 1) throw new EsolmError('ERR_INVALID_ARG', `Expected a positive integer for --repeat but received ${o.repeat}`);
+  interruptible = true;
+  const model = await openModel(o.model, o.backend);
   try {
     const rows: { method: string; T: number | null; nfe: number; seconds: number; tokensPerS: number }[] = [];
     const L = Math.min(o.length, model.config.length);
+    // One untimed run first, so the first timed row does not pay for warming up.
+    await model.generate({ sampler: new Sampler({ method: 'esolm', steps: 4, seed: 1 }), length: Math.min(L, 16), signal: interrupt.signal });
+    /** The median time of --repeat runs. */
+    const timed = async (sampler: Sampler): Promise<{ nfe: number; seconds: number }> => {
+      const times: number[] = [];
+      let nfe = 0;
+      for (let i = 0; i < o.repeat; i++) {
+        const r = await model.generate({ sampler, length: L, signal: interrupt.signal });
+        times.push(r.timings.totalMs / 1e3);
+        nfe = r.nfe;
+      }
+      times.sort((a, b) => a - b);
+      return { nfe, seconds: times[(times.length - 1) >> 1]! };
+    };
     for (const T of o.steps.split(',').map(Number)) {
       for (const method of ['esolm', 'mdlm'] as const) {
         const sampler = new Sampler({ method, steps: T, ...(method === 'esolm' ? { alpha0: o.alpha0 } : {}), topP: 0.9, seed: 1 });
-        const r = await model.generate({ sampler, length: L });
-        rows.push({ method, T, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+        const r = await timed(sampler);
+        rows.push({ method, T, nfe: r.nfe, seconds: r.seconds, tokensPerS: L / r.seconds });
       }
     }
     const bos = model.tokenizer?.bosId ?? 0;
-    const r = await model.generate({ sampler: new Sampler({ method: 'ar', topP: 0.9, seed: 1, bos }), length: L });
-    rows.push({ method: 'ar', T: null, nfe: r.nfe, seconds: r.timings.totalMs / 1e3, tokensPerS: L / (r.timings.totalMs / 1e3) });
+    const r = await timed(new Sampler({ method: 'ar', topP: 0.9, seed: 1, bos }));
+    rows.push({ method: 'ar', T: null, nfe: r.nfe, seconds: r.seconds, tokensPerS: L / r.seconds });
+    if (o.svg) {
+      const where = model.backend === 'cuda' ? (loadCudaAddon()?.backendInfo().cuda?.name ?? 'CUDA') : `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}`;
+      writeFileSync(o.svg, benchSvg(
+        rows.map((x) => ({ label: x.T === null ? 'ar' : `${x.method} T=${x.T}`, seconds: x.seconds, method: x.method })),
+        `Generating ${L} tokens: Eso-LM (B) vs MDLM vs AR`,
+        `${path.basename(model.dir)} model on ${model.backend} (${where}), batch 1, top-p 0.9, esolm alpha0 = ${o.alpha0}, median of ${o.repeat}`));
+    }
     if (o.json) {
       process.stdout.write(JSON.stringify({ model: model.dir, backend: model.backend, length: L, rows }, null, 2) + '\n');
       return;
     }
-    console.log(`${model.dir} on ${model.backend}, L = ${L}, batch 1, top-p 0.9\n`);
+    console.log(`${model.dir} on ${model.backend}, L = ${L}, batch 1, top-p 0.9, median of ${o.repeat}\n`);
     console.log('| method | T | NFE | seconds | tokens/s | MDLM / Eso-LM |\n|---|---:|---:|---:|---:|---:|');
     for (const x of rows) {
       const eso = rows.find((y) => y.method === 'esolm' && y.T === x.T);
@@ -285,7 +376,8 @@ async function benchCommand(dir: string | undefined, o: { backend: BackendOpt; l
 
 export function buildProgram(): Command {
   const program = new Command();
-  program.name('esolm').description('Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js').showHelpAfterError();
+  program.name('esolm').description('Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js').showHelpAfterError()
+    .version(packageVersion(), '-V, --version', 'print the esolm version');
   program.command('generate')
     .description('generate text (default: Eso-LM (B) with the default model)')
     .argument('[prompt]', 'text the sequences start with')
@@ -302,7 +394,8 @@ export function buildProgram(): Command {
     .option('--blocks <n>', 'Eso-LM block ("subcontext") schedule with blocks of n positions', posInt)
     .option('--greedy', 'take the most likely token')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
-    .option('--stream', 'show the denoising live')
+    .option('--stream', 'show the denoising live (NDJSON step events when stdout is not a terminal)')
+    .option('--record <file.svg>', 'write an animated SVG of sequence 0 being denoised')
     .option('--json', 'print JSON')
     .action(generateCommand);
   registerEvalCommand(program, {
@@ -329,7 +422,7 @@ export function buildProgram(): Command {
     });
   program.command('info')
     .description('model, backend and memory')
-    .argument('[model]', 'model folder (default: the shipped model)')
+    .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
     .option('--json', 'print JSON')
     .action(infoCommand);
@@ -339,23 +432,49 @@ export function buildProgram(): Command {
     .action(doctorCommand);
   program.command('bench')
     .description('time Eso-LM vs MDLM vs AR generation on a model')
-    .argument('[model]', 'model folder (default: the shipped model)')
+    .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
     .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
     .option('-n, --length <n>', 'tokens per sequence', posInt, 256)
     .option('--steps <list>', 'comma-separated T values', '16,64')
     .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)
     .option('--json', 'print JSON')
+    .option('--repeat <n>', 'runs per row; the median is reported', int, 1)
+    .option('--svg <file>', 'also write the timings as an SVG bar chart')
     .action(benchCommand);
+  program.command('build')
+    .description('build the native addon from source into this installation (needs cmake and a C++17 compiler; --cuda: nvcc)')
+    .option('--cuda', 'build the CUDA addon instead of the CPU addon')
+    .action((o: { cuda?: boolean }) => {
+      const root = path.dirname(path.dirname(defaultModelDir()));
+      const { buildAddonSync } = createRequire(import.meta.url)(path.join(root, 'scripts', 'build-addon.cjs')) as
+        { buildAddonSync: (root: string, cuda: boolean) => string };
+      const err = buildAddonSync(root, o.cuda === true);
+      if (err) throw new EsolmError('ERR_NO_ADDON', `the source build failed: ${err}`);
+      console.log(`built ${path.join(root, o.cuda ? 'cuda/build/Release/esolm_cuda.node' : 'build/Release/esolm_cpu.node')} (it is loaded before any prebuilt package)`);
+    });
   return program;
 }
 
 /** Runs the CLI on process.argv; errors print one line and set a non-zero exit code. */
-export async function main(): Promise<void> {
+export async function main(argv: string[] = process.argv): Promise<void> {
+  interrupt = new AbortController();
+  interrupted = false;
+  interruptible = false;
+  process.on('SIGINT', onSigint);
   try {
-    await buildProgram().parseAsync(process.argv);
+    await buildProgram().parseAsync(argv);
   } catch (e) {
+    if (interrupted) {
+      process.stderr.write('\nesolm: interrupted\n');
+      process.exitCode = 130;
+      return;
+    }
     const err = e as { code?: string; message?: string };
-    process.stderr.write(`esolm: ${err.message ?? String(e)}${err.code ? ` (${err.code})` : ''}\n`);
+    const message = e instanceof EsolmError ? flagWorded(err.message ?? '') : err.message ?? String(e);
+    process.stderr.write(`esolm: ${message}${err.code ? ` (${err.code})` : ''}\n`);
     process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+    restoreTerminal();
   }
 }

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Model } from './model.js';
 import { writeRandomModel } from './random-model.js';
-import { loadCpuAddon } from './native.js';
+import { loadCpuAddon } from './loader.js';
 
 const config = {
   arch: 'esolm' as const, hidden_size: 256, n_heads: 4, n_blocks: 4, cond_dim: 64,

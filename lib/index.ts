@@ -1,6 +1,6 @@
 /** esolm — Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js. */
 export { Model, Cache, readModelFolder } from './model.js';
-export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, FixedTokens } from './model.js';
+export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens } from './model.js';
 export { Sampler } from './sampler.js';
 export type { SamplerOptions, SamplerMethod } from './sampler.js';
 export { EsolmError } from './errors.js';
@@ -8,13 +8,13 @@ export type { ErrorCode } from './errors.js';
 export type { ModelConfig, Arch } from './config.js';
 export { parseConfig } from './config.js';
 export { readSafetensorsHeader } from './safetensors.js';
-export { loadCpuAddon, loadCudaAddon, cudaUnavailableReason, addonPath } from './native.js';
-export { writeRandomModel, SMALL_CONFIG } from './random-model.js';
+export { defaultModelDir, packageVersion, loadCpuAddon, loadCudaAddon, cudaUnavailableReason, addonPath } from './loader.js';
+export type { NativeAddon, BackendInfo, CudaProbe } from './native.js';
 export { loadTokenizer, createGpt2Tokenizer, createBytesTokenizer, loadTokenizerJson } from './tokenizers/index.js';
 export type { Tokenizer } from './tokenizers/index.js';
 export { computeNll } from './likelihood.js';
 export type { NllOptions, NllResult, NllSequenceResult, NllStats, NllEstimator } from './likelihood.js';
-export { evalText, registerEvalCommand } from './eval-text.js';
-export type { EvalTextOptions, EvalTextResult, EvalCommandDeps } from './eval-text.js';
+export { evalText } from './eval-text.js';
+export type { EvalTextOptions, EvalTextResult } from './eval-text.js';
 export { convertCheckpoint } from './checkpoint/convert.js';
 export type { ConvertOptions } from './checkpoint/convert.js';

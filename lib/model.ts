@@ -16,11 +16,10 @@ import { readSafetensorsHeader } from './safetensors.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
-import {
-  cudaUnavailableReason, loadCpuAddon, loadCudaAddon,
-  type NativeAddon, type NativeCache, type NativeGenerateRequest, type NativeGenerateResult, type NativeModel,
-  type NativeStepEvent, type TensorEntry,
+import type {
+  NativeAddon, NativeCache, NativeGenerateRequest, NativeGenerateResult, NativeModel, NativeStepEvent, TensorEntry,
 } from './native.js';
+import { cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon } from './loader.js';
 
 export type BackendName = 'cpu' | 'cuda';
 
@@ -47,6 +46,8 @@ export interface GenerateOptions {
   /** Called after every step (also see generateStream). */
   onStep?: (event: StepEvent) => void;
 }
+
+export type { StepPhase } from './native.js';
 
 /** One step of a generation (the native event shape, declared in native.ts). */
 export type StepEvent = NativeStepEvent;
@@ -205,8 +206,11 @@ export class Model {
     this.addon_ = addon;
   }
 
-  /** Loads a model folder: config.json plus one or more .safetensors files. */
-  static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
+  /**
+   * Loads a model folder: config.json plus one or more .safetensors files. With no folder
+   * (or `undefined`), the small default model shipped in the package (see defaultModelDir).
+   */
+  static async load(dir: string = defaultModelDir(), options: LoadOptions = {}): Promise<Model> {
     if (typeof dir !== 'string' || dir.length === 0) throw expected('a folder path', 'dir', dir);
     if (typeof options !== 'object' || options === null) throw expected('an options object', 'options', options);
     const want = options.backend ?? 'auto';

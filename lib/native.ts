@@ -1,23 +1,11 @@
 /**
- * The typed surface of the native addons and the loader that finds them.
+ * The typed surface of the native addons (loader.ts finds and loads them).
  *
  * This is the one declaration of what crosses the native seam: every request, result and
  * event shape below. The glue (binding/js_*.cpp) reads these strictly: a missing or
  * mistyped field is ERR_INVALID_ARG, never a default. Validation in the caller's words
  * happens once, in the TS layer (model.ts); the engine checks only memory safety.
- *
- * The CPU addon (esolm_cpu.node) is looked for, in order: ESOLM_ADDON_PATH, the local
- * build (build/Release), the bundled prebuild (prebuilds/<platform>-<arch>/). The CUDA
- * addon likewise under cuda/. If nothing loads, one error lists what was tried and how
- * to fix it.
  */
-import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EsolmError } from './errors.js';
-
-const require = createRequire(import.meta.url);
 
 export interface NativeCache {
   readonly committed: number;
@@ -58,6 +46,9 @@ export interface NativeGenerateRequest {
   orderCount: number; givenPositions: Int32Array; givenTokens: Int32Array;
 }
 
+/** Which sampler phase a step belongs to. */
+export type StepPhase = 'diffusion' | 'sequential' | 'mdlm' | 'ar';
+
 /** One step of a generation, as native generate() reports it. */
 export interface NativeStepEvent {
   /** Step index (0-based) and the number of planned steps. */
@@ -66,7 +57,7 @@ export interface NativeStepEvent {
   /** Network evaluations so far. */
   nfe: number;
   /** `diffusion` | `sequential` (esolm), `mdlm`, `ar`. */
-  phase: string;
+  phase: StepPhase;
   /** Tokens revealed per sequence in this step (MDLM: the most in any sequence; -1 pads). */
   perSequence: number;
   /** Original positions and tokens revealed, `[batch * perSequence]`. */
@@ -144,105 +135,4 @@ export interface NativeAddon {
    */
   measureCpuFloors(threads: number, effort?: number): CpuFloors;
   [fn: string]: unknown;
-}
-
-/** The package root: the nearest folder above this file whose package.json is esolm's. */
-export function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (existsSync(pj)) {
-      try {
-        if (JSON.parse(readFileSync(pj, 'utf8')).name === 'esolm') return dir;
-      } catch { /* keep looking */ }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) throw new EsolmError('ERR_NO_ADDON', 'cannot find the esolm package root');
-    dir = up;
-  }
-}
-
-interface Attempt { where: string; error: string }
-
-const loadedFrom = new Map<NativeAddon, string>();
-
-function tryLoad(candidates: string[], attempts: Attempt[]): NativeAddon | null {
-  for (const file of candidates) {
-    if (!existsSync(file)) {
-      attempts.push({ where: file, error: 'not found' });
-      continue;
-    }
-    try {
-      const addon = require(file) as NativeAddon;
-      loadedFrom.set(addon, file);
-      return addon;
-    } catch (e) {
-      attempts.push({ where: file, error: (e as Error).message.split('\n')[0] });
-    }
-  }
-  return null;
-}
-
-function candidates(base: string, addonName: string): string[] {
-  const out: string[] = [];
-  out.push(path.join(base, 'build', 'Release', `${addonName}.node`));
-  const dir = path.join(base, 'prebuilds', `${process.platform}-${process.arch}`);
-  if (existsSync(dir)) {
-    for (const f of ['esolm.node', `${addonName}.node`]) out.push(path.join(dir, f));
-  } else {
-    out.push(path.join(dir, 'esolm.node'));
-  }
-  return out;
-}
-
-let cpuAddon: NativeAddon | null = null;
-let cudaAddon: NativeAddon | null | undefined;
-let cudaLoadError = '';
-
-/** The file an addon was loaded from. */
-export function addonPath(addon: NativeAddon): string | undefined {
-  return loadedFrom.get(addon);
-}
-
-/** Loads the CPU addon or throws ERR_NO_ADDON listing what was tried. */
-export function loadCpuAddon(): NativeAddon {
-  if (cpuAddon) return cpuAddon;
-  const root = packageRoot();
-  const attempts: Attempt[] = [];
-  const list = process.env.ESOLM_ADDON_PATH ? [process.env.ESOLM_ADDON_PATH] : [];
-  list.push(...candidates(root, 'esolm_cpu'));
-  cpuAddon = tryLoad(list, attempts);
-  if (cpuAddon) return cpuAddon;
-  const tried = attempts.map((a) => `  - ${a.where}: ${a.error}`).join('\n');
-  throw new EsolmError('ERR_NO_ADDON',
-    `esolm: no native addon could be loaded for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +
-    `Tried:\n${tried}\n` +
-    'Possible solutions:\n' +
-    '  - build it from source: npm rebuild esolm --build-from-source (needs cmake and a C++17 compiler: apt-get install cmake g++)\n' +
-    '  - in a checkout: npm ci (runs the build), or npm run build:native\n' +
-    '  - run `npx esolm doctor` for details');
-}
-
-/** Loads the CUDA addon, or returns null and remembers why (see cudaUnavailableReason). */
-export function loadCudaAddon(): NativeAddon | null {
-  if (cudaAddon !== undefined) return cudaAddon;
-  const root = packageRoot();
-  const attempts: Attempt[] = [];
-  const list = process.env.ESOLM_CUDA_ADDON_PATH ? [process.env.ESOLM_CUDA_ADDON_PATH] : [];
-  list.push(...candidates(path.join(root, 'cuda'), 'esolm_cuda'));
-  cudaAddon = tryLoad(list, attempts);
-  if (!cudaAddon) {
-    cudaLoadError = 'the CUDA addon is not built or did not load (' +
-      attempts.map((a) => `${a.where}: ${a.error}`).join('; ') + ')';
-  }
-  return cudaAddon;
-}
-
-/** Why CUDA cannot be used, or '' when it can. */
-export function cudaUnavailableReason(): string {
-  const addon = loadCudaAddon();
-  if (!addon) return cudaLoadError;
-  const info = addon.backendInfo().cuda;
-  if (!info) return 'the CUDA addon reports no CUDA support';
-  return info.usable ? '' : info.reason || 'CUDA is not usable';
 }

@@ -72,7 +72,7 @@ describe('esolm CLI', () => {
   });
 
   it('info, doctor and bench report', async () => {
-    const info = JSON.parse(await run('info', modelDir, '--json', '--backend', 'cpu'));
+    const info = JSON.parse(await run('info', '-m', modelDir, '--json', '--backend', 'cpu'));
     expect(info.config.vocab_size).toBe(257);
     expect(info.tokenizer).toBe('bytes');
     const doc = JSON.parse(await run('doctor', '--json'));
@@ -80,14 +80,14 @@ describe('esolm CLI', () => {
     expect(doc.cpu.kernelsAvailable.split(' ')).toContain(doc.cpu.kernels);  // the set in use, among those this CPU runs
     expect(doc.cpu.kernelsAvailable.split(' ')).toContain('portable');
     expect(typeof doc.cuda.usable).toBe('boolean');
-    const bench = JSON.parse(await run('bench', modelDir, '-n', '16', '--steps', '4', '--json', '--backend', 'cpu'));
+    const bench = JSON.parse(await run('bench', '-m', modelDir, '-n', '16', '--steps', '4', '--json', '--backend', 'cpu'));
     expect(bench.rows.map((r: { method: string }) => r.method)).toEqual(['esolm', 'mdlm', 'ar']);
   });
 
   it('eval reports a perplexity for a text file', async () => {
     const f = path.join(dir, 'text.txt');
     writeFileSync(f, 'In the beginning God created the heaven and the earth. '.repeat(3));
-    const out = JSON.parse(await run('eval', modelDir, f, '--json', '--samples', '2', '--backend', 'cpu'));
+    const out = JSON.parse(await run('eval', f, '-m', modelDir, '--json', '--samples', '2', '--backend', 'cpu'));
     expect(out.perplexity).toBeGreaterThan(1);
     expect(out.bitsPerByte).toBeGreaterThan(0);
   });

@@ -10,7 +10,8 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
 import { computeNll, type NllResult, type NllTermTrace, SAMPLING_EPS, SCHEDULE_EPS } from '../lib/likelihood.js';
-import { evalText, registerEvalCommand } from '../lib/eval-text.js';
+import { evalText } from '../lib/eval-text.js';
+import { registerEvalCommand } from '../lib/eval-command.js';
 import { type RandomModel, type RandomModelOptions, Rng, makeRandomModel, randomTokens } from './helpers/random-model.js';
 import { referenceForward } from './helpers/reference64.js';
 
@@ -457,7 +458,7 @@ describe('evalText and the eval command', () => {
         stdout: { write: (s: string) => { out += s; } },
         stderr: fakeTty,
       });
-      await program.parseAsync(['node', 'esolm', 'eval', rm.dir, file, ...args]);
+      await program.parseAsync(['node', 'esolm', 'eval', file, '-m', rm.dir, ...args]);
       return out;
     };
     const json = JSON.parse(await run(['--json', '--samples', '2', '--alpha0', '0.5', '--seed', '4', '--backend', 'cpu']));
