@@ -1,5 +1,6 @@
-// floors.h — what this machine can do at best, measured with the chosen CPU kernel set:
-// the streaming read bandwidth and the peak FMA rate of `threads` cores. bench/ prints
+// floors.h — what this machine can do at best: the streaming read bandwidth of `threads`
+// cores (the best read loop of any kernel set here) and their peak FMA rate with the
+// kernel set in use. bench/ prints
 // every model figure as a fraction of the floor these imply (bytes / bandwidth for small
 // steps, FLOPs / peak for large forwards).
 #pragma once
