@@ -1,10 +1,11 @@
-// bench/common.mjs — what the benchmark scripts share: command-line options and the small
+// bench/common.mjs — what the benchmark scripts share: command-line options, the small
 // model (hidden 768, 12 heads, 12 blocks, vocab 50258) with random F32 weights, written
-// once to a temporary folder and reused.
-import { existsSync } from 'node:fs';
+// once to a temporary folder and reused, and the machine floors every figure is compared
+// with (streaming read bandwidth and peak FMA rate, measured in the same run).
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Model } from '../dist/index.js';
+import { Model, loadCpuAddon } from '../dist/index.js';
 import { writeRandomModel, SMALL_CONFIG } from '../dist/testing.js';
 
 const args = process.argv.slice(2);
@@ -23,4 +24,70 @@ export async function loadSmallModel(loadOptions) {
     writeRandomModel(dir, SMALL_CONFIG, { seed: 7, dtype: 'F32' });
   }
   return Model.load(dir, loadOptions);
+}
+
+/** Selects a CPU kernel set for the next Model.load ('auto' = the widest this CPU runs). */
+export function useKernels(kernels) {
+  if (kernels === 'auto') delete process.env.ESOLM_CPU_KERNELS;
+  else process.env.ESOLM_CPU_KERNELS = kernels;
+  const info = loadCpuAddon().backendInfo();
+  if (info.cpuKernelsError) throw new Error(`--kernels ${kernels}: ${info.cpuKernelsError}`);
+  return info.cpuKernels;
+}
+
+/**
+ * The floors of the kernel set in use on `threads` cores (0 = all), measured now: best of
+ * `reps` calls (each already a best of several), so a brief load spike does not set them.
+ */
+export function measureFloors(threads = 0, reps = 3) {
+  const addon = loadCpuAddon();
+  let best = null;
+  for (let i = 0; i < reps; i++) {
+    const f = addon.measureCpuFloors(threads);
+    if (!best) best = f;
+    else best = { ...best, readGBps: Math.max(best.readGBps, f.readGBps), fmaGFlops: Math.max(best.fmaGFlops, f.fmaGFlops) };
+  }
+  return best;
+}
+
+/** The 1-minute load average and what it means on this machine. */
+export function loadLine() {
+  const [l1] = os.loadavg();
+  return `load average ${l1.toFixed(2)} on ${os.cpus().length} CPUs (uptime)`;
+}
+
+/** CPU model and the SIMD flags that matter here (from /proc/cpuinfo where there is one). */
+export function cpuLine() {
+  const model = os.cpus()[0]?.model ?? 'unknown CPU';
+  let flags = [];
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    const have = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+    flags = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16', 'avx512_vnni'].filter((f) => have.has(f));
+  } catch { /* not Linux */ }
+  return `${model} x ${os.cpus().length}${flags.length ? ` (${flags.join(' ')})` : ''}`;
+}
+
+/** Bytes of the linear-layer matrices a forward reads once (the embedding is only gathered). */
+export function weightBytes(config, bytesPerWeight) {
+  const d = config.hidden_size;
+  const perBlock = d * 3 * d + d * d + 2 * d * 4 * d;
+  return (config.n_blocks * perBlock + config.vocab_size * d) * bytesPerWeight;
+}
+
+/** FLOPs of n token rows through the blocks, h rows through the head, `pairs` attention pairs. */
+export function forwardFlops(config, n, h, pairs) {
+  const d = config.hidden_size;
+  const perTok = 2 * config.n_blocks * (d * 3 * d + d * d + 2 * d * 4 * d);
+  return n * perTok + h * 2 * config.vocab_size * d + pairs * config.n_blocks * 4 * d;
+}
+
+/** Floor in ms of work that reads `bytes` and does `flops`: max(bytes / bandwidth, flops / peak). */
+export function floorMs(floors, bytes, flops) {
+  const mem = bytes / (floors.readGBps * 1e6), fma = flops / (floors.fmaGFlops * 1e6);
+  return { ms: Math.max(mem, fma), bound: mem >= fma ? 'bandwidth' : 'FMA' };
+}
+
+export function floorsLine(f) {
+  return `floors (${f.kernels}, ${f.threads} threads, measured now): streaming read ${f.readGBps.toFixed(1)} GB/s, peak FMA ${f.fmaGFlops.toFixed(0)} GFLOP/s`;
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "cpu/floors.h"
 #include "cpu/ops_reference.h"
 #include "js_common.h"
 #include "js_holders.h"
@@ -23,6 +24,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("addon", ESOLM_ADDON_NAME);
   o.Set("cpuKernels", cpu_kernels_in_use());
+  o.Set("cpuKernelsAvailable", cpu_kernels_available());
+  if (const char* why = cpu_kernels_error()) o.Set("cpuKernelsError", why);
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
 #ifdef ESOLM_WITH_CUDA
   CudaInfo ci;
@@ -41,12 +44,30 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// measureCpuFloors(threads = 0, effort = 1): streaming read GB/s and peak FMA GFLOP/s of
+// the CPU kernel set in use (cpu/floors.h). Synchronous, a second or two: for bench/.
+Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = info.Length() > 0 && !info[0].IsUndefined() ? to_int(env, info[0], "threads") : 0;
+  const double effort = info.Length() > 1 && !info[1].IsUndefined() ? to_num(env, info[1], "effort") : 1.0;
+  CpuFloors f;
+  Status s = measure_cpu_floors(threads, f, effort);
+  if (!s) throw make_error(env, s);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", f.threads);
+  o.Set("kernels", f.kernels);
+  o.Set("readGBps", f.read_gbps);
+  o.Set("fmaGFlops", f.fma_gflops);
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());  // deleted by Node when this environment ends
   exports.Set("NativeModel", init_model_class(env));
   exports.Set("NativeCache", init_cache_class(env));
   register_load_functions(env, exports);
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo));
+  exports.Set("measureCpuFloors", Napi::Function::New(env, MeasureCpuFloors));
   register_engine_functions(env, exports);
   return exports;
 }

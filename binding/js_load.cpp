@@ -20,9 +20,9 @@ namespace {
 Status make_backend(const std::string& name, int threads, const std::string& weights, std::unique_ptr<Backend>& out) {
   if (name == "cpu") {
     // "bf16": every matrix BF16; "bf16-exact": BF16 except the gate-scaled ones (a BF16
-    // file then runs exactly); anything else F32.
+    // file then runs exactly); "q8": every matrix int8 with per-row scales; else F32.
     const bool bf16 = weights == "bf16" || weights == "bf16-exact";
-    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16");
+    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16", weights == "q8");
   } else if (name == "cpu-reference") {
     out = create_cpu_reference_backend();
   } else if (name == "cuda") {
@@ -122,7 +122,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   }
   const std::string backend = to_str(env, arg(info, 2), "backend");
   const int threads = to_int(env, arg(info, 3), "threads");
-  // CPU weight storage: "f32", "bf16" or "bf16-exact" (see make_backend).
+  // CPU weight storage: "f32", "bf16", "bf16-exact" or "q8" (see make_backend).
   const std::string weights = to_str(env, arg(info, 4), "weights");
   auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights);
   w->Queue();

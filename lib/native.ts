@@ -115,16 +115,33 @@ export interface CudaProbe {
 
 export interface BackendInfo {
   addon: string;
+  /** CPU kernel set in use: avx512, avx2+fma or portable (ESOLM_CPU_KERNELS forces one). */
   cpuKernels: string;
+  /** The sets this CPU and build can run, widest first, space-separated. */
+  cpuKernelsAvailable: string;
+  /** Set when ESOLM_CPU_KERNELS names an unknown set or one this CPU cannot run. */
+  cpuKernelsError?: string;
   hardwareThreads: number;
   cuda?: CudaProbe;
 }
 
+export interface CpuFloors {
+  threads: number;
+  kernels: string;
+  readGBps: number;
+  fmaGFlops: number;
+}
+
 export interface NativeAddon {
-  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact'): Promise<NativeModel>;
+  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
   /** Step sizes of an Eso-LM plan (engine/schedule.h); given positions count only by number. */
   planEsolmSteps(length: number, nGiven: number, steps: number, alpha0: number, planSeedHi: number,
     planSeedLo: number, blockLen: number): { stepSizes: Int32Array; nDiffusion: number };
+  /**
+   * Streaming read bandwidth and peak FMA rate of `threads` cores (0 = all) with the CPU
+   * kernels in use; `effort` in (0, 1] (default 1) shrinks the work (rough figures).
+   */
+  measureCpuFloors(threads: number, effort?: number): CpuFloors;
   [fn: string]: unknown;
 }

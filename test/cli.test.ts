@@ -77,6 +77,8 @@ describe('esolm CLI', () => {
     expect(info.tokenizer).toBe('bytes');
     const doc = JSON.parse(await run('doctor', '--json'));
     expect(doc.cpu.ok).toBe(true);
+    expect(doc.cpu.kernelsAvailable.split(' ')).toContain(doc.cpu.kernels);  // the set in use, among those this CPU runs
+    expect(doc.cpu.kernelsAvailable.split(' ')).toContain('portable');
     expect(typeof doc.cuda.usable).toBe('boolean');
     const bench = JSON.parse(await run('bench', '-m', modelDir, '-n', '16', '--steps', '4', '--json', '--backend', 'cpu'));
     expect(bench.rows.map((r: { method: string }) => r.method)).toEqual(['esolm', 'mdlm', 'ar']);

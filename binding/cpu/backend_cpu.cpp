@@ -1,7 +1,9 @@
 // backend_cpu.cpp — the CPU backend: F32 tensors in host memory, threads over all
-// cores, SIMD inner loops from kernels.h (AVX2+FMA when the CPU has it).
+// cores, SIMD inner loops from kernels.h (the widest set the CPU has).
 // Linear weights are packed into 16-column panels by prepare_weight(); a weight that
-// was not prepared is packed on the fly (slow, but correct).
+// was not prepared is packed on the fly (slow, but correct). With 8-bit weights
+// (create_cpu_backend(..., q8)) prepare_weight also quantizes: per output row,
+// scale = max |w| / 127 and q = round(w / scale).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -29,7 +31,14 @@ void* aligned_zero_alloc(size_t bytes) {
 
 struct PackedInfo {
   int64_t n = 0, k = 0;
+  bool q8 = false;  // int8 panels, then one F32 scale per (padded) output row at q8_scales_offset
 };
+
+// Q8 packing: int8 panels [ceil(n/16)][k][16], then ceil(n/16) * 16 F32 scales.
+size_t q8_scales_offset(int64_t n, int64_t k) {
+  const size_t panels = size_t((n + kPanel - 1) / kPanel) * kPanel * size_t(k);
+  return (panels + 63) / 64 * 64;
+}
 
 uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
   uint32_t u;
@@ -46,9 +55,9 @@ float bf16_to_f32(uint16_t h) {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded)
-      : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference ? DType::f32 : weights),
-        exact_folded_(exact_folded), kernels_(cpu_kernels()) {}
+  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded, bool q8)
+      : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference || q8 ? DType::f32 : weights),
+        exact_folded_(exact_folded), q8_(q8 && !reference), kernels_(cpu_kernels()) {}
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
   DType weight_dtype() const override { return weights_; }
@@ -99,11 +108,19 @@ class CpuBackend : public Backend {
   Status download_f32(const Tensor& t, int64_t row0, int64_t n_rows, float* host) override {
     if (t.dtype == DType::i32 || row0 < 0 || row0 + n_rows > t.rows)
       return Status::error(Code::internal, "download_f32: range or dtype mismatch");
-    const bool packed = packed_info(t) != nullptr;
+    const PackedInfo* pk = packed_info(t);
+    const bool packed = pk != nullptr;
     // Element (r, c): row-major, or inside panel r / 16 at [c][r % 16] when packed.
     auto index = [&](int64_t r, int64_t c) {
       return packed ? (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel : r * t.cols + c;
     };
+    if (pk && pk->q8) {
+      const int8_t* q = static_cast<const int8_t*>(t.data);
+      const float* sc = reinterpret_cast<const float*>(static_cast<const char*>(t.data) + q8_scales_offset(t.rows, t.cols));
+      for (int64_t r = row0; r < row0 + n_rows; ++r)
+        for (int64_t c = 0; c < t.cols; ++c) host[(r - row0) * t.cols + c] = float(q[index(r, c)]) * sc[r];
+      return Status::ok();
+    }
     if (t.dtype == DType::f32 && !packed) {
       std::memcpy(host, static_cast<const float*>(t.data) + row0 * t.cols, size_t(n_rows * t.cols) * 4);
       return Status::ok();
@@ -120,12 +137,13 @@ class CpuBackend : public Backend {
   Status prepare_weight(Tensor& W) override {
     if (reference_ || W.dtype == DType::i32) return Status::ok();
     if (packed_info(W)) return Status::ok();
-    void* packed = pack(W);
+    const bool q8 = q8_ && W.dtype == DType::f32;
+    void* packed = q8 ? pack_q8(W) : pack(W);
     if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
     std::free(W.data);
     W.data = packed;
     std::lock_guard<std::mutex> lk(packed_mutex_);
-    packed_[W.data] = PackedInfo{W.rows, W.cols};
+    packed_[W.data] = PackedInfo{W.rows, W.cols, q8};
     return Status::ok();
   }
 
@@ -193,6 +211,8 @@ class CpuBackend : public Backend {
       panels = tmp;
     }
     const bool bf16 = W.dtype == DType::bf16;
+    const bool q8 = pk && pk->q8;
+    const float* scales = q8 ? reinterpret_cast<const float*>(static_cast<const char*>(panels) + q8_scales_offset(W.rows, W.cols)) : nullptr;
     const int64_t n = W.rows, k = W.cols, rows = in.rows;
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
     // Task = a group of panels x a block of rows. A row block (<= kRowBlock rows) stays in
@@ -213,12 +233,19 @@ class CpuBackend : public Backend {
       const int64_t g = task / row_split, rs = task % row_split;
       const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
       if (r0 >= r1) return;
-      for (int64_t p = g * panels_per_task; p < std::min(n_panels, (g + 1) * panels_per_task); ++p) {
+      const int64_t p_end = std::min(n_panels, (g + 1) * panels_per_task);
+      for (int64_t p = g * panels_per_task; p < p_end; p += 2) {
         GemmPanelArgs args;
+        args.n_panels = p + 1 < p_end ? 2 : 1;  // pairs of panels: see GemmPanelArgs
+        args.panel_stride = kPanel * k;
         args.a = a + r0 * k;
         args.lda = k;
         args.rows = r1 - r0;
-        if (bf16) {
+        if (q8) {
+          args.panel = nullptr;
+          args.panel_q8 = static_cast<const int8_t*>(panels) + p * kPanel * k;
+          args.col_scale = scales + p * kPanel;
+        } else if (bf16) {
           args.panel = nullptr;
           args.panel_bf16 = static_cast<const uint16_t*>(panels) + p * kPanel * k;
         } else {
@@ -227,7 +254,7 @@ class CpuBackend : public Backend {
         args.k = int(k);
         args.c = c + r0 * out.cols + p * kPanel;
         args.ldc = out.cols;
-        args.ncols = int(std::min<int64_t>(kPanel, n - p * kPanel));
+        args.ncols = int(std::min<int64_t>(args.n_panels * kPanel, n - p * kPanel));
         args.bias = bp ? bp + p * kPanel : nullptr;
         args.ep = kind;
         kernels_.gemm_panel(args);
@@ -401,6 +428,30 @@ class CpuBackend : public Backend {
       }
     });
   }
+  // W [n, k] F32 -> Q8 panels and per-row scales (layout: q8_scales_offset).
+  void* pack_q8(const Tensor& W) {
+    const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
+    const size_t off = q8_scales_offset(n, k);
+    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    if (!out) return nullptr;
+    const float* w = static_cast<const float*>(W.data);
+    int8_t* q = reinterpret_cast<int8_t*>(out);
+    float* sc = reinterpret_cast<float*>(out + off);
+    pool_.parallel_for(n_panels, [&](int64_t p) {
+      int8_t* dst = q + p * kPanel * k;
+      for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
+        const float* src = w + (p * kPanel + j) * k;
+        float amax = 0.0f;
+        for (int64_t kk = 0; kk < k; ++kk) amax = std::max(amax, std::fabs(src[kk]));
+        const float s = amax / 127.0f;
+        sc[p * kPanel + j] = s;
+        if (s == 0.0f) continue;  // an all-zero row stays zero
+        for (int64_t kk = 0; kk < k; ++kk)
+          dst[kk * kPanel + j] = int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(src[kk] / s))));
+      }
+    });
+    return out;
+  }
   void* pack(const Tensor& W) {
     const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
     void* out = aligned_zero_alloc(size_t(n_panels * kPanel * W.cols) * dtype_size(W.dtype));
@@ -414,6 +465,7 @@ class CpuBackend : public Backend {
   bool reference_;
   DType weights_;
   bool exact_folded_;
+  bool q8_;
   const CpuKernels& kernels_;
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
@@ -421,15 +473,27 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded) {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded));
+std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded, bool q8) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded, q8));
 }
 
 std::unique_ptr<Backend> create_cpu_reference_backend() {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true, DType::f32, true));
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(1, true, DType::f32, true, false));
 }
 
 const char* cpu_kernels_in_use() { return cpu_kernels().name; }
+
+std::string cpu_kernels_available() {
+  std::string s;
+  for (const CpuKernels* k : {cpu_kernels_avx512(), cpu_kernels_avx2(), &cpu_kernels_portable()})
+    if (k) s += (s.empty() ? "" : " ") + std::string(k->name);
+  return s;
+}
+
+const char* cpu_kernels_error() {
+  const char* why = nullptr;
+  return cpu_kernels_choice(&why) ? nullptr : why;
+}
 
 const char* cpu_backend_kernels(const Backend& be) {
   const auto* c = dynamic_cast<const CpuBackend*>(&be);

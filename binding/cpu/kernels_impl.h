@@ -71,6 +71,15 @@ static inline void load_panel_row(const uint16_t* p, v8f& b0, v8f& b1) {
   std::memcpy(&b1, &h, 32);
 }
 
+typedef int8_t v8c __attribute__((vector_size(8)));
+static inline void load_panel_row(const int8_t* p, v8f& b0, v8f& b1) {
+  v8c lo, hi;
+  std::memcpy(&lo, p, 8);
+  std::memcpy(&hi, p + 8, 8);
+  b0 = __builtin_convertvector(__builtin_convertvector(lo, v8i), v8f);
+  b1 = __builtin_convertvector(__builtin_convertvector(hi, v8i), v8f);
+}
+
 template <int MR, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
@@ -92,6 +101,10 @@ static inline void gemm_store(const GemmPanelArgs& g, int64_t r0, v8f acc[][2]) 
     float* c = g.c + (r0 + r) * g.ldc;
     alignas(32) float tmp[16];
     v8f y0 = acc[r][0], y1 = acc[r][1];
+    if (g.col_scale) {
+      y0 *= ld8(g.col_scale);
+      y1 *= ld8(g.col_scale + 8);
+    }
     if (g.bias && g.ncols == 16) {
       y0 += ld8(g.bias);
       y1 += ld8(g.bias + 8);
@@ -143,9 +156,26 @@ static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
   }
 }
 
-static void gemm_panel_impl(const GemmPanelArgs& g) {
+static void gemm_one_panel(const GemmPanelArgs& g) {
   if (g.panel_bf16) gemm_panel_typed(g, g.panel_bf16);
+  else if (g.panel_q8) gemm_panel_typed(g, g.panel_q8);
   else gemm_panel_typed(g, g.panel);
+}
+
+static void gemm_panel_impl(const GemmPanelArgs& g) {
+  if (g.n_panels < 2) return gemm_one_panel(g);
+  GemmPanelArgs h = g;  // the panels one after the other
+  h.n_panels = 1;
+  h.ncols = g.ncols < 16 ? g.ncols : 16;
+  gemm_one_panel(h);
+  h.panel = g.panel ? g.panel + g.panel_stride : nullptr;
+  h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + g.panel_stride : nullptr;
+  h.panel_q8 = g.panel_q8 ? g.panel_q8 + g.panel_stride : nullptr;
+  h.col_scale = g.col_scale ? g.col_scale + 16 : nullptr;
+  h.bias = g.bias ? g.bias + 16 : nullptr;
+  h.c = g.c + 16;
+  h.ncols = g.ncols - 16;
+  gemm_one_panel(h);
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
@@ -168,10 +198,108 @@ static inline int attn_key_end(const AttnRowsArgs& a, int qs) {
   return e < a.n_kv ? e : a.n_kv;
 }
 
+// Few query rows (cached steps): each row reads K and V straight from the cache — one dot
+// product per key, a masked softmax, then O = sum_s p_s V_s — instead of packing K and V
+// into panels, which would copy the whole cache for a handful of rows.
+constexpr int kAttnDirectRows = 8;
+constexpr int kAttnDirectMaxHd = 256;  // the output row lives in registers
+
+static void attn_rows_direct(const AttnRowsArgs& a) {
+  const int hd = a.head_dim;
+  const float neg = -std::numeric_limits<float>::infinity();
+  float* sc = a.scratch;  // n_kv scores, padded to a multiple of 8
+  for (int r = a.r0; r < a.r1; ++r) {
+    const int qs = a.q_slot0 + r;
+    const int end = attn_key_end(a, qs);
+    const float* q = a.q + int64_t(r) * a.q_stride;
+    float* o = a.out + int64_t(r) * a.out_stride;
+    if (end <= 0) {
+      for (int d = 0; d < hd; ++d) o[d] = 0.0f;
+      continue;
+    }
+    const int kk = (end + 7) / 8 * 8;
+    const int hd8 = hd / 8 * 8;
+    int s = 0;
+    for (; s + 4 <= end; s += 4) {  // four keys at once: four independent FMA chains
+      const float* k0 = a.k + int64_t(s) * a.kv_stride;
+      const float* k1 = k0 + a.kv_stride;
+      const float* k2 = k1 + a.kv_stride;
+      const float* k3 = k2 + a.kv_stride;
+      __builtin_prefetch(k0 + 8 * a.kv_stride);
+      __builtin_prefetch(k0 + 9 * a.kv_stride);
+      __builtin_prefetch(k0 + 10 * a.kv_stride);
+      __builtin_prefetch(k0 + 11 * a.kv_stride);
+      v8f c0 = splat(0.0f), c1 = c0, c2 = c0, c3 = c0;
+      for (int d = 0; d < hd8; d += 8) {
+        const v8f qd = ld8(q + d);
+        c0 += qd * ld8(k0 + d);
+        c1 += qd * ld8(k1 + d);
+        c2 += qd * ld8(k2 + d);
+        c3 += qd * ld8(k3 + d);
+      }
+      float t0 = hsum(c0), t1 = hsum(c1), t2 = hsum(c2), t3 = hsum(c3);
+      for (int d = hd8; d < hd; ++d) {
+        t0 += q[d] * k0[d];
+        t1 += q[d] * k1[d];
+        t2 += q[d] * k2[d];
+        t3 += q[d] * k3[d];
+      }
+      sc[s] = t0 * a.scale;
+      sc[s + 1] = t1 * a.scale;
+      sc[s + 2] = t2 * a.scale;
+      sc[s + 3] = t3 * a.scale;
+    }
+    for (; s < end; ++s) {
+      const float* k = a.k + int64_t(s) * a.kv_stride;
+      v8f acc = splat(0.0f);
+      for (int d = 0; d < hd8; d += 8) acc += ld8(q + d) * ld8(k + d);
+      float t = hsum(acc);
+      for (int d = hd8; d < hd; ++d) t += q[d] * k[d];
+      sc[s] = t * a.scale;
+    }
+    if (a.mode == 2 || a.mode == 3)
+      for (int j = 0; j < end; ++j)
+        if (!attn_visible(a, qs, j)) sc[j] = neg;
+    for (int j = end; j < kk; ++j) sc[j] = neg;
+    v8f mx = splat(neg);
+    for (int j = 0; j < kk; j += 8) {
+      v8f x = ld8(sc + j);
+      mx = x > mx ? x : mx;
+    }
+    float m = mx[0];
+    for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
+    v8f sum = splat(0.0f);
+    const v8f mv = splat(m), ninf = splat(neg);
+    for (int j = 0; j < kk; j += 8) {
+      v8f x = ld8(sc + j);
+      v8f e = exp8(x - mv);
+      e = x == ninf ? splat(0.0f) : e;
+      st8(sc + j, e);
+      sum += e;
+    }
+    const float inv = 1.0f / hsum(sum);
+    v8f acc[kAttnDirectMaxHd / 8];
+    float tail[8] = {};
+    const int nv = hd / 8;
+    for (int j = 0; j < nv; ++j) acc[j] = splat(0.0f);
+    for (int s = 0; s < end; ++s) {
+      if (sc[s] == 0.0f) continue;  // masked (or underflowed) keys add nothing
+      const v8f p = splat(sc[s]);
+      const float* v = a.v + int64_t(s) * a.kv_stride;
+      __builtin_prefetch(v + 8 * a.kv_stride);
+      for (int j = 0; j < nv; ++j) acc[j] += p * ld8(v + 8 * j);
+      for (int d = nv * 8; d < hd; ++d) tail[d - nv * 8] += sc[s] * v[d];
+    }
+    for (int j = 0; j < nv; ++j) st8(o + 8 * j, acc[j] * splat(inv));
+    for (int d = nv * 8; d < hd; ++d) o[d] = tail[d - nv * 8] * inv;
+  }
+}
+
 // Attention of query rows [r0, r1) of one (sequence, head) as two small GEMMs per
 // block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
 // then O = P·V with V packed as 16-column panels — the same micro-kernel as linear().
 static void attn_rows_impl(const AttnRowsArgs& a) {
+  if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   const int hd = a.head_dim;
   int max_end = 0;
   for (int r = a.r0; r < a.r1; ++r) {
@@ -278,4 +406,35 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
 static inline size_t attn_scratch_floats(int n_kv, int hd) {
   const size_t ld_s = size_t((n_kv + 15) / 16) * 16, n_vp = size_t((hd + 15) / 16);
   return ld_s * hd + n_vp * ld_s * 16 + 48 * ld_s + 64;
+}
+
+// Machine floors (CpuKernels::fma_loop / read_sum): 12 independent accumulators keep
+// both FMA pipes busy; the streaming read sums 4 vectors at a time.
+static double fma_loop_impl(int64_t iters) {
+  v8f acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = splat(float(j) * 1e-3f);
+  const v8f b = splat(0.999999f), c = splat(1e-3f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = acc[j] * b + c;
+  }
+  v8f s = acc[0];
+  for (int j = 1; j < 12; ++j) s += acc[j];
+  volatile float sink = hsum(s);
+  (void)sink;
+  return double(iters) * 12 * 8 * 2;
+}
+
+static float read_sum_impl(const float* p, int64_t n) {
+  v8f s0 = splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 += ld8(p + i);
+    s1 += ld8(p + i + 8);
+    s2 += ld8(p + i + 16);
+    s3 += ld8(p + i + 24);
+  }
+  float t = hsum((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) t += p[i];
+  return t;
 }

@@ -3,6 +3,8 @@
 // the fast CPU kernels and the CUDA kernels are tested against, and rope_qkv_store is
 // also used as-is by the CPU backend (it is cheap).
 #pragma once
+#include <string>
+
 #include "engine/backend.h"
 
 namespace esolm {
@@ -20,6 +22,10 @@ bool attention_visible(const AttnParams& p, const int32_t* clean_seq, int qs, in
 double gelu_tanh(double u);
 
 const char* cpu_kernels_in_use();
+// Why ESOLM_CPU_KERNELS cannot be honoured (unknown or unsupported set), or null.
+const char* cpu_kernels_error();
+// The kernel sets this CPU and build can run, widest first ("avx512 avx2+fma portable").
+std::string cpu_kernels_available();
 // Kernel set a CPU backend instance uses ("" for other backends).
 const char* cpu_backend_kernels(const Backend& be);
 

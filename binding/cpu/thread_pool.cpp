@@ -2,7 +2,34 @@
 // uneven tasks balance themselves; the caller thread works too.
 #include "cpu/thread_pool.h"
 
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void cpu_relax() { _mm_pause(); }
+#else
+static inline void cpu_relax() { std::this_thread::yield(); }
+#endif
+
 namespace esolm {
+namespace {
+
+// How long an idle thread polls before it sleeps: long enough to cover the gap between
+// two ops of a step, short enough not to steal a shared machine's cores when idle.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+// Polls cond() for up to kSpin; true as soon as it holds.
+template <class Cond>
+bool spin_until(Cond cond) {
+  const auto t_end = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (cond()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > t_end) return false;
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = int(std::thread::hardware_concurrency());
@@ -13,7 +40,7 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(m_);
-    stop_ = true;
+    stop_.store(true);
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
@@ -30,16 +57,17 @@ void ThreadPool::run_tasks() {
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
-    {
+    auto ready = [&] { return stop_.load() || generation_.load() != seen; };
+    if (!spin_until(ready)) {
       std::unique_lock<std::mutex> lk(m_);
-      cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      cv_start_.wait(lk, ready);
     }
+    if (stop_.load()) return;
+    seen = generation_.load();
     run_tasks();
-    {
-      std::lock_guard<std::mutex> lk(m_);
-      if (--active_ == 0) cv_done_.notify_all();
+    if (active_.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lk(m_);  // the caller may be between its check and its wait
+      cv_done_.notify_all();
     }
   }
 }
@@ -51,18 +79,21 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t)
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
+  fn_ = &fn;
+  n_tasks_ = n_tasks;
+  next_.store(0);
+  active_.store(int(workers_.size()));
   {
-    std::lock_guard<std::mutex> lk(m_);
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_.store(0);
-    active_ = int(workers_.size());
-    ++generation_;
+    std::lock_guard<std::mutex> lk(m_);  // a worker between its check and its wait sees this
+    generation_.fetch_add(1);
   }
   cv_start_.notify_all();
   run_tasks();
-  std::unique_lock<std::mutex> lk(m_);
-  cv_done_.wait(lk, [&] { return active_ == 0; });
+  auto done = [&] { return active_.load() == 0; };
+  if (!spin_until(done)) {
+    std::unique_lock<std::mutex> lk(m_);
+    cv_done_.wait(lk, done);
+  }
   fn_ = nullptr;
 }
 

@@ -218,8 +218,11 @@ void sample_rows_host(const float* logits, int64_t rows, int vocab, const Sample
 // Factories. create_cuda_backend is defined only in the CUDA addon (ESOLM_WITH_CUDA).
 // weights: F32, or BF16 to halve the weight memory and traffic. exact_folded keeps the
 // gate-scaled matrices F32, so that a BF16 file runs exactly (folded_weight_dtype()).
+// q8: every linear matrix stored as int8 with one F32 scale per output row (a quarter of
+// the F32 traffic; `weights` is then ignored and activations stay F32).
 std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */,
-                                            DType weights = DType::f32, bool exact_folded = true);
+                                            DType weights = DType::f32, bool exact_folded = true,
+                                            bool q8 = false);
 // Plain loops with float64 accumulation, one thread: the oracle for kernel tests.
 std::unique_ptr<Backend> create_cpu_reference_backend();
 #ifdef ESOLM_WITH_CUDA

@@ -1,0 +1,74 @@
+// bench/q8-cost.mjs — what 8-bit weights (Model.load weights: 'q8') cost in accuracy:
+//   1. the max |logit| error on the small random model (hidden 768, 12 blocks) against its
+//      F32 weights, beside the BF16 error (one 256-token causal forward);
+//   2. the default model's hybrid NELBO (alpha0 = 0.25, bits per byte) on the KJV hold-out
+//      (the last 2 % of verses, as tools/train_default_model.py splits it), BF16 file as
+//      loaded by default vs q8, with the same draws;
+//   3. greedy generation agreement of the default model, BF16 vs q8 (tokens equal by position).
+// Usage: sh tools/kjv_corpus.sh /tmp/esolm-kjv/kjv.txt   (needs apt-get install bible-kjv)
+//        node bench/q8-cost.mjs [--corpus /tmp/esolm-kjv/kjv.txt] [--rows N] [--seeds 16] [--json out.json]
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Model, Sampler } from '../dist/index.js';
+import { cpuLine, loadLine, loadSmallModel, opt } from './common.mjs';
+
+const corpus = opt('--corpus', '/tmp/esolm-kjv/kjv.txt');
+const maxRows = Number(opt('--rows', '0'));
+const seeds = Number(opt('--seeds', '16'));
+const jsonOut = opt('--json', null);
+const out = { cpu: cpuLine(), load: loadLine() };
+console.log(`CPU: ${cpuLine()}; ${loadLine()}`);
+
+// 1. logits error, small random model
+{
+  const tokens = Int32Array.from({ length: 256 }, (_, i) => (i * 7919 + 13) % 50257);
+  const ref = await loadSmallModel({ backend: 'cpu', weights: 'f32' });
+  const want = await ref.forward({ tokens });
+  ref.dispose();
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  out.logits = { scale };
+  for (const weights of ['bf16', 'q8']) {
+    const m = await loadSmallModel({ backend: 'cpu', weights });
+    const got = await m.forward({ tokens });
+    m.dispose();
+    let err = 0;
+    for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
+    out.logits[weights] = err;
+    console.log(`small model, 256-token forward: max |logit error| ${weights} vs F32 = ${err.toExponential(3)} (max |logit| ${scale.toFixed(2)})`);
+  }
+}
+
+// 2. NELBO on the KJV hold-out, 3. greedy agreement
+const lines = readFileSync(corpus).toString('latin1').split('\n').filter((l) => l.length > 0);
+const nval = Math.max(1, Math.round(lines.length * 0.02));
+const val = Buffer.from(lines.slice(-nval).join('\n') + '\n', 'latin1');
+const models = { bf16: await Model.load('models/default', { backend: 'cpu' }), q8: await Model.load('models/default', { backend: 'cpu', weights: 'q8' }) };
+const L = models.bf16.config.length;
+let nrows = Math.floor(val.length / L);
+if (maxRows > 0) nrows = Math.min(nrows, maxRows);
+const rows = Array.from({ length: nrows }, (_, r) => Int32Array.from(val.subarray(r * L, (r + 1) * L)));
+out.nelbo = { verses: nval, rows: nrows, bytes: nrows * L };
+for (const [name, m] of Object.entries(models)) {
+  const r = await m.nll(rows, { estimator: 'nelbo', alpha0: 0.25, samples: 1, seed: 0 });
+  const bpb = r.total.bitsPerToken;
+  out.nelbo[name] = bpb;
+  console.log(`default model NELBO (alpha0 0.25) on ${nrows} hold-out rows: ${name} ${bpb.toFixed(4)} bits/byte`); 
+}
+let same = 0, total = 0, seqSame = 0;
+for (let s = 0; s < seeds; s++) {
+  const gen = {};
+  for (const [name, m] of Object.entries(models)) {
+    const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.25, greedy: true, seed: s });
+    gen[name] = (await m.generate({ sampler, length: L })).sequences[0];
+  }
+  let eq = 0;
+  for (let i = 0; i < L; i++) eq += gen.bf16[i] === gen.q8[i] ? 1 : 0;
+  same += eq;
+  total += L;
+  seqSame += eq === L ? 1 : 0;
+}
+out.greedy = { seeds, tokensEqual: same / total, sequencesEqual: seqSame };
+console.log(`greedy Eso-LM (alpha0 0.25, T = 64), ${seeds} seeds: ${(100 * same / total).toFixed(1)}% of tokens equal, ${seqSame}/${seeds} sequences identical`);
+for (const m of Object.values(models)) m.dispose();
+console.log(loadLine());
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify(out, null, 2));

@@ -1,0 +1,23 @@
+// floors.h — what this machine can do at best: the streaming read bandwidth of `threads`
+// cores (the best read loop of any kernel set here) and their peak FMA rate with the
+// kernel set in use. bench/ prints
+// every model figure as a fraction of the floor these imply (bytes / bandwidth for small
+// steps, FLOPs / peak for large forwards).
+#pragma once
+#include "engine/status.h"
+
+namespace esolm {
+
+struct CpuFloors {
+  int threads = 0;
+  const char* kernels = "";
+  double read_gbps = 0;    // GB/s (1e9 bytes) streaming read of a buffer far larger than cache
+  double fma_gflops = 0;   // GFLOP/s of independent FMAs on the kernel set's widest registers
+};
+
+// Best of a few repetitions each (a second or two in all). threads = 0: all cores.
+// effort in (0, 1] shrinks the buffer and the FMA rounds (tests use a small one; the
+// figures are then rough: the buffer may fit in cache).
+Status measure_cpu_floors(int threads, CpuFloors& out, double effort = 1.0);
+
+}  // namespace esolm

@@ -1,0 +1,91 @@
+// CPU kernel sets and 8-bit weights through the public API: every kernel set this CPU runs
+// (ESOLM_CPU_KERNELS) gives the same logits as the default one to fp32 rounding, an
+// unknown or unsupported set is a typed error, the floors are measured, and `weights:
+// 'q8'` stays within int8 rounding of the F32 weights. (The kernels themselves are
+// tested op by op against the reference in test/native/cpu_ops_test.cpp.)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Model, loadCpuAddon } from '../lib/index.js';
+import { makeRandomModel } from './helpers/random-model.js';
+
+let dir: string;
+const saved = process.env.ESOLM_CPU_KERNELS;
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'esolm-k-'));
+  makeRandomModel(dir, { arch: 'esolm', seed: 23, hidden_size: 64, n_heads: 4 });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(() => {
+  if (saved === undefined) delete process.env.ESOLM_CPU_KERNELS;
+  else process.env.ESOLM_CPU_KERNELS = saved;
+});
+
+const tokens = Int32Array.from({ length: 24 }, (_, i) => (i * 7) % 60);
+function maxDiff(a: Float32Array, b: Float32Array): { diff: number; scale: number } {
+  let scale = 0;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) {
+    scale = Math.max(scale, Math.abs(a[i]));
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+  }
+  return { diff, scale };
+}
+
+describe('CPU kernel sets', () => {
+  it('every supported set gives the default logits to fp32 rounding, and is reported', async () => {
+    delete process.env.ESOLM_CPU_KERNELS;
+    const best = await Model.load(dir, { backend: 'cpu', weights: 'f32' });
+    const want = await best.forward({ tokens });
+    best.dispose();
+    let ran = 0;
+    for (const set of ['avx512', 'avx2', 'portable']) {
+      process.env.ESOLM_CPU_KERNELS = set;
+      const info = loadCpuAddon().backendInfo();
+      if (info.cpuKernelsError) {
+        expect(set).not.toBe('portable');
+        await expect(Model.load(dir, { backend: 'cpu' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+        continue;
+      }
+      expect(info.cpuKernels.startsWith(set)).toBe(true);
+      const m = await Model.load(dir, { backend: 'cpu', weights: 'f32' });
+      const { diff, scale } = maxDiff(await m.forward({ tokens }), want);
+      expect(diff).toBeLessThan(2e-5 * scale);
+      m.dispose();
+      ran++;
+    }
+    expect(ran).toBeGreaterThan(0);
+  });
+
+  it('rejects an unknown ESOLM_CPU_KERNELS with a typed error', async () => {
+    process.env.ESOLM_CPU_KERNELS = 'sse9';
+    expect(loadCpuAddon().backendInfo().cpuKernelsError).toMatch(/ESOLM_CPU_KERNELS/);
+    await expect(Model.load(dir, { backend: 'cpu' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
+
+  it('measures the floors of the kernel set in use', () => {
+    delete process.env.ESOLM_CPU_KERNELS;
+    const f = loadCpuAddon().measureCpuFloors(1, 0.01);
+    expect(f.threads).toBe(1);
+    expect(f.kernels).toBe(loadCpuAddon().backendInfo().cpuKernels);
+    expect(f.readGBps).toBeGreaterThan(0);
+    expect(f.fmaGFlops).toBeGreaterThan(0);
+    expect(() => loadCpuAddon().measureCpuFloors(1, 2)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+  });
+});
+
+describe('8-bit weights', () => {
+  it("weights: 'q8' gives logits within int8 rounding of the F32 weights", async () => {
+    const f32 = await Model.load(dir, { backend: 'cpu', weights: 'f32' });
+    const q8 = await Model.load(dir, { backend: 'cpu', weights: 'q8' });
+    const bf16 = await Model.load(dir, { backend: 'cpu', weights: 'bf16' });
+    const a = await f32.forward({ tokens });
+    const q = maxDiff(await q8.forward({ tokens }), a);
+    const b = maxDiff(await bf16.forward({ tokens }), a);
+    console.log(`max |logit error| vs F32: q8 ${q.diff.toExponential(2)}, bf16 ${b.diff.toExponential(2)} (logit scale ${q.scale.toFixed(2)})`);
+    expect(q.diff).toBeGreaterThan(0);             // the weights really were quantized
+    expect(q.diff).toBeLessThan(5e-2 * q.scale);   // ... and only by int8 rounding
+    for (const m of [f32, q8, bf16]) m.dispose();
+  });
+});
