@@ -316,7 +316,11 @@ export class QueueProducer implements GenerationSource {
   private async cancelRemote(id: string): Promise<void> {
     try {
       await this.conn.multi().set(cancelKey(this.prefix, this.queueName, id), '1', 'EX', 3600).publish(this.channel, id).exec();
-      await this.queue.remove(id);
+      // Only a job no worker holds is removed: a running one fails itself on the cancel
+      // message, and removing it after that would erase its failed record (the worker can
+      // release the lock before this line runs).
+      const state = await (await this.queue.getJob(id))?.getState();
+      if (state === 'waiting' || state === 'delayed' || state === 'prioritized') await this.queue.remove(id);
     } catch {
       // locked (running: the cancel message stops it) or Redis down (its deadline stops it)
     }
