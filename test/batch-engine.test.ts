@@ -117,6 +117,21 @@ describe('seed groups: errors and plans', () => {
     expect(() => esolm.generateRequest({ sampler: s, seedGroups: [] })).toThrow(/non-empty/);
   });
 
+  it('esolm-a and planned-order mdlm refuse seed groups they cannot honour; one group of the seed is the plain run', async () => {
+    for (const opts of [{ method: 'esolm-a', steps: 6 }, { method: 'mdlm', order: 'ar' }] as const) {
+      const two = await esolm.generate({ sampler: new Sampler({ ...opts, seed: 1 }), length: 16,
+        seedGroups: [{ seed: 1, rows: 1 }, { seed: 2, rows: 1 }] }).catch((e) => e);
+      expect(two).toBeInstanceOf(EsolmError);
+      expect(two.message).toMatch(/take one seed/);
+      // A group whose seed is not the sampler's would silently use the sampler's: refused.
+      await expect(esolm.generate({ sampler: new Sampler({ ...opts, seed: 1 }), length: 16, seedGroups: [{ seed: 2, rows: 1 }] }))
+        .rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+      const plain = await esolm.generate({ sampler: new Sampler({ ...opts, seed: 7 }), length: 16, batch: 2 });
+      const grouped = await esolm.generate({ sampler: new Sampler({ ...opts, seed: 7 }), length: 16, seedGroups: [{ seed: 7, rows: 2 }] });
+      expect(grouped.sequences.map((x) => [...x])).toEqual(plain.sequences.map((x) => [...x]));
+    }
+  });
+
   it('esolmStepSizes equals the step sizes the engine runs', async () => {
     for (const [planSeed, alpha0, nGiven] of [[3, 1, 0], [4, 0.4, 5], [2n ** 40n + 1n, 0.8, 2]] as const) {
       const plan = esolmStepSizes({ length: 36, nGiven, steps: 9, alpha0, planSeed });

@@ -108,6 +108,22 @@ describe('Batcher: batched equals alone', () => {
     await b.close();
   });
 
+  it('esolm-a and planned-order mdlm requests run alone, each equal to its plain generation', async () => {
+    const batches: BatchInfo[] = [];
+    const b = new Batcher(model, { maxBatch: 8, windowMs: 30, onBatch: (i) => batches.push(i) });
+    const jobs: BatchJob[] = [1, 2].flatMap((seed) => [
+      { sampler: { method: 'esolm-a' as const, steps: 6, seed }, length: 16 },
+      { sampler: { method: 'mdlm' as const, order: 'ar' as const, seed }, length: 16 },
+    ]);
+    const { results } = await runAll(b, jobs);
+    expect(batches.map((x) => x.requests)).toEqual([1, 1, 1, 1]);
+    for (let i = 0; i < jobs.length; i++) {
+      const plain = await model.generate({ sampler: new Sampler({ ...jobs[i].sampler, seed: results[i].seed }), length: 16 });
+      expect(arr(results[i].sequences)).toEqual(arr(plain.sequences));
+    }
+    await b.close();
+  });
+
   it('runs incompatible requests apart and respects maxBatch', async () => {
     const batches: BatchInfo[] = [];
     const b = new Batcher(model, { maxBatch: 3, windowMs: 30, onBatch: (i) => batches.push(i) });

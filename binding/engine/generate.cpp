@@ -99,9 +99,13 @@ Status check_request(const Model& model, const GenerateRequest& r) {
     if (rows != r.batch)
       return Status::error(Code::invalid_arg, "the seed groups' rows must sum to batch (" + std::to_string(r.batch) +
                                                   "), got " + std::to_string(rows));
-    // The Eso-LM (A) sampler (generate_full.cpp) keys its draws by one seed only.
-    if (r.method == Method::esolm_a && r.seed_groups.size() > 1)
-      return Status::error(Code::invalid_arg, "esolm-a generation takes a single seed group");
+    // The full-forward samplers (generate_full.cpp) draw everything from sample.seed: one
+    // group of that seed is the same request, anything else they cannot honour.
+    const bool full = r.method == Method::esolm_a || (r.method == Method::mdlm && mdlm_is_planned(r));
+    if (full && (r.seed_groups.size() > 1 || r.seed_groups[0].seed != r.sample.seed ||
+                 r.seed_groups[0].plan_seed != r.sample.seed))
+      return Status::error(Code::invalid_arg,
+                           "esolm-a and planned-order mdlm take one seed (no seed groups of other seeds)");
   }
   return Status::ok();
 }

@@ -567,9 +567,11 @@ Status Model::check_step(const KVCache& cache, const int32_t* tokens, const int3
   return check_positions(positions, count, cfg_.length);
 }
 
-Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
-                   int commit, int logits_from, float* logits) {
-  ESOLM_TRY(check_step(cache, tokens, positions, n, commit, logits_from));
+// The blocks over a window of n tokens per sequence written after the cache's committed
+// slots: window rows attend to every committed slot and, inside the window, as `mode` says
+// (causal for a step, bidirectional for a prefill).
+Status Model::run_window(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                         AttnMode mode) {
   AttnParams attn;
   attn.batch = cache.batch;
   attn.n_q = n;
@@ -578,8 +580,14 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
   attn.n_heads = cfg_.n_heads;
   attn.head_dim = cfg_.head_dim();
   attn.capacity = cache.capacity;
-  attn.mode = AttnMode::causal;
-  ESOLM_TRY(run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn));
+  attn.mode = mode;
+  return run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn);
+}
+
+Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n,
+                   int commit, int logits_from, float* logits) {
+  ESOLM_TRY(check_step(cache, tokens, positions, n, commit, logits_from));
+  ESOLM_TRY(run_window(cache, tokens, positions, n, AttnMode::causal));
   cache.committed += commit;
   if (logits_from < n && logits) {
     std::vector<int32_t> rows;
@@ -592,16 +600,7 @@ Status Model::step(KVCache& cache, const int32_t* tokens, const int32_t* positio
 
 Status Model::prefill(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n) {
   ESOLM_TRY(check_step(cache, tokens, positions, n, n, n));
-  AttnParams attn;
-  attn.batch = cache.batch;
-  attn.n_q = n;
-  attn.q_slot0 = cache.committed;
-  attn.n_kv = cache.committed + n;
-  attn.n_heads = cfg_.n_heads;
-  attn.head_dim = cfg_.head_dim();
-  attn.capacity = cache.capacity;
-  attn.mode = AttnMode::bidirectional;
-  ESOLM_TRY(run_blocks(tokens, positions, cache.batch, n, cache.committed, cache, attn));
+  ESOLM_TRY(run_window(cache, tokens, positions, n, AttnMode::bidirectional));
   cache.committed += n;
   return Status::ok();
 }

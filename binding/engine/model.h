@@ -134,6 +134,8 @@ class Model {
   // of `cache`, attention by `attn`. Leaves the final residual in x_.
   Status run_blocks(const int32_t* tokens, const int32_t* positions, int batch, int n,
                     int slot0, KVCache& cache, const AttnParams& attn);
+  // run_blocks over n tokens per sequence after the cache's committed slots (model.cpp).
+  Status run_window(KVCache& cache, const int32_t* tokens, const int32_t* positions, int n, AttnMode mode);
   // The blocks over tokens/positions already in backend memory (I32 [batch*n, 1]).
   // With attn.loop_state the cache slots come from the loop state (slot0 is unused).
   Status run_blocks_on(const Tensor& tok, const Tensor& pos, int batch, int n, int slot0,

@@ -147,6 +147,22 @@ function positiveInt(v: unknown, name: string, dflt: number, min = 1): number {
   return v;
 }
 
+/**
+ * The checks of a BatchJob's own fields (the sampler, length, prompt and fixed tokens are
+ * checked by Model.generateRequest): one statement for the Batcher and the queue producer.
+ * Returns the number of sequences (`n`, default 1).
+ */
+export function checkBatchJob(job: BatchJob): number {
+  if (typeof job !== 'object' || job === null) throw expected('an options object', 'job', job);
+  if (typeof job.sampler !== 'object' || job.sampler === null) throw expected('sampler options', 'sampler', job.sampler);
+  const rows = positiveInt(job.n, 'n', 1);
+  if (job.signal !== undefined && !(job.signal instanceof AbortSignal)) throw expected('an AbortSignal', 'signal', job.signal);
+  if (job.timeoutMs !== undefined) positiveInt(job.timeoutMs, 'timeoutMs', 0);
+  if (job.onStep !== undefined && typeof job.onStep !== 'function') throw expected('a function', 'onStep', job.onStep);
+  if (job.onAccepted !== undefined && typeof job.onAccepted !== 'function') throw expected('a function', 'onAccepted', job.onAccepted);
+  return rows;
+}
+
 export class Batcher {
   readonly model: Model;
   readonly maxBatch: number;
@@ -209,13 +225,7 @@ export class Batcher {
 
   private enqueue(job: BatchJob): Promise<BatchJobResult> {
     if (this.state_ !== 'open') throw new EsolmError('ERR_SHUTTING_DOWN', 'the server is shutting down and takes no new requests');
-    if (typeof job !== 'object' || job === null) throw expected('an options object', 'job', job);
-    if (typeof job.sampler !== 'object' || job.sampler === null) throw expected('sampler options', 'sampler', job.sampler);
-    const rows = positiveInt(job.n, 'n', 1);
-    if (job.signal !== undefined && !(job.signal instanceof AbortSignal)) throw expected('an AbortSignal', 'signal', job.signal);
-    if (job.timeoutMs !== undefined) positiveInt(job.timeoutMs, 'timeoutMs', 0);
-    if (job.onStep !== undefined && typeof job.onStep !== 'function') throw expected('a function', 'onStep', job.onStep);
-    if (job.onAccepted !== undefined && typeof job.onAccepted !== 'function') throw expected('a function', 'onAccepted', job.onAccepted);
+    const rows = checkBatchJob(job);
     const seeded = job.sampler.seed !== undefined;
     const seed = seeded ? seedValue(job.sampler.seed, 'seed') : this.randomSeed();
     const sampler = new Sampler({ ...job.sampler, seed });
@@ -247,8 +257,11 @@ export class Batcher {
         this.model.addon_);
       key += `|${plan.stepSizes.join(',')}|${plan.nDiffusion}`;
     }
-    // The Eso-LM (A) sampler takes one seed group: such a request runs alone.
-    if (raw.method === 'esolm-a') key += `|alone:${this.randomSeed()}`;
+    // The full-forward samplers (Eso-LM (A), MDLM with a planned order) take one seed: such
+    // a request runs alone.
+    const fullForward = raw.method === 'esolm-a' ||
+      (raw.method === 'mdlm' && (raw.order !== null || raw.stepSizes !== null || raw.blockLen > 0));
+    if (fullForward) key += `|alone:${++this.aloneCount}`;
     // Explicit per-sequence orders cannot be joined with other requests' rows.
     if (raw.orderCount > 1) key += `|alone:${++this.aloneCount}`;
     bucket ??= this.open.find((b) => b.key === key && b.rows + rows <= this.maxBatch);

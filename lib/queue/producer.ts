@@ -18,6 +18,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BatchJob, BatchJobResult, GenerationSource } from '../batch/index.js';
+import { checkBatchJob } from '../batch/batcher.js';
 import { EsolmError, expected, type ErrorCode } from '../errors.js';
 import { seedValue, type Model } from '../model.js';
 import { Sampler } from '../sampler.js';
@@ -221,13 +222,7 @@ export class QueueProducer implements GenerationSource {
 
   private enqueue(job: BatchJob): Promise<BatchJobResult> {
     if (this.state_ !== 'open') throw new EsolmError('ERR_SHUTTING_DOWN', 'the server is shutting down and takes no new requests');
-    if (typeof job !== 'object' || job === null) throw expected('an options object', 'job', job);
-    if (typeof job.sampler !== 'object' || job.sampler === null) throw expected('sampler options', 'sampler', job.sampler);
-    const rows = job.n ?? 1;
-    if (!Number.isInteger(rows) || rows < 1) throw expected('an integer >= 1', 'n', job.n);
-    if (job.signal !== undefined && !(job.signal instanceof AbortSignal)) throw expected('an AbortSignal', 'signal', job.signal);
-    if (job.timeoutMs !== undefined && (!Number.isInteger(job.timeoutMs) || job.timeoutMs < 0)) throw expected('an integer >= 0', 'timeoutMs', job.timeoutMs);
-    if (job.onStep !== undefined && typeof job.onStep !== 'function') throw expected('a function', 'onStep', job.onStep);
+    const rows = checkBatchJob(job);
     // Seeds fixed here, so that a rerun is the same generation.
     const seed = job.sampler.seed !== undefined ? seedValue(job.sampler.seed, 'seed') : this.randomSeed();
     let planSeed = job.planSeed !== undefined ? seedValue(job.planSeed, 'planSeed') : undefined;
@@ -235,7 +230,6 @@ export class QueueProducer implements GenerationSource {
     const sampler = { ...job.sampler, seed };
     // The edge check: exactly what the worker's batcher will accept.
     const raw = this.model.generateRequest({ sampler: new Sampler(sampler), batch: rows, length: job.length, prompt: job.prompt, fixed: job.fixed });
-    if (job.onAccepted !== undefined && typeof job.onAccepted !== 'function') throw expected('a function', 'onAccepted', job.onAccepted);
     const deadline = job.timeoutMs !== undefined ? Date.now() + job.timeoutMs : undefined;
     const payload = encodeJob({ ...job, sampler, ...(planSeed !== undefined ? { planSeed } : {}) }, deadline);
     const bytes = payloadBytes(payload);
