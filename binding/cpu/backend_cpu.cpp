@@ -110,9 +110,13 @@ class CpuBackend : public Backend {
       return Status::error(Code::internal, "download_f32: range or dtype mismatch");
     const PackedInfo* pk = packed_info(t);
     const bool packed = pk != nullptr;
-    // Element (r, c): row-major, or inside panel r / 16 at [c][r % 16] when packed.
+    // Element (r, c): row-major, or inside panel r / 16 at [c][r % 16] when packed (BF16:
+    // the kernel set's panel layout, kernels.h).
     auto index = [&](int64_t r, int64_t c) {
-      return packed ? (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel : r * t.cols + c;
+      if (!packed) return r * t.cols + c;
+      if (t.dtype == DType::bf16)
+        return (r / kPanel) * bf16_panel_values(kernels_, t.cols) + bf16_panel_index(kernels_, c, int(r % kPanel));
+      return (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel;
     };
     if (pk && pk->q8) {
       const int8_t* q = static_cast<const int8_t*>(t.data);
@@ -237,7 +241,7 @@ class CpuBackend : public Backend {
       for (int64_t p = g * panels_per_task; p < p_end; p += 2) {
         GemmPanelArgs args;
         args.n_panels = p + 1 < p_end ? 2 : 1;  // pairs of panels: see GemmPanelArgs
-        args.panel_stride = kPanel * k;
+        args.panel_stride = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
         args.a = a + r0 * k;
         args.lda = k;
         args.rows = r1 - r0;
@@ -247,7 +251,7 @@ class CpuBackend : public Backend {
           args.col_scale = scales + p * kPanel;
         } else if (bf16) {
           args.panel = nullptr;
-          args.panel_bf16 = static_cast<const uint16_t*>(panels) + p * kPanel * k;
+          args.panel_bf16 = static_cast<const uint16_t*>(panels) + p * args.panel_stride;
         } else {
           args.panel = static_cast<const float*>(panels) + p * kPanel * k;
         }
@@ -415,16 +419,22 @@ class CpuBackend : public Backend {
     return it == packed_.end() ? nullptr : &it->second;
   }
 
-  // W [n, k] -> panels [ceil(n/16)][k][16] of W's dtype, zero-padded.
+  // W [n, k] -> ceil(n/16) panels of W's dtype, zero-padded: [k][16], or BF16 in the
+  // kernel set's layout (kernels.h).
   template <class T>
   void pack_into(const Tensor& W, T* out) {
     const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
+    const bool bf16 = W.dtype == DType::bf16;
+    const int64_t panel_values = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
     const T* w = static_cast<const T*>(W.data);
     pool_.parallel_for(n_panels, [&](int64_t p) {
-      T* dst = out + p * kPanel * k;
+      T* dst = out + p * panel_values;
       for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
         const T* src = w + (p * kPanel + j) * k;
-        for (int64_t kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = src[kk];
+        if (bf16)
+          for (int64_t kk = 0; kk < k; ++kk) dst[bf16_panel_index(kernels_, kk, j)] = src[kk];
+        else
+          for (int64_t kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = src[kk];
       }
     });
   }
@@ -454,7 +464,8 @@ class CpuBackend : public Backend {
   }
   void* pack(const Tensor& W) {
     const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
-    void* out = aligned_zero_alloc(size_t(n_panels * kPanel * W.cols) * dtype_size(W.dtype));
+    const int64_t panel_values = W.dtype == DType::bf16 ? bf16_panel_values(kernels_, W.cols) : kPanel * W.cols;
+    void* out = aligned_zero_alloc(size_t(n_panels * panel_values) * dtype_size(W.dtype));
     if (!out) return nullptr;
     if (W.dtype == DType::bf16) pack_into(W, static_cast<uint16_t*>(out));
     else pack_into(W, static_cast<float*>(out));

@@ -10,6 +10,10 @@
 // F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel), or
 // Q8: int8 values with one F32 scale per output column (a quarter of the traffic; the
 // kernel accumulates q in F32 and multiplies by the column's scale once, at the end).
+// A kernel set with bf16_pair_panels (AVX-512) stores BF16 panels with rows kk, kk+1
+// interleaved: [ceil(k/2)][16][2], element (kk, j) at (kk / 2) * 32 + 2 * j + kk % 2, a
+// zero row past an odd k. One 64-byte load then holds two panel rows, widened to F32 by a
+// shift and a mask instead of a zero-extend per row.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +29,7 @@ struct GemmPanelArgs {
   int64_t lda;
   int64_t rows;
   const float* panel;  // [k][16] F32 panel, or null when panel_bf16 is set
-  const uint16_t* panel_bf16 = nullptr;  // [k][16] BF16 panel (widened to F32 in the kernel)
+  const uint16_t* panel_bf16 = nullptr;  // BF16 panel, [k][16] or pairs (widened to F32 in the kernel)
   const int8_t* panel_q8 = nullptr;      // [k][16] Q8 panel: column j is q * col_scale[j]
   const float* col_scale = nullptr;      // 16 scales (zero past ncols) of a Q8 panel
   int k;
@@ -70,7 +74,17 @@ struct CpuKernels {
   // read of n floats (returns their sum, so the reads cannot be elided).
   double (*fma_loop)(int64_t iters);
   float (*read_sum)(const float* p, int64_t n);
+  bool bf16_pair_panels = false;  // BF16 panels in the pair layout (above), else [k][16]
 };
+
+// Values in one packed BF16 panel of reduction length k for this kernel set.
+inline int64_t bf16_panel_values(const CpuKernels& kn, int64_t k) {
+  return kn.bf16_pair_panels ? (k + 1) / 2 * 2 * kPanel : k * kPanel;
+}
+// Offset of element (kk, j) inside a packed BF16 panel.
+inline int64_t bf16_panel_index(const CpuKernels& kn, int64_t kk, int j) {
+  return kn.bf16_pair_panels ? (kk / 2) * 2 * kPanel + 2 * j + kk % 2 : kk * kPanel + j;
+}
 
 const CpuKernels& cpu_kernels();
 const CpuKernels& cpu_kernels_portable();

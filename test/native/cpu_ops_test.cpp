@@ -246,8 +246,13 @@ int main() {
     for (int rows : {1, 3, 7, 9, 16, 40})
       for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
     test_linear_bf16(*fast, *ref, 2, 40, 33, Epilogue::gelu);
+    for (int rows : {1, 2, 3, 5, 8, 17})  // odd k: the AVX-512 pair panels end in a padding row
+      test_linear_bf16(*fast, *ref, rows, 50, 37, rows % 2 ? Epilogue::store : Epilogue::add_to);
     for (int rows : {3, 16, 17, 40})
-      for (DType wdt : {DType::f32, DType::bf16}) test_linear_row_invariance(*fast, wdt, rows, 37, 40);
+      for (DType wdt : {DType::f32, DType::bf16}) {
+        test_linear_row_invariance(*fast, wdt, rows, 37, 40);
+        test_linear_row_invariance(*fast, wdt, rows, 37, 41);
+      }
     auto fast_q8 = create_cpu_backend(2, DType::f32, true, true);
     test_linear_row_invariance(*fast_q8, DType::f32, 23, 50, 33);
     for (int rows : {1, 2, 9, 16, 30})
@@ -255,7 +260,7 @@ int main() {
         test_linear_q8(*fast_q8, *ref, rows, 37, 64, ep, rows % 2 == 0);
     test_linear_q8(*fast_q8, *ref, 3, 16, 37, Epilogue::store, true);
     for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
-      for (int hd : {8, 64, 24, 10}) {
+      for (int hd : {8, 64, 24, 10, 32, 128}) {  // 32, 64, 128: the AVX-512 few-row kernel
         test_attention(*fast, *ref, 2, 3, hd, 1, 0, 1, 8, mode);
         test_attention(*fast, *ref, 1, 2, hd, 7, 0, 7, 7, mode);
         test_attention(*fast, *ref, 2, 2, hd, 5, 33, 38, 40, mode);

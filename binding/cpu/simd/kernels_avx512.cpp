@@ -3,18 +3,20 @@
 // AVX-512F, BW, VL and DQ.
 //
 // The GEMM micro-kernel holds one 16-column panel row in one zmm register, so a tile is
-// MR rows x 16 columns with one accumulator per row. BF16 panels are widened in registers
-// (a zero-extend and a 16-bit shift: exact), so a BF16 weight is read from memory once, as
-// 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
+// MR rows x 16 columns with one accumulator per row. BF16 panels are stored in pairs of rows
+// (kernels.h) and widened in registers (a 16-bit shift or a mask: exact), so a BF16 weight is
+// read from memory once, as 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
 // end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs:
 // there the panels are prefetched ahead of the loads, and pairs of panels give each row two
 // independent FMA chains.
-// Attention and the floors' helpers are the generic kernels_impl.h built with these flags.
+// Attention of few rows with hd in {32, 64, 128} is attn_few_rows below; the rest of the
+// attention and the floors' helpers are the generic kernels_impl.h built with these flags.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/kernels.h"
 
@@ -52,6 +54,36 @@ static inline void tile(const float* a, int64_t lda, const W* panel, int k, __m5
   }
 }
 
+// BF16 panels here are in the pair layout (kernels.h): one 64-byte load holds rows kk
+// (the low half of each 32-bit lane) and kk + 1 (the high half) of 16 columns.
+static inline void load_pair16(const uint16_t* p, __m512& even, __m512& odd) {
+  const __m512i w = _mm512_loadu_si512(p);
+  even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xffff0000u))));
+}
+
+// tile() for a BF16 pair panel: the same FMAs in the same order (k ascending).
+template <int MR>
+static inline void tile_pairs(const float* a, int64_t lda, const uint16_t* panel, int k, __m512 acc[MR]) {
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+  const char* pf = reinterpret_cast<const char*>(panel) + kPrefetchBytes;
+  int kk = 0;
+  for (; kk + 2 <= k; kk += 2) {
+    if (MR <= 8) _mm_prefetch(pf + kk * 32, _MM_HINT_T0);
+    __m512 b0, b1;
+    load_pair16(panel + kk * 16, b0, b1);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk + 1]), b1, acc[r]);
+  }
+  if (kk < k) {  // odd k: the last pair's second row is padding (and a[k] is past the row)
+    __m512 b0, b1;
+    load_pair16(panel + kk * 16, b0, b1);
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + kk]), b0, acc[r]);
+  }
+}
+
 static inline __m512 gelu16(__m512 y) {
   alignas(64) float t[16];
   _mm512_store_ps(t, y);
@@ -79,7 +111,10 @@ static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 a
 template <int MR, class W>
 static inline void run_tile(const GemmPanelArgs& g, const W* panel, int64_t r0, int col0) {
   __m512 acc[MR];
-  tile<MR>(g.a + r0 * g.lda, g.lda, panel, g.k, acc);
+  if constexpr (std::is_same<W, uint16_t>::value)
+    tile_pairs<MR>(g.a + r0 * g.lda, g.lda, panel, g.k, acc);
+  else
+    tile<MR>(g.a + r0 * g.lda, g.lda, panel, g.k, acc);
   store_tile<MR>(g, r0, acc, col0);
 }
 
@@ -113,8 +148,53 @@ static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel, int col0)
 
 // Two panels (32 columns) x MR rows: 2*MR accumulators; per k two panel loads and MR
 // broadcasts feed 2*MR FMAs, and only MR row pointers are live (they fit in registers).
+// run_tile2 for BF16 pair panels: two panel rows per load, the same FMA order.
+template <int MR>
+static inline void run_tile2_pairs(const GemmPanelArgs& g, const uint16_t* p0, const uint16_t* p1, int64_t r0) {
+  __m512 acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  const float* a = g.a + r0 * g.lda;
+  const char* pf0 = reinterpret_cast<const char*>(p0) + kPrefetchBytes;
+  const char* pf1 = reinterpret_cast<const char*>(p1) + kPrefetchBytes;
+  const int k = g.k;
+  int kk = 0;
+  for (; kk + 2 <= k; kk += 2) {
+    if (MR <= 4) {  // few rows: the weight stream is the bound
+      _mm_prefetch(pf0 + kk * 32, _MM_HINT_T0);
+      _mm_prefetch(pf1 + kk * 32, _MM_HINT_T0);
+    }
+    __m512 e0, o0, e1, o1;
+    load_pair16(p0 + kk * 16, e0, o0);
+    load_pair16(p1 + kk * 16, e1, o1);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * g.lda + kk]);
+      acc0[r] = _mm512_fmadd_ps(av, e0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, e1, acc1[r]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * g.lda + kk + 1]);
+      acc0[r] = _mm512_fmadd_ps(av, o0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, o1, acc1[r]);
+    }
+  }
+  if (kk < k) {  // odd k: see tile_pairs
+    __m512 e0, o0, e1, o1;
+    load_pair16(p0 + kk * 16, e0, o0);
+    load_pair16(p1 + kk * 16, e1, o1);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * g.lda + kk]);
+      acc0[r] = _mm512_fmadd_ps(av, e0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, e1, acc1[r]);
+    }
+  }
+  store_tile<MR>(g, r0, acc0, 0);
+  store_tile<MR>(g, r0, acc1, 16);
+}
+
 template <int MR, class W>
-static inline void run_tile2(const GemmPanelArgs& g, const W* p0, const W* p1, int64_t r0) {
+static inline void run_tile2_wide(const GemmPanelArgs& g, const W* p0, const W* p1, int64_t r0) {
   __m512 acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   const float* a = g.a + r0 * g.lda;
@@ -135,6 +215,15 @@ static inline void run_tile2(const GemmPanelArgs& g, const W* p0, const W* p1, i
   }
   store_tile<MR>(g, r0, acc0, 0);
   store_tile<MR>(g, r0, acc1, 16);
+}
+
+// F32 and Q8 panels one row per k, BF16 panels in pairs.
+template <int MR, class W>
+static inline void run_tile2(const GemmPanelArgs& g, const W* p0, const W* p1, int64_t r0) {
+  if constexpr (std::is_same<W, uint16_t>::value)
+    run_tile2_pairs<MR>(g, p0, p1, r0);
+  else
+    run_tile2_wide<MR>(g, p0, p1, r0);
 }
 
 template <class W>
@@ -165,6 +254,125 @@ static void gemm_panel16(const GemmPanelArgs& g) {
   if (g.panel_bf16) gemm_typed16(g, g.panel_bf16);
   else if (g.panel_q8) gemm_typed16(g, g.panel_q8);
   else gemm_typed16(g, g.panel);
+}
+
+// ---- attention of a few query rows (the cached steps of a generation) ----------------
+// Each (sequence, head) reads its K and V rows once for all its query rows (up to four
+// at a time): the rows of a head are 4*hd bytes apart from the next slot's, too far
+// apart for the hardware prefetcher to follow, so the kernel prefetches them itself
+// kAttnAheadSlots slots ahead. Per row the arithmetic is that of one row alone (the dot
+// product q.k over hd/16 lanes in order, the masked softmax, O = sum_s p_s V_s in slot
+// order), so a row's output does not depend on the rows beside it.
+constexpr int kAttnAheadSlots = 16;
+constexpr int kAttnFewRows = 4;  // rows per pass: NV * kAttnFewRows accumulators for O
+
+template <int NV>
+static inline void prefetch_slot(const float* p) {
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T0);
+}
+
+// Rows [r0, r0 + R) of one head, hd = 16 * NV; scores in a.scratch (R rows of ld floats).
+template <int NV, int R>
+static void attn_few_pass(const AttnRowsArgs& a, int r0) {
+  const float neg = -std::numeric_limits<float>::infinity();
+  int end[R], end_max = 0;
+  for (int i = 0; i < R; ++i) {
+    end[i] = attn_key_end(a, a.q_slot0 + r0 + i);
+    end_max = end[i] > end_max ? end[i] : end_max;
+  }
+  const int ld = (end_max + 15) / 16 * 16 + 16;
+  float* sc = a.scratch;
+  __m512 q[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < NV; ++j) q[i][j] = _mm512_loadu_ps(a.q + int64_t(r0 + i) * a.q_stride + 16 * j);
+  // S = q.k for every visible slot, one pass over K.
+  for (int s = 0; s < end_max; ++s) {
+    const float* k = a.k + int64_t(s) * a.kv_stride;
+    if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(k + kAttnAheadSlots * a.kv_stride);
+    __m512 kv[NV];
+    for (int j = 0; j < NV; ++j) kv[j] = _mm512_loadu_ps(k + 16 * j);
+    for (int i = 0; i < R; ++i) {
+      __m512 t = _mm512_mul_ps(q[i][0], kv[0]);
+      for (int j = 1; j < NV; ++j) t = _mm512_fmadd_ps(q[i][j], kv[j], t);
+      sc[i * ld + s] = s < end[i] ? _mm512_reduce_add_ps(t) * a.scale : neg;
+    }
+  }
+  // Masked softmax per row (the generic 8-wide code of the direct kernel).
+  float inv[R];
+  for (int i = 0; i < R; ++i) {
+    float* row = sc + i * ld;
+    const int qs = a.q_slot0 + r0 + i;
+    if (a.mode == 2 || a.mode == 3)
+      for (int s = 0; s < end[i]; ++s)
+        if (!attn_visible(a, qs, s)) row[s] = neg;
+    const int kk = (end_max + 7) / 8 * 8;
+    for (int s = end_max; s < kk; ++s) row[s] = neg;
+    v8f mx = splat(neg);
+    for (int s = 0; s < kk; s += 8) {
+      v8f x = ld8(row + s);
+      mx = x > mx ? x : mx;
+    }
+    float m = mx[0];
+    for (int l = 1; l < 8; ++l) m = mx[l] > m ? mx[l] : m;
+    v8f sum = splat(0.0f);
+    const v8f mv = splat(m), ninf = splat(neg);
+    for (int s = 0; s < kk; s += 8) {
+      v8f x = ld8(row + s);
+      v8f e = exp8(x - mv);
+      e = x == ninf ? splat(0.0f) : e;
+      st8(row + s, e);
+      sum += e;
+    }
+    inv[i] = end[i] > 0 ? 1.0f / hsum(sum) : 0.0f;
+  }
+  // O = sum_s p_s V_s, one pass over V.
+  __m512 acc[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int s = 0; s < end_max; ++s) {
+    const float* v = a.v + int64_t(s) * a.kv_stride;
+    if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(v + kAttnAheadSlots * a.kv_stride);
+    __m512 vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_ps(v + 16 * j);
+    for (int i = 0; i < R; ++i) {
+      const float p = sc[i * ld + s];
+      if (p == 0.0f) continue;  // masked (or underflowed) slots add nothing
+      const __m512 pv = _mm512_set1_ps(p);
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(pv, vv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    float* o = a.out + int64_t(r0 + i) * a.out_stride;
+    const __m512 iv = _mm512_set1_ps(inv[i]);
+    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(o + 16 * j, _mm512_mul_ps(acc[i][j], iv));
+  }
+}
+
+template <int NV>
+static void attn_few_rows(const AttnRowsArgs& a) {
+  int r = a.r0;
+  for (; r + kAttnFewRows <= a.r1; r += kAttnFewRows) attn_few_pass<NV, kAttnFewRows>(a, r);
+  switch (a.r1 - r) {
+    case 3: attn_few_pass<NV, 3>(a, r); break;
+    case 2: attn_few_pass<NV, 2>(a, r); break;
+    case 1: attn_few_pass<NV, 1>(a, r); break;
+    default: break;
+  }
+}
+
+// Few rows with hd a multiple of 16 up to 128 read K and V once per four rows; the rest
+// is the generic kernel (direct rows or packed panels).
+static void attn_rows16(const AttnRowsArgs& a) {
+  if (a.r1 - a.r0 <= kAttnDirectRows) {
+    switch (a.head_dim) {
+      case 32: return attn_few_rows<2>(a);
+      case 64: return attn_few_rows<4>(a);
+      case 128: return attn_few_rows<8>(a);
+      default: break;
+    }
+  }
+  attn_rows_impl(a);
 }
 
 static double fma_loop16(int64_t iters) {
@@ -203,9 +411,9 @@ namespace esolm {
 
 const CpuKernels* cpu_kernels_avx512() {
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-  static const CpuKernels k{"avx512", esolm_avx512::gemm_panel16, esolm_avx512::attn_rows_impl,
+  static const CpuKernels k{"avx512", esolm_avx512::gemm_panel16, esolm_avx512::attn_rows16,
                             esolm_avx512::attn_scratch_floats, esolm_avx512::fma_loop16,
-                            esolm_avx512::read_sum16};
+                            esolm_avx512::read_sum16, /*bf16_pair_panels=*/true};
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
       !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))

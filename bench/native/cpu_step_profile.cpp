@@ -1,0 +1,290 @@
+// cpu_step_profile.cpp — where the time of a CPU generation goes, op by op.
+// Runs Eso-LM (B) on the small configuration (hidden 768, 12 heads, 12 blocks, vocab 50258,
+// random weights) through engine/generate with every backend call timed by a decorator,
+// and prints each op's share of the wall time next to the bytes it must read (weights, K/V)
+// and the rate that implies, with the machine's streaming read bandwidth measured first.
+// Build: cmake -S . -B build-native -DESOLM_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release
+//        cmake --build build-native --target cpu_step_profile
+// Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--length 1024] [--steps 1024]
+//        [--batch 1] [--threads 0] [--micro (last: the ops alone at the step shapes)]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <map>
+#include <random>
+#include <vector>
+#include <memory>
+#include <string>
+
+#include "../../test/native/tiny_model.h"
+#include "cpu/floors.h"
+#include "engine/generate.h"
+
+namespace esolm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct OpStat {
+  double ms = 0;
+  int64_t calls = 0;
+  double bytes = 0;  // bytes the op must read from memory (weights, K/V), summed over calls
+};
+
+// Forwards every call to the CPU backend and adds its wall time to a named bucket.
+class TimingBackend final : public Backend {
+ public:
+  explicit TimingBackend(Backend* inner) : in_(inner) {}
+  std::map<std::string, OpStat> stats;
+
+  const char* name() const override { return in_->name(); }
+  Status alloc(Tensor& t, DType dt, int64_t r, int64_t c) override { return in_->alloc(t, dt, r, c); }
+  void release(Tensor& t) override { in_->release(t); }
+  DType activation_dtype() const override { return in_->activation_dtype(); }
+  DType weight_dtype() const override { return in_->weight_dtype(); }
+  DType folded_weight_dtype() const override { return in_->folded_weight_dtype(); }
+  Status upload_f32(Tensor& t, const float* h, int64_t n) override { return in_->upload_f32(t, h, n); }
+  Status upload_i32(Tensor& t, const int32_t* h, int64_t n) override { return timed("upload_i32", 0, [&] { return in_->upload_i32(t, h, n); }); }
+  Status download_f32(const Tensor& t, int64_t r0, int64_t n, float* h) override { return in_->download_f32(t, r0, n, h); }
+  Status synchronize() override { return in_->synchronize(); }
+  Status prepare_weight(Tensor& W) override {
+    Status s = in_->prepare_weight(W);
+    weight_bytes_[W.data] = double(W.numel()) * weight_elem_bytes_;
+    return s;
+  }
+  Status embed(const Tensor& table, const Tensor& tokens, Tensor& x) override {
+    return timed("embed", 0, [&] { return in_->embed(table, tokens, x); });
+  }
+  Status layernorm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override {
+    return timed("layernorm", 0, [&] { return in_->layernorm(x, w, b, y); });
+  }
+  Status linear(const Tensor& a, const Tensor& W, const Tensor& bias, Tensor& out, Epilogue ep) override {
+    const std::string key = "linear " + std::to_string(W.rows) + "x" + std::to_string(W.cols) + " rows " +
+                            std::to_string(a.rows);
+    auto it = weight_bytes_.find(W.data);
+    return timed(key, it == weight_bytes_.end() ? 0 : it->second, [&] { return in_->linear(a, W, bias, out, ep); });
+  }
+  Status rope_qkv_store(const Tensor& qkv, const Tensor& pos, int batch, int n, int heads, int slot0, int cap,
+                        Tensor& q, Tensor& kc, Tensor& vc) override {
+    return timed("rope_qkv_store", 0, [&] { return in_->rope_qkv_store(qkv, pos, batch, n, heads, slot0, cap, q, kc, vc); });
+  }
+  Status attention(const Tensor& q, const Tensor& kc, const Tensor& vc, const AttnParams& p, Tensor& out) override {
+    // K and V of the visible slots: read from the loop state when the window lives there.
+    int n_kv = p.n_kv;
+    if (p.loop_state) {
+      const int32_t* st = static_cast<const int32_t*>(p.loop_state->data);
+      n_kv = st[kLoopSlot0] + st[kLoopN];
+    }
+    const double bytes = 2.0 * p.batch * n_kv * p.n_heads * p.head_dim * 4;
+    return timed("attention rows " + std::to_string(p.n_q), bytes, [&] { return in_->attention(q, kc, vc, p, out); });
+  }
+  Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override {
+    return timed("gather_rows", 0, [&] { return in_->gather_rows(x, index, out); });
+  }
+  Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p, const DrawKey* keys,
+                     int32_t* out) override {
+    return timed("sample_rows", 0, [&] { return in_->sample_rows(logits, rows, p, keys, out); });
+  }
+  bool supports_kv_loop() const override { return in_->supports_kv_loop(); }
+  Status loop_begin_step(LoopTensors& lt, int batch, int length, int n_pad, int k_pad) override {
+    return timed("loop_begin_step", 0, [&] { return in_->loop_begin_step(lt, batch, length, n_pad, k_pad); });
+  }
+  Status rope_qkv_store_loop(const Tensor& qkv, const Tensor& pos, int batch, int n_pad, int heads, int cap,
+                             const Tensor& state, Tensor& q, Tensor& kc, Tensor& vc) override {
+    return timed("rope_qkv_store", 0, [&] { return in_->rope_qkv_store_loop(qkv, pos, batch, n_pad, heads, cap, state, q, kc, vc); });
+  }
+  Status sample_rows_to(const Tensor& logits, int64_t rows, const SampleParams& p, const Tensor& keys,
+                        Tensor& out) override {
+    return timed("sample_rows", 0, [&] { return in_->sample_rows_to(logits, rows, p, keys, out); });
+  }
+  Status loop_end_step(LoopTensors& lt, int batch, int length, int k_pad) override {
+    return timed("loop_end_step", 0, [&] { return in_->loop_end_step(lt, batch, length, k_pad); });
+  }
+  Status download_i32_async(const Tensor& t, int64_t count, int32_t* host) override {
+    return in_->download_i32_async(t, count, host);
+  }
+
+  double weight_elem_bytes_ = 4;
+
+ private:
+  template <class F>
+  Status timed(const std::string& key, double bytes, F&& f) {
+    const auto t0 = Clock::now();
+    Status s = f();
+    OpStat& st = stats[key];
+    st.ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    st.calls += 1;
+    st.bytes += bytes;
+    return s;
+  }
+  Backend* in_;
+  std::map<const void*, double> weight_bytes_;
+};
+
+const char* arg(int argc, char** argv, const char* name, const char* dflt) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return dflt;
+}
+
+// Best-of-reps milliseconds of fn().
+template <class F>
+double best_ms(int reps, F&& fn) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+// The step's ops alone at the small model's shapes: each linear (weights streamed once per
+// call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
+int micro(const std::string& weights, int threads, const CpuFloors& floors) {
+  const bool q8 = weights == "q8";
+  std::unique_ptr<Backend> be =
+      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8);
+  const double eb = q8 ? 1 : weights == "bf16" ? 2 : 4;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 0.05f);
+  auto fill = [&](Tensor& t, DType dt, int64_t r, int64_t c) {
+    std::vector<float> h(size_t(r * c));
+    for (auto& x : h) x = nd(rng);
+    be->alloc(t, dt, r, c);
+    be->upload_f32(t, h.data(), r * c);
+  };
+  const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
+  std::printf("%-28s %5s %9s %8s %8s\n", "linear", "rows", "ms", "GB/s", "of read");
+  for (const auto& sh : shapes) {
+    Tensor W, x, y, bias;
+    fill(W, weights == "bf16" ? DType::bf16 : DType::f32, sh[0], sh[1]);
+    be->prepare_weight(W);
+    fill(x, DType::f32, 16, sh[1]);
+    be->alloc(y, DType::f32, 16, sh[0]);
+    for (int rows : {1, 2, 3, 4, 8, 16}) {
+      Tensor xv = x, yv = y;
+      xv.rows = yv.rows = rows;
+      const double ms = best_ms(15, [&] { be->linear(xv, W, bias, yv, Epilogue::store); });
+      const double gbps = double(sh[0] * sh[1]) * eb / (ms * 1e6);
+      std::printf("%-28s %5d %9.3f %8.1f %7.0f%%\n", (std::to_string(sh[0]) + "x" + std::to_string(sh[1])).c_str(),
+                  rows, ms, gbps, 100.0 * gbps / floors.read_gbps);
+    }
+    for (Tensor* t : {&W, &x, &y}) be->release(*t);
+  }
+  // Attention: 12 heads x 64, `n` query rows after 512 committed slots, as in a step, over
+  // the K/V of 12 layers in turn (75 MB: from memory, not from cache, as in a generation).
+  const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = 12;
+  Tensor q, o, k[layers], v[layers];
+  fill(q, DType::f32, 16, d);
+  for (int l = 0; l < layers; ++l) {
+    fill(k[l], DType::f32, cap, d);
+    fill(v[l], DType::f32, cap, d);
+  }
+  be->alloc(o, DType::f32, 16, d);
+  std::printf("%-28s %5s %9s %8s %8s\n", "attention (c = 512, 12 layers)", "rows", "ms/layer", "GB/s", "of read");
+  for (int n : {1, 2, 3, 4, 8, 16}) {
+    AttnParams p;
+    p.batch = 1;
+    p.n_q = n;
+    p.q_slot0 = 512;
+    p.n_kv = 512 + n;
+    p.n_heads = heads;
+    p.head_dim = hd;
+    p.capacity = cap;
+    p.mode = AttnMode::causal;
+    Tensor qv = q, ov = o;
+    qv.rows = ov.rows = n;
+    const double ms = best_ms(7, [&] {
+      for (int l = 0; l < layers; ++l) be->attention(qv, k[l], v[l], p, ov);
+    }) / layers;
+    const double gbps = 2.0 * (512 + n) * d * 4 / (ms * 1e6);
+    std::printf("%-28s %5d %9.3f %8.1f %7.0f%%\n", "12 heads x 64", n, ms, gbps, 100.0 * gbps / floors.read_gbps);
+  }
+  for (Tensor* t : {&q, &o}) be->release(*t);
+  for (int l = 0; l < layers; ++l) {
+    be->release(k[l]);
+    be->release(v[l]);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace esolm
+
+int main(int argc, char** argv) {
+  using namespace esolm;
+  const std::string weights = arg(argc, argv, "--weights", "bf16");
+  const int length = std::atoi(arg(argc, argv, "--length", "1024"));
+  const int steps = std::atoi(arg(argc, argv, "--steps", "1024"));
+  const int batch = std::atoi(arg(argc, argv, "--batch", "1"));
+  const int threads = std::atoi(arg(argc, argv, "--threads", "0"));
+
+  CpuFloors floors;
+  Status s = measure_cpu_floors(threads, floors);
+  if (!s) {
+    std::fprintf(stderr, "floors: %s\n", s.message.c_str());
+    return 1;
+  }
+  std::printf("floors (%s, %d threads): streaming read %.1f GB/s, peak FMA %.0f GFLOP/s\n", floors.kernels,
+              floors.threads, floors.read_gbps, floors.fma_gflops);
+
+  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, threads, floors);
+
+  ModelConfig cfg = test::tiny_config();
+  cfg.hidden_size = 768;
+  cfg.n_heads = 12;
+  cfg.n_blocks = 12;
+  cfg.cond_dim = 128;
+  cfg.vocab_size = 50258;
+  cfg.mask_index = 50257;
+  cfg.length = 1024;
+  const bool q8 = weights == "q8";
+  std::unique_ptr<Backend> cpu =
+      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8);
+  TimingBackend be(cpu.get());
+  be.weight_elem_bytes_ = q8 ? 1 : weights == "bf16" ? 2 : 4;
+  std::unique_ptr<Model> model;
+  s = Model::create(cfg, test::random_weights(cfg, 7), &be, model);
+  if (!s) {
+    std::fprintf(stderr, "Model::create: %s\n", s.message.c_str());
+    return 1;
+  }
+
+  GenerateRequest req;
+  req.method = Method::esolm;
+  req.batch = batch;
+  req.length = length;
+  req.steps = steps;
+  req.alpha0 = 1.0;
+  req.sample.top_p = 0.9;
+  req.sample.seed = 1;
+  be.stats.clear();
+  GenerateResult r;
+  const auto t0 = Clock::now();
+  s = generate(*model, req, nullptr, nullptr, nullptr, r);
+  const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (!s) {
+    std::fprintf(stderr, "generate: %s\n", s.message.c_str());
+    return 1;
+  }
+  double op_ms = 0, bytes = 0;
+  for (const auto& kv : be.stats) {
+    op_ms += kv.second.ms;
+    bytes += kv.second.bytes;
+  }
+  std::printf("Eso-LM (B), weights %s, L = %d, T = %d, batch %d: %.0f ms, NFE %d (%.2f ms per NFE); "
+              "bytes %.2f GB -> bandwidth floor %.0f ms (%.0f%% of floor)\n",
+              weights.c_str(), length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
+              bytes / (floors.read_gbps * 1e6), 100.0 * bytes / (floors.read_gbps * 1e6) / wall);
+  std::printf("%-34s %9s %8s %7s %9s %7s\n", "op", "ms", "calls", "share", "GB read", "GB/s");
+  for (const auto& kv : be.stats) {
+    const OpStat& st = kv.second;
+    std::printf("%-34s %9.1f %8lld %6.1f%% %9.3f %7.1f\n", kv.first.c_str(), st.ms, (long long)st.calls,
+                100.0 * st.ms / wall, st.bytes / 1e9, st.ms > 0 ? st.bytes / (st.ms * 1e6) : 0.0);
+  }
+  std::printf("%-34s %9.1f %8s %6.1f%%\n", "(between ops)", wall - op_ms, "", 100.0 * (wall - op_ms) / wall);
+  return 0;
+}
