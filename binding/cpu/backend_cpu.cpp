@@ -29,6 +29,7 @@ void* aligned_zero_alloc(size_t bytes) {
   return std::calloc(bytes == 0 ? 1 : bytes, 1);
 }
 
+
 struct PackedInfo {
   int64_t n = 0, k = 0;
   bool q8 = false;  // int8 panels, then one F32 scale per (padded) output row at q8_scales_offset
@@ -272,7 +273,7 @@ class CpuBackend : public Backend {
                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
                         Tensor& v_cache) override {
     return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out,
-                                    k_cache, v_cache);
+                                    k_cache, v_cache, reference_ ? nullptr : &CpuBackend::cached_angles, this);
   }
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -413,6 +414,32 @@ class CpuBackend : public Backend {
     }
     return Status::ok();
   }
+  // rope_angles() of positions [0, kRopeTablePositions), computed once per head size: a
+  // step would otherwise evaluate pow, cos and sin for every row of every block.
+  static constexpr int kRopeTablePositions = 1 << 16;
+  static void cached_angles(void* ctx, int32_t pos, int hd, double* cs, double* sn) {
+    auto* self = static_cast<CpuBackend*>(ctx);
+    const int half = hd / 2;
+    if (pos < 0 || pos >= kRopeTablePositions) return rope_angles(pos, hd, cs, sn);
+    std::lock_guard<std::mutex> lk(self->rope_mutex_);
+    if (self->rope_hd_ != hd) {
+      self->rope_hd_ = hd;
+      self->rope_rows_ = 0;
+      self->rope_table_.clear();
+    }
+    if (pos >= self->rope_rows_) {  // grow to a power of two past pos
+      int rows = std::max(self->rope_rows_, 1024);
+      while (rows <= pos) rows *= 2;
+      self->rope_table_.resize(size_t(rows) * hd);
+      for (int r = self->rope_rows_; r < rows; ++r)
+        rope_angles(r, hd, &self->rope_table_[size_t(r) * hd], &self->rope_table_[size_t(r) * hd + half]);
+      self->rope_rows_ = rows;
+    }
+    const double* row = &self->rope_table_[size_t(pos) * hd];
+    std::copy(row, row + half, cs);
+    std::copy(row + half, row + hd, sn);
+  }
+
   const PackedInfo* packed_info(const Tensor& t) {
     std::lock_guard<std::mutex> lk(packed_mutex_);
     auto it = packed_.find(t.data);
@@ -480,6 +507,9 @@ class CpuBackend : public Backend {
   const CpuKernels& kernels_;
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
+  std::mutex rope_mutex_;
+  int rope_hd_ = 0, rope_rows_ = 0;
+  std::vector<double> rope_table_;  // [rope_rows_][hd]: cos of the half, then sin
 };
 
 }  // namespace

@@ -1,7 +1,7 @@
 // ops_reference.h — the simplest correct version of each backend op on host F32
 // tensors: plain loops, float64 accumulation, one thread. They are the oracles that
 // the fast CPU kernels and the CUDA kernels are tested against, and rope_qkv_store is
-// also used as-is by the CPU backend (it is cheap).
+// also used by the CPU backend (it is cheap), with the angles from a cached table.
 #pragma once
 #include <string>
 
@@ -12,9 +12,14 @@ namespace esolm {
 Status layernorm_reference(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 Status linear_reference(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
                         Epilogue ep);
+// cos and sin of the rotary angles pos * 10000^(-2j/hd), j < hd/2, in float64.
+void rope_angles(int32_t pos, int hd, double* cs, double* sn);
+// angles (optional): fills cs/sn for a position as rope_angles does (a cached table).
+using RopeAnglesFn = void (*)(void* ctx, int32_t pos, int hd, double* cs, double* sn);
 Status rope_qkv_store_reference(const Tensor& qkv, const Tensor& positions, int batch, int n,
                                 int n_heads, int slot0, int capacity, Tensor& q_out,
-                                Tensor& k_cache, Tensor& v_cache);
+                                Tensor& k_cache, Tensor& v_cache, RopeAnglesFn angles = nullptr,
+                                void* angles_ctx = nullptr);
 Status attention_reference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const AttnParams& p, Tensor& out);
 // Is key slot s visible from query slot qs under p (backend.h AttnMode)?

@@ -188,6 +188,35 @@ static void test_attention(Backend& fast, Backend& ref, int batch, int heads, in
   check(name, outs[0], outs[1]);
 }
 
+// The CPU backend's rotary angles come from a cached table: they must equal the
+// reference's (bit for bit), for positions inside and past the first table size.
+static void test_rope(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0) {
+  const int d = heads * hd, capacity = n + 3, slot0 = 2;
+  auto qkv = randn(size_t(batch) * n * 3 * d);
+  std::vector<int32_t> pos(size_t(batch) * n);
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = pos0 + int32_t(i * 7 % 5000);
+  std::vector<float> outs[2][3];
+  Backend* bes[2] = {&fast, &ref};
+  for (int i = 0; i < 2; ++i) {
+    Backend& be = *bes[i];
+    Tensor tx = make(be, DType::f32, int64_t(batch) * n, 3 * d, &qkv), tp = make(be, DType::i32, int64_t(batch) * n, 1, nullptr),
+           tq = make(be, DType::f32, int64_t(batch) * n, d, nullptr),
+           tk = make(be, DType::f32, int64_t(batch) * capacity, d, nullptr),
+           tv = make(be, DType::f32, int64_t(batch) * capacity, d, nullptr);
+    be.upload_i32(tp, pos.data(), int64_t(pos.size()));
+    be.rope_qkv_store(tx, tp, batch, n, heads, slot0, capacity, tq, tk, tv);
+    outs[i][0] = get(be, tq);
+    outs[i][1] = get(be, tk);
+    outs[i][2] = get(be, tv);
+    for (Tensor* t : {&tx, &tp, &tq, &tk, &tv}) be.release(*t);
+  }
+  bool same = true;
+  for (int j = 0; j < 3; ++j) same = same && outs[0][j] == outs[1][j];
+  std::printf("%s rope_qkv_store b=%d n=%d h=%d hd=%d positions from %d: equal to the reference\n",
+              same ? "ok  " : "FAIL", batch, n, heads, hd, pos0);
+  if (!same) ++failures;
+}
+
 static void test_layernorm(Backend& fast, Backend& ref, int rows, int d, bool bias) {
   auto x = randn(size_t(rows) * d, 3.0f), w = randn(d), b = randn(d);
   for (auto& v : x) v += 5.0f;  // a large mean: the two-pass variance must not cancel
@@ -274,6 +303,9 @@ int main() {
       test_attention(*fast, *ref, 1, 3, hd, 100, 0, 100, 100, AttnMode::sequential);
     }
     for (int rows : {1, 3, 17}) test_layernorm(*fast, *ref, rows, 48, rows != 3);
+    test_rope(*fast, *ref, 2, 5, 3, 16, 0);
+    test_rope(*fast, *ref, 1, 9, 2, 64, 1000);   // grows the table past its first 1024 rows
+    test_rope(*fast, *ref, 1, 4, 2, 8, 70000);   // positions past the table
     test_floors(kernels);
   }
   unsetenv("ESOLM_CPU_KERNELS");
