@@ -29,7 +29,6 @@ void* aligned_zero_alloc(size_t bytes) {
   return std::calloc(bytes == 0 ? 1 : bytes, 1);
 }
 
-
 struct PackedInfo {
   int64_t n = 0, k = 0;
   bool q8 = false;  // int8 panels, then one F32 scale per (padded) output row at q8_scales_offset
