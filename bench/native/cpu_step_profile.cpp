@@ -17,9 +17,13 @@
 #include <vector>
 #include <memory>
 #include <string>
+#include <thread>
+
+#include <sys/resource.h>
 
 #include "../../test/native/tiny_model.h"
 #include "cpu/floors.h"
+#include "cpu/kernels.h"
 #include "engine/generate.h"
 
 namespace esolm {
@@ -129,16 +133,40 @@ const char* arg(int argc, char** argv, const char* name, const char* dflt) {
   return dflt;
 }
 
-// Best-of-reps milliseconds of fn().
+// CPU time of this process (all threads), ms: on a shared machine it counts the work done
+// and the memory stalls, not the time spent waiting for a core.
+double cpu_ms() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+// Best-of-reps milliseconds of fn(): wall time, or (ESOLM_PROFILE_CPU_TIME=1) process CPU
+// time divided by the thread count.
 template <class F>
 double best_ms(int reps, F&& fn) {
+  static const bool use_cpu = std::getenv("ESOLM_PROFILE_CPU_TIME") != nullptr;
+  static const double threads = std::thread::hardware_concurrency();
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     const auto t0 = Clock::now();
+    const double c0 = cpu_ms();
     fn();
-    best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    best = std::min(best, use_cpu ? (cpu_ms() - c0) / threads : wall);
   }
   return best;
+}
+
+int be_threads(Backend&) { return int(std::thread::hardware_concurrency()); }
+
+// Streaming read of n floats on `threads` threads, each its own contiguous slice.
+void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads, float* sums) {
+  std::vector<std::thread> ts;
+  for (int t = 1; t < threads; ++t)
+    ts.emplace_back([&, t] { sums[t] = kn.read_sum(p + n * t / threads, n * (t + 1) / threads - n * t / threads); });
+  sums[0] = kn.read_sum(p, n / threads);
+  for (auto& t : ts) t.join();
 }
 
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
@@ -156,6 +184,37 @@ int micro(const std::string& weights, int threads, const CpuFloors& floors) {
     be->alloc(t, dt, r, c);
     be->upload_f32(t, h.data(), r * c);
   };
+  // Paired with a streaming read of as many bytes right before it, so that both see the
+  // same load on a shared machine: the median ratio says how close the matvec streams.
+  {
+    Tensor W, x, y, bias;
+    fill(W, weights == "bf16" ? DType::bf16 : DType::f32, 50258, 768);
+    be->prepare_weight(W);
+    fill(x, DType::f32, 4, 768);
+    be->alloc(y, DType::f32, 4, 50258);
+    const int64_t n = int64_t(double(50258) * 768 * eb / 4);
+    std::vector<float> buf(size_t(n), 1.0f);
+    const CpuKernels& kn = cpu_kernels();
+    for (int rows : {1, 2, 3, 4}) {
+      Tensor xv = x, yv = y;
+      xv.rows = yv.rows = rows;
+      std::vector<double> ratios;
+      for (int rep = 0; rep < 9; ++rep) {
+        volatile float sink = 0;
+        const double t_read = best_ms(1, [&] {
+          std::vector<float> part(size_t(be_threads(*be)), 0.0f);
+          parallel_read(kn, buf.data(), n, int(part.size()), part.data());
+          sink = part[0];
+        });
+        (void)sink;
+        const double t_lin = best_ms(1, [&] { be->linear(xv, W, bias, yv, Epilogue::store); });
+        ratios.push_back(t_lin / t_read);
+      }
+      std::sort(ratios.begin(), ratios.end());
+      std::printf("head %d rows: matvec time / streaming read of its bytes, median of 9 pairs: %.2f\n", rows, ratios[4]);
+    }
+    for (Tensor* t : {&W, &x, &y}) be->release(*t);
+  }
   const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
   std::printf("%-28s %5s %9s %8s %8s\n", "linear", "rows", "ms", "GB/s", "of read");
   for (const auto& sh : shapes) {

@@ -280,8 +280,13 @@ class CpuBackend : public Backend {
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     const int d = p.n_heads * p.head_dim;
-    // One task per (sequence, head): K and V are packed once and reused by every row.
-    const int64_t tasks = int64_t(p.batch) * p.n_heads;
+    // One task per (sequence, head): K and V are packed once and reused by every row. A
+    // few rows (a cached step) take a group of heads per task instead, about two tasks
+    // per thread: their K and V rows then lie side by side (see kernels_avx512.cpp).
+    static const bool xg1 = getenv("XG1") != nullptr;  // TEMP
+    const int group = xg1 ? 1 : p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / (2 * pool_.size()))) : 1;
+    const int groups = (p.n_heads + group - 1) / group;
+    const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
     const float* qp = static_cast<const float*>(q.data);
     const float* kp = static_cast<const float*>(k_cache.data);
@@ -291,9 +296,10 @@ class CpuBackend : public Backend {
     pool_.parallel_for(tasks, [&](int64_t t) {
       thread_local std::vector<float> buf;
       if (buf.size() < scratch_floats) buf.resize(scratch_floats);
-      const int h = int(t % p.n_heads);
-      const int b = int(t / p.n_heads);
+      const int h = int(t % groups) * group;
+      const int b = int(t / groups);
       AttnRowsArgs a;
+      a.heads = std::min(group, p.n_heads - h);
       a.q = qp + (int64_t(b) * p.n_q) * d + h * p.head_dim;
       a.q_stride = d;
       a.k = kp + int64_t(b) * p.capacity * d + h * p.head_dim;
