@@ -7,7 +7,8 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } fro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Model, readModelFolder, readSafetensorsHeader } from '../lib/index.js';
+import { defaultModelDir, Model, readModelFolder, readSafetensorsHeader } from '../lib/index.js';
+import { weightsFileFormat } from '../lib/model.js';
 import { convertCheckpoint } from '../lib/checkpoint/convert.js';
 import { buildProgram } from '../lib/cli.js';
 import { loadCpuAddon } from '../lib/loader.js';
@@ -124,7 +125,8 @@ describe('q8 model folders', () => {
       if (v.dtype !== 'I8' && !name.endsWith('_scale')) expect(v.bytes.equals(src.get(name)!.bytes), name).toBe(true);
     }
     // the head's ties round half to even: q = round(w / (1/1024)) for row 0
-    const q = new Int8Array(t.get('output_layer.linear.weight')!.bytes.buffer.slice(t.get('output_layer.linear.weight')!.bytes.byteOffset));
+    const head = t.get('output_layer.linear.weight')!.bytes;
+    const q = new Int8Array(head.buffer, head.byteOffset, head.length);
     const scale0 = t.get('output_layer.linear.weight_scale')!.bytes.readFloatLE(0);
     expect(scale0).toBe(1 / 1024);
     const expectRow0 = Array.from({ length: CFG.hidden_size }, (_, c) => {
@@ -192,17 +194,38 @@ describe('q8 model folders', () => {
     }
   });
 
-  it('esolm info shows the file format and the storage', async () => {
+  it('the packaged default model converts to q8, keeping its tokenizer and sampling settings, and runs as BF16 + q8', async () => {
+    const out = dir('default-q8');
+    await convertCheckpoint(defaultModelDir(), out, { dtype: 'q8' });
+    const { config, entries } = readModelFolder(out);
+    const own = readModelFolder(defaultModelDir()).config;
+    expect(config.tokenizer).toBe('bytes');
+    expect(config.sampling).toEqual(own.sampling);
+    expect(config.training).toEqual(own.training);
+    expect(weightsFileFormat(entries)).toBe('q8 + BF16');
+    const tokens = Int32Array.from({ length: 40 }, (_, i) => (i * 11) % 256);
+    const a = await Model.load(out, { backend: 'cpu' });
+    const b = await Model.load(defaultModelDir(), { backend: 'cpu', weights: 'q8' });
+    expect(Array.from(await a.forward({ tokens }))).toEqual(Array.from(await b.forward({ tokens })));
+    a.dispose();
+    b.dispose();
+  });
+
+  it('esolm convert --dtype q8 and esolm info (file format and storage)', async () => {
     let out = '';
     const spyLog = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => { out += a.join(' ') + '\n'; });
     const spyOut = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => { out += String(c); return true; });
+    const spyErr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
-      await buildProgram().exitOverride().parseAsync(['node', 'esolm', 'info', '-m', dir('q8'), '--backend', 'cpu']);
+      await buildProgram().exitOverride().parseAsync(['node', 'esolm', 'convert', dir('f32b'), dir('cli-q8'), '--dtype', 'q8']);
+      await buildProgram().exitOverride().parseAsync(['node', 'esolm', 'info', '-m', dir('cli-q8'), '--backend', 'cpu']);
       await buildProgram().exitOverride().parseAsync(['node', 'esolm', 'info', '-m', dir('f32b'), '--backend', 'cpu', '--json']);
     } finally {
       spyLog.mockRestore();
       spyOut.mockRestore();
+      spyErr.mockRestore();
     }
+    expect(out).toContain(`wrote ${dir('cli-q8')}`);
     expect(out).toContain('weights    file q8 + F32, held as q8 on cpu');
     expect(JSON.parse(out.slice(out.indexOf('{'))).weights).toEqual({ file: 'F32', storage: 'f32' });
   });

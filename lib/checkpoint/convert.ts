@@ -339,7 +339,8 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     else mask = -1;
   }
 
-  // tokenizer
+  // tokenizer (and an esolm model folder's own recommended sampling settings)
+  const ownFolder = src.folder !== null && ['esolm', 'esolm-a', 'mdlm', 'ar'].includes(cfg?.arch as string);
   let tokenizer: string | undefined;
   let tokenizerFile: string | null = null;
   const folderTok = src.folder ? path.join(src.folder, 'tokenizer.json') : null;
@@ -356,6 +357,8 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     } else {
       throw invalidArg(`tokenizer "${t}" is not gpt2, bert-base-uncased or bytes, and not a tokenizer.json file`);
     }
+  } else if (ownFolder && (cfg!.tokenizer === 'gpt2' || cfg!.tokenizer === 'bytes')) {
+    tokenizer = cfg!.tokenizer;  // an esolm model folder (e.g. re-converted to q8) keeps its tokenizer
   } else if (V === 50257 || V === 50258) {
     tokenizer = 'gpt2';
   } else if (folderTok && isFile(folderTok)) {
@@ -367,6 +370,7 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
 
   const raw: Record<string, unknown> = { arch, hidden_size: d, n_heads: nHeads, n_blocks: nBlocks, cond_dim: cond, vocab_size: V, mask_index: mask, length };
   if (tokenizer !== undefined) raw.tokenizer = tokenizer;
+  if (ownFolder && obj(cfg!.sampling)) raw.sampling = cfg!.sampling;
   if (training) raw.training = training;
   let config: ModelConfig;
   try {
