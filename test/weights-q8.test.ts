@@ -194,6 +194,20 @@ describe('q8 model folders', () => {
     }
   });
 
+  it('a Lightning checkpoint converts to q8 as to F32 quantized at load', async () => {
+    const ckpt = path.join(import.meta.dirname, 'fixtures', 'checkpoints', 'tiny-esolm.ckpt');
+    await convertCheckpoint(ckpt, dir('ckpt-f32'), { dtype: 'f32' });
+    await convertCheckpoint(ckpt, dir('ckpt-q8'), { dtype: 'q8' });
+    expect(weightsFileFormat(readModelFolder(dir('ckpt-q8')).entries)).toBe('q8 + F32');
+    const { vocab_size: V } = readModelFolder(dir('ckpt-q8')).config;
+    const tokens = Int32Array.from({ length: 12 }, (_, i) => (i * 5) % (V - 1));
+    const a = await Model.load(dir('ckpt-q8'), { backend: 'cpu' });
+    const b = await Model.load(dir('ckpt-f32'), { backend: 'cpu', weights: 'q8' });
+    expect(Array.from(await a.forward({ tokens }))).toEqual(Array.from(await b.forward({ tokens })));
+    a.dispose();
+    b.dispose();
+  });
+
   it('the packaged default model converts to q8, keeping its tokenizer and sampling settings, and runs as BF16 + q8', async () => {
     const out = dir('default-q8');
     await convertCheckpoint(defaultModelDir(), out, { dtype: 'q8' });
