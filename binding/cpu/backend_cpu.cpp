@@ -2,8 +2,9 @@
 // cores, SIMD inner loops from kernels.h (the widest set the CPU has).
 // Linear weights are packed into 16-column panels by prepare_weight(); a weight that
 // was not prepared is packed on the fly (slow, but correct). With 8-bit weights
-// (create_cpu_backend(..., q8)) prepare_weight also quantizes: per output row,
-// scale = max |w| / 127 and q = round(w / scale).
+// (create_cpu_backend(..., q8)) prepare_weight also quantizes by the rule of engine/q8.h
+// (per output row, scale = max |w| / 127 and q = round(w / scale)), and upload_q8 packs
+// matrices that are already 8-bit (a q8 file, or quantized by the engine on the host).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "cpu/ops_reference.h"
 #include "cpu/thread_pool.h"
 #include "engine/backend.h"
+#include "engine/q8.h"
 
 namespace esolm {
 namespace {
@@ -148,6 +150,21 @@ class CpuBackend : public Backend {
     W.data = packed;
     std::lock_guard<std::mutex> lk(packed_mutex_);
     packed_[W.data] = PackedInfo{W.rows, W.cols, q8};
+    return Status::ok();
+  }
+
+  bool takes_q8() const override { return q8_; }
+  Status upload_q8(Tensor& W, int64_t rows, int64_t cols, const int8_t* q, const float* scales) override {
+    if (!q8_ || rows < 0 || cols < 0) return Status::error(Code::internal, "upload_q8: not an 8-bit backend, or a bad shape");
+    void* packed = pack_q8_rows(rows, cols, q, scales);
+    if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
+    W = Tensor{};
+    W.dtype = DType::f32;  // as prepare_weight leaves a quantized weight: PackedInfo says q8
+    W.rows = rows;
+    W.cols = cols;
+    W.data = packed;
+    std::lock_guard<std::mutex> lk(packed_mutex_);
+    packed_[W.data] = PackedInfo{rows, cols, true};
     return Status::ok();
   }
 
@@ -482,16 +499,26 @@ class CpuBackend : public Backend {
     pool_.parallel_for(n_panels, [&](int64_t p) {
       int8_t* dst = q + p * kPanel * k;
       for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
-        const float* src = w + (p * kPanel + j) * k;
-        float amax = 0.0f;
-        for (int64_t kk = 0; kk < k; ++kk) amax = std::max(amax, std::fabs(src[kk]));
-        const float s = amax / 127.0f;
-        sc[p * kPanel + j] = s;
-        if (s == 0.0f) continue;  // an all-zero row stays zero
-        for (int64_t kk = 0; kk < k; ++kk)
-          dst[kk * kPanel + j] = int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(src[kk] / s))));
+        sc[p * kPanel + j] = q8_quantize_row(w + (p * kPanel + j) * k, k, dst + j, kPanel);
       }
     });
+    return out;
+  }
+  // int8 rows q [n, k] and n scales -> Q8 panels and scales (layout: q8_scales_offset).
+  void* pack_q8_rows(int64_t n, int64_t k, const int8_t* q, const float* scales) {
+    const int64_t n_panels = (n + kPanel - 1) / kPanel;
+    const size_t off = q8_scales_offset(n, k);
+    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    if (!out) return nullptr;
+    int8_t* dst = reinterpret_cast<int8_t*>(out);
+    pool_.parallel_for(n_panels, [&](int64_t p) {
+      int8_t* panel = dst + p * kPanel * k;
+      for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
+        const int8_t* src = q + (p * kPanel + j) * k;
+        for (int64_t kk = 0; kk < k; ++kk) panel[kk * kPanel + j] = src[kk];
+      }
+    });
+    std::memcpy(out + off, scales, size_t(n) * sizeof(float));
     return out;
   }
   void* pack(const Tensor& W) {
