@@ -19,8 +19,6 @@
 #include <string>
 #include <thread>
 
-#include <sys/resource.h>
-
 #include "../../test/native/tiny_model.h"
 #include "cpu/floors.h"
 #include "cpu/kernels.h"
@@ -133,32 +131,17 @@ const char* arg(int argc, char** argv, const char* name, const char* dflt) {
   return dflt;
 }
 
-// CPU time of this process (all threads), ms: on a shared machine it counts the work done
-// and the memory stalls, not the time spent waiting for a core.
-double cpu_ms() {
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
-}
-
-// Best-of-reps milliseconds of fn(): wall time, or (ESOLM_PROFILE_CPU_TIME=1) process CPU
-// time divided by the thread count.
+// Best-of-reps milliseconds of fn().
 template <class F>
 double best_ms(int reps, F&& fn) {
-  static const bool use_cpu = std::getenv("ESOLM_PROFILE_CPU_TIME") != nullptr;
-  static const double threads = std::thread::hardware_concurrency();
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     const auto t0 = Clock::now();
-    const double c0 = cpu_ms();
     fn();
-    const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    best = std::min(best, use_cpu ? (cpu_ms() - c0) / threads : wall);
+    best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   return best;
 }
-
-int be_threads(Backend&) { return int(std::thread::hardware_concurrency()); }
 
 // Streaming read of n floats on `threads` threads, each its own contiguous slice.
 void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads, float* sums) {
@@ -202,7 +185,7 @@ int micro(const std::string& weights, int threads, const CpuFloors& floors) {
       for (int rep = 0; rep < 9; ++rep) {
         volatile float sink = 0;
         const double t_read = best_ms(1, [&] {
-          std::vector<float> part(size_t(be_threads(*be)), 0.0f);
+          std::vector<float> part(size_t(floors.threads), 0.0f);
           parallel_read(kn, buf.data(), n, int(part.size()), part.data());
           sink = part[0];
         });

@@ -300,8 +300,7 @@ class CpuBackend : public Backend {
     // One task per (sequence, head): K and V are packed once and reused by every row. A
     // few rows (a cached step) take a group of heads per task instead, about two tasks
     // per thread: their K and V rows then lie side by side (see kernels_avx512.cpp).
-    static const bool xg1 = getenv("XG1") != nullptr;  // TEMP
-    const int group = xg1 ? 1 : p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / (2 * pool_.size()))) : 1;
+    const int group = p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / (2 * pool_.size()))) : 1;
     const int groups = (p.n_heads + group - 1) / group;
     const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);

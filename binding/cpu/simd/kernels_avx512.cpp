@@ -262,7 +262,8 @@ static void gemm_panel16(const GemmPanelArgs& g) {
 // of a head is 4 * hd bytes of a 4 * hidden-byte row, so a head alone would touch a new
 // page per slot and defeat the hardware prefetcher: the kernel walks the slots in blocks
 // of kAttnBlock, every head of the task in turn inside a block (the block's pages stay in
-// the TLB), and prefetches each head's rows kAttnAheadSlots slots ahead itself. Per row
+// the TLB), and prefetches each head's rows kAttnAheadSlots slots ahead itself (into L2:
+// sixteen slots of four lines each would overrun L1's miss buffers). Per row
 // the arithmetic is that of one row alone (q.k over hd/16 lanes in order, the masked
 // softmax, O = sum_s p_s V_s in slot order), so a row's output does not depend on the
 // rows or heads beside it.
@@ -273,7 +274,7 @@ constexpr int kAttnFewRows = 4;  // rows per pass: NV * kAttnFewRows accumulator
 template <int NV>
 static inline void prefetch_slot(const float* p) {
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T0);
+  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T1);
 }
 
 // Rows [r0, r0 + R) of a.heads heads, hd = 16 * NV. Scores of head h, row i at
