@@ -135,6 +135,13 @@ describe('serve --redis', () => {
     while (!(slowServer.batcher.inFlight === 4 && slowServer.batcher.queued === 0) && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 10));
     expect(slowServer.batcher.inFlight).toBe(4);
     await redis.stop();
+    // Not ready while Redis is down (a load balancer stops sending work); still live.
+    const t2 = Date.now();
+    while ((await fetch(`${url}/health/ready`)).status !== 503 && Date.now() - t2 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    const health = await fetch(`${url}/health`);
+    expect(health.status).toBe(503);
+    expect(((await health.json()) as { status: string }).status).toBe('unavailable');
+    expect((await fetch(`${url}/health/live`)).status).toBe(200);
     const down = await post(url, '/v1/completions', { prompt: 'In the beginning', max_tokens: 40, seed: 1 });
     expect(down.status).toBe(503);
     const err = (await down.json()) as { error: { message: string; code: string } };
@@ -159,6 +166,7 @@ describe('serve --redis', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     expect(after.status).toBe(200);
+    expect((await fetch(`${url}/health/ready`)).status).toBe(200);
     expect(((await after.json()) as { choices: { text: string }[] }).choices[0].text).toBe(await libraryText('In the beginning', 40, 77));
     const again = await post(slowUrl, '/v1/generate', job(9));
     expect(await tokensOf(again)).toEqual(await library(9));

@@ -204,6 +204,11 @@ export class Batcher {
     return this.state_;
   }
 
+  /** Open (the local engine needs nothing else). */
+  get available(): boolean {
+    return this.state_ === 'open';
+  }
+
   /** A guess, in whole seconds (>= 1), of when a refused request could be accepted. */
   retryAfterSeconds(): number {
     const batches = this.open.length + (this.current ? 1 : 0);

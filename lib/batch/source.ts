@@ -12,6 +12,12 @@ export interface GenerationSource {
   retryAfterSeconds(): number;
   /** `open`, then `draining` after close(), then `closed`. */
   readonly state: 'open' | 'draining' | 'closed';
+  /**
+   * Whether a request submitted now could be accepted: open, and (for a queue) connected to
+   * Redis. `/health/ready` reports it, so a load balancer stops sending work while it is false.
+   * Optional for other sources: absent means "while open".
+   */
+  readonly available?: boolean;
   /** Requests waiting to start. */
   readonly queued: number;
   /** Sequences now being generated. */

@@ -208,6 +208,11 @@ export class QueueProducer implements GenerationSource {
     return this.conn.status === 'ready';
   }
 
+  /** Open and connected to Redis: a request submitted now would be queued. */
+  get available(): boolean {
+    return this.state_ === 'open' && this.connected;
+  }
+
   retryAfterSeconds(): number {
     return this.connected ? 1 : 5;
   }

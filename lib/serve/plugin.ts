@@ -251,8 +251,11 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
     if (id !== modelId) throw new HttpError(404, `the model '${id}' does not exist (this server serves '${modelId}')`, { code: 'model_not_found', param: 'model' });
     return modelCard();
   });
+  // Not ready while draining, or while the generation source cannot take work (serve
+  // --redis with Redis unreachable): status `unavailable`.
+  const available = () => b.available ?? b.state === 'open';
   const health = () => ({
-    status: b.state === 'open' ? 'ok' : 'draining', live: true, ready: b.state === 'open',
+    status: b.state !== 'open' ? 'draining' : available() ? 'ok' : 'unavailable', live: true, ready: available(),
     model: modelId, backend: model.backend, queue: b.queued, inFlight: b.inFlight,
   });
   app.get('/health', async (_req, reply) => {
@@ -260,7 +263,7 @@ export async function esolmPlugin(app: FastifyInstance, opts: EsolmPluginOptions
     return reply.status(h.ready ? 200 : 503).send(h);
   });
   app.get('/health/live', async () => ({ live: true }));
-  app.get('/health/ready', async (_req, reply) => reply.status(b.state === 'open' ? 200 : 503).send({ ready: b.state === 'open' }));
+  app.get('/health/ready', async (_req, reply) => reply.status(available() ? 200 : 503).send({ ready: available() }));
   app.get('/metrics', async (_req, reply) => {
     void reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
