@@ -1,6 +1,7 @@
 // bench/q8-cost.mjs — what 8-bit weights (Model.load weights: 'q8') cost in accuracy:
 //   1. the max |logit| error on the small random model (hidden 768, 12 blocks) against its
-//      F32 weights, beside the BF16 error (one 256-token causal forward);
+//      F32 weights, beside the BF16 error and BF16 math's (math: 'bf16', where the CPU has
+//      AVX512_BF16) (one 256-token causal forward);
 //   2. the default model's hybrid NELBO (alpha0 = 0.25, bits per byte) on the KJV hold-out
 //      (the last 2 % of verses, as tools/train_default_model.py splits it), BF16 file as
 //      loaded by default vs q8, with the same draws;
@@ -8,7 +9,7 @@
 // Usage: sh tools/kjv_corpus.sh /tmp/esolm-kjv/kjv.txt   (needs apt-get install bible-kjv)
 //        node bench/q8-cost.mjs [--corpus /tmp/esolm-kjv/kjv.txt] [--rows N] [--seeds 16] [--json out.json]
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Model, Sampler } from '../dist/index.js';
+import { Model, Sampler, loadCpuAddon } from '../dist/index.js';
 import { cpuLine, loadLine, loadSmallModel, opt } from './common.mjs';
 
 const corpus = opt('--corpus', '/tmp/esolm-kjv/kjv.txt');
@@ -27,8 +28,10 @@ console.log(`CPU: ${cpuLine()}; ${loadLine()}`);
   let scale = 0;
   for (const v of want) scale = Math.max(scale, Math.abs(v));
   out.logits = { scale };
-  for (const weights of ['bf16', 'q8']) {
-    const m = await loadSmallModel({ backend: 'cpu', weights });
+  const variants = [['bf16', { weights: 'bf16' }], ['q8', { weights: 'q8' }]];
+  if (loadCpuAddon().backendInfo().cpuBf16Math) variants.push(['bf16 math', { weights: 'bf16', math: 'bf16' }]);
+  for (const [weights, options] of variants) {
+    const m = await loadSmallModel({ backend: 'cpu', ...options });
     const got = await m.forward({ tokens });
     m.dispose();
     let err = 0;
