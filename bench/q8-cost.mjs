@@ -4,8 +4,9 @@
 //      AVX512_BF16) (one 256-token causal forward);
 //   2. the default model's hybrid NELBO (alpha0 = 0.25, bits per byte) on the KJV hold-out
 //      (the last 2 % of verses, as tools/train_default_model.py splits it), BF16 file as
-//      loaded by default vs q8, with the same draws;
-//   3. greedy generation agreement of the default model, BF16 vs q8 (tokens equal by position).
+//      loaded by default vs q8 (and BF16 math), with the same draws;
+//   3. greedy generation agreement of the default model, BF16 vs q8 (and BF16 math; tokens
+//      equal by position).
 // Usage: sh tools/kjv_corpus.sh /tmp/esolm-kjv/kjv.txt   (needs apt-get install bible-kjv)
 //        node bench/q8-cost.mjs [--corpus /tmp/esolm-kjv/kjv.txt] [--rows N] [--seeds 16] [--json out.json]
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -46,6 +47,7 @@ const lines = readFileSync(corpus).toString('latin1').split('\n').filter((l) => 
 const nval = Math.max(1, Math.round(lines.length * 0.02));
 const val = Buffer.from(lines.slice(-nval).join('\n') + '\n', 'latin1');
 const models = { bf16: await Model.load('models/default', { backend: 'cpu' }), q8: await Model.load('models/default', { backend: 'cpu', weights: 'q8' }) };
+if (loadCpuAddon().backendInfo().cpuBf16Math) models['bf16 math'] = await Model.load('models/default', { backend: 'cpu', math: 'bf16' });
 const L = models.bf16.config.length;
 let nrows = Math.floor(val.length / L);
 if (maxRows > 0) nrows = Math.min(nrows, maxRows);
@@ -57,21 +59,28 @@ for (const [name, m] of Object.entries(models)) {
   out.nelbo[name] = bpb;
   console.log(`default model NELBO (alpha0 0.25) on ${nrows} hold-out rows: ${name} ${bpb.toFixed(4)} bits/byte`); 
 }
-let same = 0, total = 0, seqSame = 0;
+const others = Object.keys(models).filter((k) => k !== 'bf16');
+const same = {}, seqSame = {};
+for (const name of others) same[name] = seqSame[name] = 0;
 for (let s = 0; s < seeds; s++) {
   const gen = {};
   for (const [name, m] of Object.entries(models)) {
     const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.25, greedy: true, seed: s });
     gen[name] = (await m.generate({ sampler, length: L })).sequences[0];
   }
-  let eq = 0;
-  for (let i = 0; i < L; i++) eq += gen.bf16[i] === gen.q8[i] ? 1 : 0;
-  same += eq;
-  total += L;
-  seqSame += eq === L ? 1 : 0;
+  for (const name of others) {
+    let eq = 0;
+    for (let i = 0; i < L; i++) eq += gen.bf16[i] === gen[name][i] ? 1 : 0;
+    same[name] += eq;
+    seqSame[name] += eq === L ? 1 : 0;
+  }
 }
-out.greedy = { seeds, tokensEqual: same / total, sequencesEqual: seqSame };
-console.log(`greedy Eso-LM (alpha0 0.25, T = 64), ${seeds} seeds: ${(100 * same / total).toFixed(1)}% of tokens equal, ${seqSame}/${seeds} sequences identical`);
+for (const name of others) {
+  const r = { seeds, tokensEqual: same[name] / (seeds * L), sequencesEqual: seqSame[name] };
+  if (name === 'q8') out.greedy = r;
+  else out[`greedy ${name}`] = r;
+  console.log(`greedy Eso-LM (alpha0 0.25, T = 64), ${seeds} seeds, ${name} vs bf16: ${(100 * r.tokensEqual).toFixed(1)}% of tokens equal, ${r.sequencesEqual}/${seeds} sequences identical`);
+}
 for (const m of Object.values(models)) m.dispose();
 console.log(loadLine());
 if (jsonOut) writeFileSync(jsonOut, JSON.stringify(out, null, 2));

@@ -473,11 +473,11 @@ class CpuBackend : public Backend {
     });
     const int64_t panel_values = bf16_panel_values(kernels_, k);
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
-    constexpr int64_t kRowBlock = 120;  // a multiple of the kernel's 12-row tile
+    constexpr int64_t kRowBlock = 120, kTileRows = 8;  // row blocks of whole kernel tiles
     const int64_t panels_per_task = rows >= 64 ? 4 : 8;
     const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
     const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
-    const int64_t rows_per = (rows + row_split - 1) / row_split;
+    const int64_t rows_per = ((rows + row_split - 1) / row_split + kTileRows - 1) / kTileRows * kTileRows;
     float* c = static_cast<float*>(out.data);
     const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
     const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
