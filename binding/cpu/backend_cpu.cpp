@@ -462,9 +462,10 @@ class CpuBackend : public Backend {
       panels = tmp;
     }
     const int64_t n = W.rows, k = W.cols, rows = in.rows, k2 = (k + 1) / 2 * 2;
-    thread_local std::vector<uint16_t> abuf;  // this caller's rounded activations, reused
-    if (abuf.size() < size_t(rows * k2)) abuf.resize(size_t(rows * k2));
-    uint16_t* a16 = abuf.data();
+    // The pool runs one parallel_for at a time anyway: one caller at a time owns the buffer.
+    std::lock_guard<std::mutex> lk(math_rows_mutex_);
+    if (math_rows_.size() < size_t(rows * k2)) math_rows_.resize(size_t(rows * k2));
+    uint16_t* a16 = math_rows_.data();
     const float* a = static_cast<const float*>(in.data);
     constexpr int64_t kConvertRows = 16;
     pool_.parallel_for((rows + kConvertRows - 1) / kConvertRows, [&](int64_t t) {
@@ -574,6 +575,8 @@ class CpuBackend : public Backend {
   const CpuKernels& kernels_;
   bool bf16_math_;                    // linear() on BF16 matrices runs linear_bf16_math
   const CpuBf16MathKernels* math_;    // null when bf16_math_ is off or the CPU lacks it
+  std::mutex math_rows_mutex_;
+  std::vector<uint16_t> math_rows_;   // linear_bf16_math's rounded input rows, reused
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
   std::mutex rope_mutex_;
