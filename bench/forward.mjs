@@ -3,9 +3,13 @@
 // same run: one 1024-token forward, and KV-cached steps of n = 2, 16, 128 tokens with 512
 // committed (logits for the last n/2 rows, as an Eso-LM step needs), at batch 1 and more.
 // Every figure is printed as a fraction of its floor: max(bytes read / streaming
-// bandwidth, FLOPs / peak FMA) (bench/common.mjs).
+// bandwidth, FLOPs / peak FMA) (bench/common.mjs). --math f32,bf16 runs the model once per
+// mode (Model.load math; bf16 needs --weights bf16 and AVX512_BF16), its compute floor
+// from the vdpbf16ps peak, and prints the max |logit| error of each mode's causal forward
+// against F32 math with the same weights.
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16|q8]
-//        [--kernels auto|avx512,avx2,portable] [--batches 1,4,16] [--ns 2,16,128] [--no-forward]
+//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16|f32,bf16] [--batches 1,4,16]
+//        [--ns 2,16,128] [--no-forward]
 import { writeFileSync } from 'node:fs';
 import { SMALL_CONFIG } from '../dist/testing.js';
 import { cpuLine, floorMs, floorsLine, forwardFlops, loadLine, loadSmallModel, measureFloors, opt, useKernels, weightBytes } from './common.mjs';
@@ -15,6 +19,7 @@ const threads = Number(opt('--threads', '0'));
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16 | q8
 const kernelsList = opt('--kernels', 'auto').split(',');
+const mathList = opt('--math', 'f32').split(',');  // CPU matrix products: f32 | bf16
 const batches = opt('--batches', '1').split(',').map(Number);
 const withForward = !process.argv.includes('--no-forward');
 const stepNs = opt('--ns', '2,16,128').split(',').map(Number);  // step window sizes
@@ -40,14 +45,15 @@ async function time(fn) {
 
 const rows = [];
 const runs = [];
-for (const kernels of kernelsList) {
-  const kname = useKernels(kernels);
-  const model = await loadSmallModel({ backend: 'cpu', threads, weights });
+let exactLogits = null;  // the F32-math causal forward, for the BF16-math error
+for (const kernels of kernelsList) for (const math of mathList) {
+  const kname = useKernels(kernels) + (math === 'bf16' ? '+bf16 math' : '');
+  const model = await loadSmallModel({ backend: 'cpu', threads, weights, math });
   const floors = measureFloors(threads);
   console.log(`\nkernels ${kname}: ${floorsLine(floors)}; ${loadLine()}`);
-  runs.push({ kernels: kname, floors, load: loadLine() });
+  runs.push({ kernels: kname, math, floors, load: loadLine() });
   const add = (c, ms, tokens, bytes, flops) => {
-    const f = floorMs(floors, bytes, flops);
+    const f = floorMs(floors, bytes, flops, math === 'bf16');
     const row = { kernels: kname, case: c, ms, tokensPerS: (tokens / ms) * 1e3, gflops: flops / ms / 1e6, gbps: bytes / ms / 1e6, floorMs: f.ms, bound: f.bound, fraction: f.ms / ms };
     rows.push(row);
     console.log(`${c.padEnd(44)} ${ms.toFixed(1).padStart(8)} ms  floor ${f.ms.toFixed(1)} ms (${f.bound})  ${(row.fraction * 100).toFixed(0)}% of floor`);
@@ -61,6 +67,17 @@ for (const kernels of kernelsList) {
       const ms = await time(() => model.forward({ tokens, attention, out }));
       const pairs = attention === 'causal' ? (L * (L + 1)) / 2 : L * L;
       add(`forward ${L} tokens (${attention})`, ms, L, wBytes, forwardFlops(cfg, L, L, pairs));
+      if (attention !== 'causal') continue;
+      if (math === 'f32') exactLogits = out.slice();
+      else if (exactLogits) {
+        let err = 0, scale = 0;
+        for (let i = 0; i < out.length; i++) {
+          err = Math.max(err, Math.abs(out[i] - exactLogits[i]));
+          scale = Math.max(scale, Math.abs(exactLogits[i]));
+        }
+        runs.at(-1).logitError = { vsF32Math: err, maxLogit: scale };
+        console.log(`max |logit error| of ${math} math vs f32 math (${weights} weights, ${L}-token causal forward) = ${err.toExponential(3)} (max |logit| ${scale.toFixed(2)})`);
+      }
     }
   }
   const c = 512;

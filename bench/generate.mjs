@@ -11,7 +11,9 @@
 //   never flatters.
 // Usage: node bench/generate.mjs [--length 1024] [--steps 16,128,1024] [--methods esolm,mdlm,ar,esolm-a] [--alpha0 1]
 //        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--weights f32|bf16|q8] [--batches 1,4,16]
-//        [--kernels auto|avx512,avx2,portable] [--json out.json]
+//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16] [--json out.json]
+// --math bf16: Model.load math 'bf16' (needs --weights bf16 and AVX512_BF16); the compute
+// floor is then that of vdpbf16ps.
 // MDLM at T = 1024 costs ~650 full forwards (tens of minutes on 2 CPU cores): it runs only
 // when --mdlm-max-steps allows it.
 import { writeFileSync } from 'node:fs';
@@ -27,18 +29,19 @@ const mdlmMax = Number(opt('--mdlm-max-steps', '128'));
 const backend = opt('--backend', 'cpu');
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16 | q8
+const math = opt('--math', 'f32');  // CPU matrix products: f32 | bf16
 const batches = opt('--batches', '1').split(',').map(Number);
 const kernelsList = opt('--kernels', 'auto').split(',');
 
 const cfg = SMALL_CONFIG;
 const wBytes = weightBytes(cfg, { f32: 4, bf16: 2, q8: 1 }[weights]);
-console.log(`CPU: ${cpuLine()}; backend ${backend}; L = ${L}; weights ${weights}; Node ${process.versions.node}; ${loadLine()}`);
+console.log(`CPU: ${cpuLine()}; backend ${backend}; L = ${L}; weights ${weights}; math ${math}; Node ${process.versions.node}; ${loadLine()}`);
 
 const rows = [];
 const runs = [];
 for (const kernels of kernelsList) {
-  const kname = backend === 'cuda' ? 'cuda' : useKernels(kernels);
-  const model = await loadSmallModel({ backend, weights });
+  const kname = backend === 'cuda' ? 'cuda' : useKernels(kernels) + (math === 'bf16' ? '+bf16 math' : '');
+  const model = await loadSmallModel({ backend, weights, math });
   const floors = model.backend === 'cpu' ? measureFloors(0) : null;
   if (floors) console.log(`\nkernels ${kname}: ${floorsLine(floors)}; ${loadLine()}`);
   runs.push({ kernels: kname, floors, load: loadLine() });
@@ -54,7 +57,7 @@ for (const kernels of kernelsList) {
     const passes = method === 'ar' ? 1 : 2;  // see the floor in the header
     const flops = batch * (forwardFlops(cfg, passes * L, L, (L * (L + 1)) / 2));
     const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
-    const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops) : null;
+    const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops, math === 'bf16') : null;
     const row = { kernels: kname, method, L, T: method === 'ar' ? null : T, batch, nfe: r.nfe, ms, tokensPerS: (batch * L / ms) * 1e3,
       forwardMs: r.timings.forwardMs, sampleMs: r.timings.sampleMs, kvBytes, floorMs: f?.ms ?? null, bound: f?.bound ?? null, fraction: f ? f.ms / ms : null };
     rows.push(row);
@@ -82,4 +85,4 @@ for (const r of rows) {
   console.log(`| ${r.kernels} | ${r.method} | ${r.L} | ${r.T ?? '-'} | ${r.batch} | ${r.nfe} | ${(r.ms / 1e3).toFixed(2)} | ${r.tokensPerS.toFixed(1)} | ${fl} | ${fr} | ${ratio} |`);
 }
 console.log(`\n${loadLine()}`);
-if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu: cpuLine(), backend, weights, L, runs, rows, loadAfter: loadLine() }, null, 2));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu: cpuLine(), backend, weights, math, L, runs, rows, loadAfter: loadLine() }, null, 2));

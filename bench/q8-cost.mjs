@@ -1,10 +1,12 @@
 // bench/q8-cost.mjs — what 8-bit weights (Model.load weights: 'q8') cost in accuracy:
 //   1. the max |logit| error on the small random model (hidden 768, 12 blocks) against its
-//      F32 weights, beside the BF16 error (one 256-token causal forward);
+//      F32 weights, beside the BF16 error and BF16 math's (math: 'bf16', where the CPU has
+//      AVX512_BF16) (one 256-token causal forward);
 //   2. the default model's hybrid NELBO (alpha0 = 0.25, bits per byte) on the KJV hold-out
 //      (the last 2 % of verses, as tools/train_default_model.py splits it), BF16 file as
-//      loaded by default vs q8, with the same draws;
-//   3. greedy generation agreement of the default model, BF16 vs q8 (tokens equal by position);
+//      loaded by default vs q8 (and BF16 math), with the same draws;
+//   3. greedy generation agreement of the default model, BF16 vs q8 (and BF16 math; tokens
+//      equal by position);
 //   4. the q8 file format: the small model converted to BF16 and then with `esolm convert
 //      --dtype q8` (I8 matrices + F32 row scales, the rest BF16), both file sizes, and that the
 //      q8 file loaded as is runs exactly as the BF16 file loaded with weights 'q8'; the default
@@ -15,7 +17,7 @@
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Model, Sampler } from '../dist/index.js';
+import { Model, Sampler, loadCpuAddon } from '../dist/index.js';
 import { convertCheckpoint } from '../dist/checkpoint/convert.js';
 import { cpuLine, loadLine, loadSmallModel, opt } from './common.mjs';
 
@@ -69,8 +71,10 @@ console.log(`CPU: ${cpuLine()}; ${loadLine()}`);
   let scale = 0;
   for (const v of want) scale = Math.max(scale, Math.abs(v));
   out.logits = { scale };
-  for (const weights of ['bf16', 'q8']) {
-    const m = await loadSmallModel({ backend: 'cpu', weights });
+  const variants = [['bf16', { weights: 'bf16' }], ['q8', { weights: 'q8' }]];
+  if (loadCpuAddon().backendInfo().cpuBf16Math) variants.push(['bf16 math', { weights: 'bf16', math: 'bf16' }]);
+  for (const [weights, options] of variants) {
+    const m = await loadSmallModel({ backend: 'cpu', ...options });
     const got = await m.forward({ tokens });
     m.dispose();
     let err = 0;
@@ -91,6 +95,7 @@ const lines = readFileSync(corpus).toString('latin1').split('\n').filter((l) => 
 const nval = Math.max(1, Math.round(lines.length * 0.02));
 const val = Buffer.from(lines.slice(-nval).join('\n') + '\n', 'latin1');
 const models = { bf16: await Model.load('models/default', { backend: 'cpu' }), q8: await Model.load('models/default', { backend: 'cpu', weights: 'q8' }) };
+if (loadCpuAddon().backendInfo().cpuBf16Math) models['bf16 math'] = await Model.load('models/default', { backend: 'cpu', math: 'bf16' });
 const L = models.bf16.config.length;
 let nrows = Math.floor(val.length / L);
 if (maxRows > 0) nrows = Math.min(nrows, maxRows);
@@ -102,21 +107,28 @@ for (const [name, m] of Object.entries(models)) {
   out.nelbo[name] = bpb;
   console.log(`default model NELBO (alpha0 0.25) on ${nrows} hold-out rows: ${name} ${bpb.toFixed(4)} bits/byte`); 
 }
-let same = 0, total = 0, seqSame = 0;
+const others = Object.keys(models).filter((k) => k !== 'bf16');
+const same = {}, seqSame = {};
+for (const name of others) same[name] = seqSame[name] = 0;
 for (let s = 0; s < seeds; s++) {
   const gen = {};
   for (const [name, m] of Object.entries(models)) {
     const sampler = new Sampler({ method: 'esolm', steps: 64, alpha0: 0.25, greedy: true, seed: s });
     gen[name] = (await m.generate({ sampler, length: L })).sequences[0];
   }
-  let eq = 0;
-  for (let i = 0; i < L; i++) eq += gen.bf16[i] === gen.q8[i] ? 1 : 0;
-  same += eq;
-  total += L;
-  seqSame += eq === L ? 1 : 0;
+  for (const name of others) {
+    let eq = 0;
+    for (let i = 0; i < L; i++) eq += gen.bf16[i] === gen[name][i] ? 1 : 0;
+    same[name] += eq;
+    seqSame[name] += eq === L ? 1 : 0;
+  }
 }
-out.greedy = { seeds, tokensEqual: same / total, sequencesEqual: seqSame };
-console.log(`greedy Eso-LM (alpha0 0.25, T = 64), ${seeds} seeds: ${(100 * same / total).toFixed(1)}% of tokens equal, ${seqSame}/${seeds} sequences identical`);
+for (const name of others) {
+  const r = { seeds, tokensEqual: same[name] / (seeds * L), sequencesEqual: seqSame[name] };
+  if (name === 'q8') out.greedy = r;
+  else out[`greedy ${name}`] = r;
+  console.log(`greedy Eso-LM (alpha0 0.25, T = 64), ${seeds} seeds, ${name} vs bf16: ${(100 * r.tokensEqual).toFixed(1)}% of tokens equal, ${r.sequencesEqual}/${seeds} sequences identical`);
+}
 for (const m of Object.values(models)) m.dispose();
 console.log(loadLine());
 if (jsonOut) writeFileSync(jsonOut, JSON.stringify(out, null, 2));

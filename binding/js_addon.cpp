@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cpu/floors.h"
+#include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
 #include "js_common.h"
 #include "js_holders.h"
@@ -26,6 +27,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   o.Set("cpuKernels", cpu_kernels_in_use());
   o.Set("cpuKernelsAvailable", cpu_kernels_available());
   if (const char* why = cpu_kernels_error()) o.Set("cpuKernelsError", why);
+  if (const char* why = cpu_bf16_math_error()) o.Set("cpuBf16MathError", why);
+  else o.Set("cpuBf16Math", cpu_bf16_math_kernels()->name);
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
 #ifdef ESOLM_WITH_CUDA
   CudaInfo ci;
@@ -58,6 +61,7 @@ Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
   o.Set("kernels", f.kernels);
   o.Set("readGBps", f.read_gbps);
   o.Set("fmaGFlops", f.fma_gflops);
+  o.Set("bf16DotGFlops", f.bf16_dot_gflops);
   return o;
 }
 

@@ -104,6 +104,16 @@ export interface LoadOptions {
    * backend always uses bf16 (a q8 file is dequantized). Defaults to `auto`.
    */
   weights?: 'auto' | 'f32' | 'bf16' | 'q8';
+  /**
+   * CPU matrix products: `f32` multiplies F32 activations by the stored weights exactly (in
+   * F32); `bf16` rounds the activations to BF16 too and multiplies with AVX512_BF16
+   * (`vdpbf16ps`, twice the multiply-adds per instruction): faster where the products are
+   * compute-bound (long forwards, prefill, big batches), at a measured accuracy cost (README).
+   * `bf16` needs BF16 weights (`weights` `bf16` or `auto`; every matrix is then BF16) and a
+   * CPU with AVX512_BF16 (`esolm doctor` says), else ERR_INVALID_ARG. The CUDA backend's
+   * products always take BF16 operands. Defaults to `f32`.
+   */
+  math?: 'f32' | 'bf16';
 }
 
 export interface ForwardOptions {
@@ -244,9 +254,13 @@ export class Model {
 
     const weightsOpt = options.weights ?? 'auto';
     if (weightsOpt !== 'auto' && weightsOpt !== 'f32' && weightsOpt !== 'bf16' && weightsOpt !== 'q8') throw expected('"auto", "f32", "bf16" or "q8"', 'options.weights', weightsOpt);
+    const math = options.math ?? 'f32';
+    if (math !== 'f32' && math !== 'bf16') throw expected('"f32" or "bf16"', 'options.math', math);
+    if (math === 'bf16' && weightsOpt !== 'auto' && weightsOpt !== 'bf16') throw invalidArg(`math "bf16" multiplies BF16 weights: use weights "bf16" or "auto", not "${weightsOpt}"`);
     const { config, entries } = readModelFolder(dir);
     const tokenizer = await loadTokenizer(config, dir);
-    const weights = weightsOpt !== 'auto' ? weightsOpt : autoWeights(entries);
+    // BF16 math: every matrix BF16 (both operands of vdpbf16ps are); a q8 file is dequantized.
+    const weights = math === 'bf16' ? 'bf16' : weightsOpt !== 'auto' ? weightsOpt : autoWeights(entries);
     checkMemory('loading this model', loadBytes(entries, weights === 'f32' ? 4 : 2));
 
     let backend: BackendName = 'cpu';
@@ -269,10 +283,12 @@ export class Model {
     if (backend === 'cpu') {
       const bad = addon.backendInfo().cpuKernelsError;
       if (bad) throw new EsolmError('ERR_INVALID_ARG', `${bad} (ESOLM_CPU_KERNELS=${process.env.ESOLM_CPU_KERNELS})`);
+      const noMath = math === 'bf16' ? addon.backendInfo().cpuBf16MathError : undefined;
+      if (noMath) throw new EsolmError('ERR_INVALID_ARG', noMath);
     }
     // esolm-a is the esolm network (it differs in training attention and sampler only).
     const netArch = config.arch === 'esolm-a' ? 'esolm' : config.arch;
-    const nm = await native(addon.loadModel({ ...config, arch: netArch, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights));
+    const nm = await native(addon.loadModel({ ...config, arch: netArch, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights, math));
     const model = new Model(path.resolve(dir), config, backend, reason, weights, nm, addon);
     model.tokenizer_ = tokenizer;
     return model;

@@ -122,6 +122,10 @@ export interface BackendInfo {
   cpuKernelsAvailable: string;
   /** Set when ESOLM_CPU_KERNELS names an unknown set or one this CPU cannot run. */
   cpuKernelsError?: string;
+  /** The BF16-math GEMM (load option `math: 'bf16'`) when it runs here: `avx512bf16`. */
+  cpuBf16Math?: string;
+  /** Why `math: 'bf16'` cannot run here (no AVX512_BF16, or ESOLM_CPU_KERNELS forces another set). */
+  cpuBf16MathError?: string;
   hardwareThreads: number;
   cuda?: CudaProbe;
 }
@@ -131,10 +135,12 @@ export interface CpuFloors {
   kernels: string;
   readGBps: number;
   fmaGFlops: number;
+  /** Peak of `vdpbf16ps` (BF16 math), GFLOP/s; 0 without AVX512_BF16. */
+  bf16DotGFlops: number;
 }
 
 export interface NativeAddon {
-  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8'): Promise<NativeModel>;
+  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8', math?: 'f32' | 'bf16'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
   /** Step sizes of an Eso-LM plan (engine/schedule.h); given positions count only by number. */
   planEsolmSteps(length: number, nGiven: number, steps: number, alpha0: number, planSeedHi: number,

@@ -3,7 +3,7 @@
 // unknown or unsupported set is a typed error, the floors are measured, and `weights:
 // 'q8'` stays within int8 rounding of the F32 weights. (The kernels themselves are
 // tested op by op against the reference in test/native/cpu_ops_test.cpp.)
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,67 @@ describe('CPU kernel sets', () => {
     expect(f.readGBps).toBeGreaterThan(0);
     expect(f.fmaGFlops).toBeGreaterThan(0);
     expect(() => loadCpuAddon().measureCpuFloors(1, 2)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+  });
+});
+
+// BF16 math (Model.load math: 'bf16'): the vdpbf16ps kernel is tested op by op against its
+// reference in cpu_ops_test; here, through the API, it must run wherever /proc/cpuinfo lists
+// AVX512_BF16, change the logits by BF16 rounding of the activations only, keep cached steps
+// equal to the full forward, and be refused with a typed error where it cannot run.
+function cpuinfoHasAvx512Bf16(): boolean {
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
+    return flags.split(/\s+/).includes('avx512_bf16');
+  } catch {
+    return false;  // not Linux: the run-time detection alone decides
+  }
+}
+
+describe('BF16 math', () => {
+  const info = loadCpuAddon().backendInfo();
+  const available = info.cpuBf16Math !== undefined;
+
+  it('is available exactly when the CPU has AVX512_BF16, and reported', () => {
+    if (cpuinfoHasAvx512Bf16()) expect(info.cpuBf16Math).toBe('avx512bf16');
+    if (available) expect(info.cpuBf16MathError).toBeUndefined();
+    else expect(info.cpuBf16MathError).toMatch(/AVX512_BF16/);
+  });
+
+  it('refuses bad combinations with typed errors', async () => {
+    await expect(Model.load(dir, { backend: 'cpu', math: 'fp8' as 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(Model.load(dir, { backend: 'cpu', weights: 'f32', math: 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(Model.load(dir, { backend: 'cpu', weights: 'q8', math: 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    if (!available) {
+      await expect(Model.load(dir, { backend: 'cpu', math: 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/AVX512_BF16/) });
+      return;
+    }
+    process.env.ESOLM_CPU_KERNELS = 'portable';  // no BF16 pair panels
+    expect(loadCpuAddon().backendInfo().cpuBf16MathError).toMatch(/ESOLM_CPU_KERNELS/);
+    await expect(Model.load(dir, { backend: 'cpu', math: 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/ESOLM_CPU_KERNELS/) });
+  });
+
+  it.skipIf(!available)(`changes the logits by activation rounding only, and cached steps equal the forward${available ? '' : ' (skipped: this CPU lacks AVX512_BF16)'}`, async () => {
+    delete process.env.ESOLM_CPU_KERNELS;
+    const exact = await Model.load(dir, { backend: 'cpu', weights: 'bf16' });
+    const m = await Model.load(dir, { backend: 'cpu', weights: 'bf16', math: 'bf16' });
+    const want = await exact.forward({ tokens });
+    const got = await m.forward({ tokens });
+    const { diff, scale } = maxDiff(got, want);
+    console.log(`max |logit error| of BF16 math vs F32 math (BF16 weights): ${diff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
+    expect(diff).toBeGreaterThan(1e-4 * scale);  // the activations really were rounded
+    expect(diff).toBeLessThan(2e-2 * scale);     // ... and only to BF16
+    // The same rows from cached steps (16 tokens, then 8): few-row products, same numerics.
+    const cache = m.createCache({ batch: 1, capacity: tokens.length });
+    const first = await m.step(cache, { tokens: tokens.subarray(0, 16), commit: 16, logitsFrom: 0 });
+    const rest = await m.step(cache, { tokens: tokens.subarray(16), commit: 8, logitsFrom: 0 });
+    const stepped = new Float32Array(got.length);
+    stepped.set(first);
+    stepped.set(rest, first.length);
+    const s = maxDiff(stepped, got);
+    console.log(`BF16 math, cached steps vs forward: max |diff| ${s.diff.toExponential(2)}`);
+    expect(s.diff).toBeLessThan(2e-5 * s.scale);
+    cache.dispose();
+    for (const x of [exact, m]) x.dispose();
   });
 });
 

@@ -5,6 +5,8 @@
 // (create_cpu_backend(..., q8)) prepare_weight also quantizes by the rule of engine/q8.h
 // (per output row, scale = max |w| / 127 and q = round(w / scale)), and upload_q8 packs
 // matrices that are already 8-bit (a q8 file, or quantized by the engine on the host).
+// With BF16 math (create_cpu_backend(..., bf16_math), kernels.h) every matrix is BF16 and
+// linear() rounds its activations to BF16 for the vdpbf16ps kernel (linear_bf16_math).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -57,9 +59,15 @@ float bf16_to_f32(uint16_t h) {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded, bool q8)
+  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded, bool q8, bool bf16_math = false)
       : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference || q8 ? DType::f32 : weights),
-        exact_folded_(exact_folded), q8_(q8 && !reference), kernels_(cpu_kernels()) {}
+        exact_folded_(exact_folded), q8_(q8 && !reference), kernels_(cpu_kernels()),
+        bf16_math_(bf16_math && !reference && !q8), math_(bf16_math_ ? cpu_bf16_math_kernels() : nullptr) {
+    if (bf16_math_) {  // both operands BF16: every matrix, the gate-scaled ones too
+      weights_ = DType::bf16;
+      exact_folded_ = false;
+    }
+  }
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
   DType weight_dtype() const override { return weights_; }
@@ -223,6 +231,7 @@ class CpuBackend : public Backend {
     if (in.cols != W.cols || out.cols != W.rows || out.rows < in.rows)
       return Status::error(Code::internal, "linear: shape mismatch");
     if (reference_) return linear_reference(in, W, bias, out, ep);
+    if (bf16_math_ && W.dtype == DType::bf16) return linear_bf16_math(in, W, bias, out, ep);
     const PackedInfo* pk = packed_info(W);
     void* tmp = nullptr;
     const void* panels = W.data;
@@ -461,6 +470,66 @@ class CpuBackend : public Backend {
     std::copy(row + half, row + hd, sn);
   }
 
+  // linear() with BF16 math (kernels.h): the input rows rounded to BF16 pairs once, then
+  // tasks of (a group of panels x a block of rows) as in linear(), each one kernel call.
+  Status linear_bf16_math(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out, Epilogue ep) {
+    if (!math_ || !kernels_.bf16_pair_panels)
+      return Status::error(Code::invalid_arg, cpu_bf16_math_error() ? cpu_bf16_math_error() : "BF16 math is unavailable");
+    const PackedInfo* pk = packed_info(W);
+    void* tmp = nullptr;
+    const void* panels = W.data;
+    if (!pk) {
+      tmp = pack(W);
+      if (!tmp) return Status::error(Code::out_of_memory, "cannot pack weight");
+      panels = tmp;
+    }
+    const int64_t n = W.rows, k = W.cols, rows = in.rows, k2 = (k + 1) / 2 * 2;
+    // The pool runs one parallel_for at a time anyway: one caller at a time owns the buffer.
+    std::lock_guard<std::mutex> lk(math_rows_mutex_);
+    if (math_rows_.size() < size_t(rows * k2)) math_rows_.resize(size_t(rows * k2));
+    uint16_t* a16 = math_rows_.data();
+    const float* a = static_cast<const float*>(in.data);
+    constexpr int64_t kConvertRows = 16;
+    pool_.parallel_for((rows + kConvertRows - 1) / kConvertRows, [&](int64_t t) {
+      for (int64_t r = t * kConvertRows; r < std::min(rows, (t + 1) * kConvertRows); ++r)
+        math_->to_bf16_pairs(a + r * k, int(k), a16 + r * k2);
+    });
+    const int64_t panel_values = bf16_panel_values(kernels_, k);
+    const int64_t n_panels = (n + kPanel - 1) / kPanel;
+    constexpr int64_t kRowBlock = 120, kTileRows = 8;  // row blocks of whole kernel tiles
+    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
+    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
+    const int64_t rows_per = ((rows + row_split - 1) / row_split + kTileRows - 1) / kTileRows * kTileRows;
+    float* c = static_cast<float*>(out.data);
+    const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
+    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
+                              : ep == Epilogue::gelu ? EpilogueKind::gelu
+                                                     : EpilogueKind::add_to;
+    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
+      const int64_t g = task / row_split, rs = task % row_split;
+      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
+      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
+      if (r0 >= r1) return;
+      GemmBf16Args args;
+      args.a = a16 + r0 * k2;
+      args.lda = k2;
+      args.rows = r1 - r0;
+      args.panel = static_cast<const uint16_t*>(panels) + p0 * panel_values;
+      args.panel_stride = panel_values;
+      args.n_panels = int(p1 - p0);
+      args.k = int(k);
+      args.c = c + r0 * out.cols + p0 * kPanel;
+      args.ldc = out.cols;
+      args.ncols = int(std::min(n, p1 * kPanel) - p0 * kPanel);
+      args.bias = bp ? bp + p0 * kPanel : nullptr;
+      args.ep = kind;
+      math_->gemm(args);
+    });
+    std::free(tmp);
+    return Status::ok();
+  }
+
   const PackedInfo* packed_info(const Tensor& t) {
     std::lock_guard<std::mutex> lk(packed_mutex_);
     auto it = packed_.find(t.data);
@@ -536,6 +605,10 @@ class CpuBackend : public Backend {
   bool exact_folded_;
   bool q8_;
   const CpuKernels& kernels_;
+  bool bf16_math_;                    // linear() on BF16 matrices runs linear_bf16_math
+  const CpuBf16MathKernels* math_;    // null when bf16_math_ is off or the CPU lacks it
+  std::mutex math_rows_mutex_;
+  std::vector<uint16_t> math_rows_;   // linear_bf16_math's rounded input rows, reused
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
   std::mutex rope_mutex_;
@@ -545,8 +618,8 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded, bool q8) {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded, q8));
+std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded, bool q8, bool bf16_math) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded, q8, bf16_math));
 }
 
 std::unique_ptr<Backend> create_cpu_reference_backend() {
@@ -565,6 +638,16 @@ std::string cpu_kernels_available() {
 const char* cpu_kernels_error() {
   const char* why = nullptr;
   return cpu_kernels_choice(&why) ? nullptr : why;
+}
+
+const char* cpu_bf16_math_error() {
+  if (!cpu_bf16_math_kernels())
+    return "BF16 math (math: 'bf16') needs a CPU with AVX512_BF16 (vdpbf16ps); this CPU (or this build) has none";
+  const char* why = nullptr;
+  const CpuKernels* k = cpu_kernels_choice(&why);
+  if (!k) return why;
+  if (!k->bf16_pair_panels) return "BF16 math (math: 'bf16') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
+  return nullptr;
 }
 
 const char* cpu_backend_kernels(const Backend& be) {

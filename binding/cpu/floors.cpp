@@ -84,6 +84,17 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
       if (t == 0) flops = f;
     }));
   out.fma_gflops = flops * threads / best / 1e9;
+
+  // Peak of BF16 math's instruction (kernels.h), the same way.
+  if (const CpuBf16MathKernels* m = cpu_bf16_math_kernels()) {
+    best = 1e30;
+    for (int rep = 0; rep < 3; ++rep)
+      best = std::min(best, timed_on_threads(threads, [&](int t) {
+        const double f = m->dot_loop(iters);
+        if (t == 0) flops = f;
+      }));
+    out.bf16_dot_gflops = flops * threads / best / 1e9;
+  }
   return Status::ok();
 }
 

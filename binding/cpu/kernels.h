@@ -3,7 +3,8 @@
 // AVX-512 set (simd/kernels_avx512.cpp: 16-wide GEMM, BF16 panels widened in registers).
 // cpu_kernels() picks the widest the CPU supports (cpuid) at each backend creation;
 // ESOLM_CPU_KERNELS=portable|avx2|avx512 forces one (an unsupported one is an error the
-// backend factory reports, see cpu_kernels_choice()).
+// backend factory reports, see cpu_kernels_choice()). BF16 math (below) is an opt-in
+// GEMM beside these (simd/kernels_avx512bf16.cpp), for the AVX-512 set's BF16 panels.
 //
 // Packed weight layout for gemm: W [n, k] becomes ceil(n/16) panels, each [k][16]
 // values (column j of the panel = output column 16p + j), zero-padded past n. Panels are
@@ -98,5 +99,42 @@ const CpuKernels* cpu_kernels_avx512();  // null when not compiled in or not sup
 // The kernel set ESOLM_CPU_KERNELS asks for (or the best one); null with `why` set when
 // it names an unknown set or one this CPU cannot run.
 const CpuKernels* cpu_kernels_choice(const char** why);
+
+// ---- BF16 math (opt-in: create_cpu_backend(..., bf16_math), Model.load math: 'bf16') ----
+// vdpbf16ps (AVX512_BF16) multiplies 16 pairs of BF16 values and adds both products of a
+// pair to one F32 lane: 32 multiply-adds per instruction against 16 for an F32 FMA, on the
+// BF16 weights as stored. Both operands must be BF16, so linear() rounds its activations
+// to BF16 first (round to nearest even, subnormals to zero, as vcvtne2ps2bf16 does): a
+// numerics change (about 3 significant digits on the activations), hence opt-in.
+// Activations: each row as BF16 pairs, ceil(k/2) * 2 values (a zero past an odd k).
+// Weights: BF16 pair panels (the layout above). Every output accumulates in F32 from zero,
+// pair by pair in k order, whatever the tile, so a row's result does not depend on how
+// many rows share the call.
+struct GemmBf16Args {
+  const uint16_t* a;      // BF16 pairs, row r at a + r * lda
+  int64_t lda;            // values (even)
+  int64_t rows;
+  const uint16_t* panel;  // first of n_panels pair panels, panel_stride values apart
+  int64_t panel_stride;
+  int n_panels;
+  int k;
+  float* c;               // c[r * ldc + j], j < ncols (<= 16 * n_panels)
+  int64_t ldc;
+  int ncols;
+  const float* bias;      // ncols values or null
+  EpilogueKind ep;
+};
+
+struct CpuBf16MathKernels {
+  const char* name;
+  // One row of k floats -> ceil(k/2) * 2 BF16 values (the pair layout of GemmBf16Args::a).
+  void (*to_bf16_pairs)(const float* a, int k, uint16_t* out);
+  void (*gemm)(const GemmBf16Args& g);
+  // `iters` rounds of independent vdpbf16ps on zmm registers; returns the FLOPs done (2 per
+  // multiply-add), for the floors (floors.h).
+  double (*dot_loop)(int64_t iters);
+};
+// Null when not compiled in or this CPU lacks AVX512_BF16 (or AVX-512F/BW/VL/DQ).
+const CpuBf16MathKernels* cpu_bf16_math_kernels();
 
 }  // namespace esolm

@@ -2,6 +2,8 @@
 #include "cpu/ops_reference.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -48,6 +50,31 @@ Status linear_reference(const Tensor& in, const Tensor& W, const Tensor& bias, T
       else o = float(acc);
     }
   return Status::ok();
+}
+
+float round_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;          // NaN: quiet, stays NaN
+  else if ((u & 0x7f800000u) == 0) u &= 0x80000000u;               // zero or subnormal: signed zero
+  else u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;         // nearest, ties to even
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+Status linear_bf16_math_reference(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
+                                  Epilogue ep) {
+  if (in.dtype != DType::f32 || W.dtype != DType::f32)
+    return Status::error(Code::internal, "linear_bf16_math_reference: F32 tensors");
+  std::vector<float> a(static_cast<const float*>(in.data), static_cast<const float*>(in.data) + in.numel());
+  std::vector<float> w(static_cast<const float*>(W.data), static_cast<const float*>(W.data) + W.numel());
+  for (float& v : a) v = round_to_bf16(v);
+  for (float& v : w) v = round_to_bf16(v);
+  Tensor ar = in, wr = W;
+  ar.data = a.data();
+  wr.data = w.data();
+  return linear_reference(ar, wr, bias, out, ep);
 }
 
 void rope_angles(int32_t pos, int hd, double* cs, double* sn) {

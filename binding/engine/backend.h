@@ -227,9 +227,13 @@ void sample_rows_host(const float* logits, int64_t rows, int vocab, const Sample
 // gate-scaled matrices F32, so that a BF16 file runs exactly (folded_weight_dtype()).
 // q8: every linear matrix stored as int8 with one F32 scale per output row (a quarter of
 // the F32 traffic; `weights` is then ignored and activations stay F32).
+// bf16_math: every linear matrix BF16 (`weights` and exact_folded are then ignored) and
+// linear() rounds its activations to BF16, for the AVX512_BF16 kernel (cpu/kernels.h):
+// opt-in, as it changes numerics. Check cpu_bf16_math_error() first: without the
+// instruction set, linear() fails with invalid_arg.
 std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */,
                                             DType weights = DType::f32, bool exact_folded = true,
-                                            bool q8 = false);
+                                            bool q8 = false, bool bf16_math = false);
 // Plain loops with float64 accumulation, one thread: the oracle for kernel tests.
 std::unique_ptr<Backend> create_cpu_reference_backend();
 #ifdef ESOLM_WITH_CUDA

@@ -1,6 +1,7 @@
 // cpu_ops_test.cpp — every fast CPU op (SIMD kernels, threads) against the plain-loop
 // reference backend on awkward shapes, for every kernel set this CPU runs (AVX-512, AVX2,
-// portable; each forced with ESOLM_CPU_KERNELS), and the floors' helpers of each set.
+// portable; each forced with ESOLM_CPU_KERNELS), and the floors' helpers of each set;
+// then the opt-in BF16-math GEMM (AVX512_BF16) against its own reference.
 // Tolerance: fp32 accumulation in a different order than the float64 reference gives
 // errors ~ sqrt(k) * 2^-24 * |terms|; 2e-5 relative to the row scale is ample and still
 // catches indexing bugs (which give O(1) errors).
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -247,6 +249,144 @@ static void test_floors(const char* kernels) {
   if (!ok) ++failures;
 }
 
+// ---- BF16 math (kernels.h): both operands rounded to BF16, vdpbf16ps, F32 accumulation.
+
+// Does /proc/cpuinfo list AVX512_BF16? (So that the tests below cannot skip on a CPU that
+// has it because the run-time detection broke.)
+static bool cpuinfo_has_avx512_bf16() {
+  FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (!f) return false;
+  char line[4096];
+  bool has = false;
+  while (!has && std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, "flags", 5) == 0) has = std::strstr(line, " avx512_bf16") != nullptr;
+  std::fclose(f);
+  return has;
+}
+
+// The kernel's row conversion equals round_to_bf16 bit for bit (ties, subnormals, NaN,
+// infinities, overflow to infinity), pads an odd k with a zero and writes nothing past
+// ceil(k/2) * 2 values.
+static void test_bf16_pairs(const CpuBf16MathKernels& m) {
+  const float specials[] = {1.0f, -0.0f, 0.0f, 1.00390625f /* a tie: stays 1 */, 1.01171875f /* a tie: up */,
+                            1e-40f, -1e-40f, 1.17549435e-38f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                            3.4028235e38f /* rounds to infinity */, -2.5e-3f, 65504.0f};
+  int bad = 0;
+  for (int k = 1; k <= 70; ++k) {
+    std::vector<float> a = randn(size_t(k), 10.0f);
+    for (int i = 0; i < k; ++i)
+      if (i % 3 == 0) a[size_t(i)] = specials[size_t(i / 3) % (sizeof specials / sizeof specials[0])];
+    const int k2 = (k + 1) / 2 * 2;
+    std::vector<uint16_t> out(size_t(k2) + 8, 0xbeef);
+    m.to_bf16_pairs(a.data(), k, out.data());
+    for (int i = 0; i < k2 + 8; ++i) {
+      uint16_t want = 0xbeef;  // the guard past the row
+      if (i < k) {
+        const float r = round_to_bf16(a[size_t(i)]);
+        uint32_t u;
+        std::memcpy(&u, &r, 4);
+        want = uint16_t(u >> 16);
+      } else if (i < k2) {
+        want = 0;  // the pad of an odd k
+      }
+      bad += out[size_t(i)] != want;
+    }
+  }
+  std::printf("%s BF16 math: row conversion equals round_to_bf16 for k = 1..70 (%d values differ)\n",
+              bad ? "FAIL" : "ok  ", bad);
+  if (bad) ++failures;
+}
+
+// The BF16-math linear against the reference that rounds both operands the same way (only
+// the summation order differs: the usual tolerance), and away from the F32-activation
+// result by far more than that tolerance (the activations really were rounded).
+static void test_linear_bf16_math(Backend& fast, Backend& ref, int rows, int n, int k, Epilogue ep, bool bias) {
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f), b = randn(n), init = randn(size_t(rows) * n);
+  Tensor wf = make(fast, DType::bf16, n, k, &w);
+  std::vector<float> w_rounded(w.size());
+  fast.download_f32(wf, 0, n, w_rounded.data());
+  fast.prepare_weight(wf);
+  Tensor af = make(fast, DType::f32, rows, k, &a), bf = bias ? make(fast, DType::f32, 1, n, &b) : Tensor{},
+         of = make(fast, DType::f32, rows, n, &init);
+  Tensor ar = make(ref, DType::f32, rows, k, &a), wr = make(ref, DType::f32, n, k, &w_rounded),
+         br = bias ? make(ref, DType::f32, 1, n, &b) : Tensor{}, orf = make(ref, DType::f32, rows, n, &init),
+         oex = make(ref, DType::f32, rows, n, &init);
+  const Status s = fast.linear(af, wf, bf, of, ep);
+  if (!s) { std::printf("FAIL BF16-math linear: %s\n", s.message.c_str()); ++failures; }
+  linear_bf16_math_reference(ar, wr, br, orf, ep);
+  linear_reference(ar, wr, br, oex, ep);  // F32 activations, the same BF16 weights
+  const std::vector<float> got = get(fast, of), want = get(ref, orf), exact = get(ref, oex);
+  check("linear bf16 math rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+            " ep=" + std::to_string(int(ep)) + (bias ? " bias" : ""),
+        got, want);
+  double scale = 1e-6, moved = 0;
+  for (size_t i = 0; i < exact.size(); ++i) {
+    scale = std::max(scale, double(std::fabs(exact[i])));
+    moved = std::max(moved, double(std::fabs(got[i] - exact[i])));
+  }
+  if (moved <= 10 * 2e-5 * scale && k >= 8) {
+    std::printf("FAIL   the activations were not rounded (max diff to F32 activations %.3g)\n", moved);
+    ++failures;
+  }
+  for (Tensor* t : {&af, &wf, &bf, &of}) fast.release(*t);
+  for (Tensor* t : {&ar, &wr, &br, &orf, &oex}) ref.release(*t);
+}
+
+static void test_bf16_math(Backend& ref) {
+  const CpuBf16MathKernels* m = cpu_bf16_math_kernels();
+  const bool listed = cpuinfo_has_avx512_bf16();
+#if defined(__x86_64__)
+  if (listed && !m) {
+    std::printf("FAIL /proc/cpuinfo lists avx512_bf16 but the BF16-math kernels are unavailable\n");
+    ++failures;
+  }
+#endif
+  if (!m) {
+    const bool reported = cpu_bf16_math_error() != nullptr;
+    std::printf("%s skip BF16 math: this CPU lacks AVX512_BF16 (reported as: %s)\n", reported ? "ok  " : "FAIL",
+                reported ? cpu_bf16_math_error() : "nothing");
+    if (!reported) ++failures;
+    return;
+  }
+  std::printf("== BF16 math (%s)\n", m->name);
+  if (cpu_bf16_math_error()) { std::printf("FAIL BF16 math reported unavailable: %s\n", cpu_bf16_math_error()); ++failures; }
+  test_bf16_pairs(*m);
+  auto fast = create_cpu_backend(2, DType::f32, true, false, /*bf16_math=*/true);
+  if (fast->weight_dtype() != DType::bf16 || fast->folded_weight_dtype() != DType::bf16) {
+    std::printf("FAIL BF16 math: every matrix must be BF16\n");
+    ++failures;
+  }
+  int i = 0;
+  for (int rows = 1; rows <= 20; ++rows)  // every tile height and remainder of the kernel
+    for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}, {20, 37}, {64, 1}, {33, 3}})
+      test_linear_bf16_math(*fast, ref, rows, nk.first, nk.second, Epilogue(i++ % 3), rows % 2 == 1);
+  for (int rows : {40, 121, 250})  // several row blocks per call
+    for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
+      test_linear_bf16_math(*fast, ref, rows, 200, 65, ep, true);
+  test_linear_bf16_math(*fast, ref, 7, 48, 770, Epilogue::add_to, false);  // more than one 32-float chunk per row
+  for (int rows : {3, 16, 17, 40}) {
+    test_linear_row_invariance(*fast, DType::bf16, rows, 37, 40);
+    test_linear_row_invariance(*fast, DType::bf16, rows, 37, 41);
+  }
+  // ESOLM_CPU_KERNELS forcing a set without pair panels: reported, and linear() refuses.
+  setenv("ESOLM_CPU_KERNELS", "avx2", 1);
+  const bool refused = cpu_kernels_error() || cpu_bf16_math_error() != nullptr;
+  if (!cpu_kernels_error()) {
+    auto forced = create_cpu_backend(2, DType::f32, true, false, true);
+    std::vector<float> w(16 * 8, 0.5f), a(8, 1.0f);
+    Tensor wf = make(*forced, DType::bf16, 16, 8, &w), af = make(*forced, DType::f32, 1, 8, &a),
+           of = make(*forced, DType::f32, 1, 16, nullptr);
+    const Status s = forced->linear(af, wf, Tensor{}, of, Epilogue::store);
+    std::printf("%s BF16 math with ESOLM_CPU_KERNELS=avx2: %s\n", !s && s.code == Code::invalid_arg ? "ok  " : "FAIL",
+                s ? "ran" : s.message.c_str());
+    if (s || s.code != Code::invalid_arg) ++failures;
+    for (Tensor* t : {&wf, &af, &of}) forced->release(*t);
+  }
+  if (!refused) { std::printf("FAIL BF16 math with ESOLM_CPU_KERNELS=avx2 not reported\n"); ++failures; }
+  unsetenv("ESOLM_CPU_KERNELS");
+}
+
 int main() {
   auto ref = create_cpu_reference_backend();
   // The default is the widest set this CPU runs.
@@ -317,6 +457,7 @@ int main() {
     test_floors(kernels);
   }
   unsetenv("ESOLM_CPU_KERNELS");
+  test_bf16_math(*ref);
   if (paths == 0) { std::printf("FAIL no kernel set ran\n"); ++failures; }
   std::printf("%s: %d failure(s), %d kernel set(s) tested\n", failures ? "FAILED" : "PASSED", failures, paths);
   return failures ? 1 : 0;
