@@ -2,10 +2,13 @@
 // configuration (hidden 768, 12 heads, 12 blocks, vocab 50258) with random weights,
 // top-p 0.9, at batch 1 (and more with --batches). Reports wall time, NFE, tokens/s and
 // the MDLM / Eso-LM ratio, with the machine floors measured in the same run:
-//   floor = max(NFE x weight bytes / streaming read bandwidth, FLOPs / peak FMA), where the
-//   FLOPs count each position through the blocks twice (once masked, once committed; AR
-//   once), the head once per position and causal attention over the whole sequence —
-//   a lower bound, so "of floor" never flatters.
+//   floor = max(bytes / streaming read bandwidth, FLOPs / peak FMA), where the bytes are
+//   the weights once per NFE plus the F32 K/V cache a cached step must read (the slots of
+//   every token revealed before the step, counted from the step events, for Eso-LM (B) and
+//   AR; none for the full forwards of MDLM and Eso-LM (A)), and the FLOPs count each position
+//   through the blocks twice (once masked, once committed; AR once), the head once per
+//   position and causal attention over the whole sequence — a lower bound, so "of floor"
+//   never flatters.
 // Usage: node bench/generate.mjs [--length 1024] [--steps 16,128,1024] [--methods esolm,mdlm,ar,esolm-a] [--alpha0 1]
 //        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--weights f32|bf16|q8] [--batches 1,4,16]
 //        [--kernels auto|avx512,avx2,portable] [--json out.json]
@@ -42,14 +45,18 @@ for (const kernels of kernelsList) {
 
   async function run(method, T, batch) {
     const sampler = new Sampler({ method, steps: method === 'ar' ? undefined : T, ...(method.startsWith('esolm') ? { alpha0 } : {}), topP: 0.9, seed: 1, ...(method === 'ar' ? { bos: 50256 } : {}) });
+    const cached = method === 'esolm' || method === 'ar';
+    let revealed = 0, slotsRead = 0;  // per sequence: K/V slots the cached steps must read
+    const onStep = cached ? (e) => { slotsRead += revealed; revealed += e.perSequence; } : undefined;
     const t0 = performance.now();
-    const r = await model.generate({ sampler, length: L, batch });
+    const r = await model.generate({ sampler, length: L, batch, onStep });
     const ms = performance.now() - t0;
     const passes = method === 'ar' ? 1 : 2;  // see the floor in the header
     const flops = batch * (forwardFlops(cfg, passes * L, L, (L * (L + 1)) / 2));
-    const f = floors ? floorMs(floors, r.nfe * wBytes, flops) : null;
+    const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
+    const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops) : null;
     const row = { kernels: kname, method, L, T: method === 'ar' ? null : T, batch, nfe: r.nfe, ms, tokensPerS: (batch * L / ms) * 1e3,
-      forwardMs: r.timings.forwardMs, sampleMs: r.timings.sampleMs, floorMs: f?.ms ?? null, bound: f?.bound ?? null, fraction: f ? f.ms / ms : null };
+      forwardMs: r.timings.forwardMs, sampleMs: r.timings.sampleMs, kvBytes, floorMs: f?.ms ?? null, bound: f?.bound ?? null, fraction: f ? f.ms / ms : null };
     rows.push(row);
     console.log(`${method.padEnd(5)} T=${String(row.T ?? '-').padEnd(5)} batch ${String(batch).padEnd(3)} NFE ${String(r.nfe).padEnd(5)} ${(ms / 1e3).toFixed(2)} s  ${row.tokensPerS.toFixed(1)} tokens/s` +
       (f ? `  floor ${(f.ms / 1e3).toFixed(2)} s (${f.bound}), ${(row.fraction * 100).toFixed(0)}% of floor` : '') + `  [${loadLine()}]`);

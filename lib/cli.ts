@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import { EsolmError } from './errors.js';
-import { Model, type StepEvent } from './model.js';
+import { Model, readModelFolder, weightsFileFormat, type StepEvent } from './model.js';
 import { Sampler, type NamedOrder, type Prepend, type SamplerMethod } from './sampler.js';
 import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon, packageVersion } from './loader.js';
 import { registerEvalCommand } from './eval-command.js';
@@ -275,6 +275,7 @@ async function infoCommand(o: { model?: string; backend: BackendOpt; json?: bool
     const info = {
       model: model.dir, config: c, backend: model.backend, ...(model.backendReason ? { backendReason: model.backendReason } : {}),
       tokenizer: model.tokenizer?.name ?? null,
+      weights: { file: weightsFileFormat(readModelFolder(model.dir).entries), storage: model.weights },
       parameters: params, weightBytesF32: params * 4,
       kvBytesPerToken: c.n_blocks * 2 * d * (model.backend === 'cuda' ? 2 : 4),
       process: { rssBytes: process.memoryUsage().rss },
@@ -288,6 +289,7 @@ async function infoCommand(o: { model?: string; backend: BackendOpt; json?: bool
     console.log(`arch       ${c.arch}: hidden ${d}, ${c.n_heads} heads, ${c.n_blocks} blocks, vocab ${c.vocab_size} (mask ${c.mask_index}), context ${c.length}`);
     console.log(`tokenizer  ${info.tokenizer ?? '(none: token ids only)'}`);
     if (c.training) console.log(`training   ${describeTraining(c.training)}`);
+    console.log(`weights    file ${info.weights.file}, held as ${info.weights.storage} on ${model.backend}`);
     console.log(`parameters ${(params / 1e6).toFixed(2)} M (after folding the constant adaLN): ${mb(info.weightBytesF32)} as F32`);
     console.log(`KV cache   ${info.kvBytesPerToken} bytes per token per sequence`);
     console.log(`backend    ${model.backend}${model.backendReason ? ` (${model.backendReason})` : ''}`);
@@ -492,7 +494,7 @@ export function buildProgram(): Command {
   program.command('convert')
     .description('convert an official checkpoint (.ckpt, .safetensors or a Hugging Face folder) to a model folder')
     .argument('<input>').argument('<out-dir>')
-    .option('--dtype <t>', 'bf16 | f32 (default: bf16 when every source weight is BF16, else f32)')
+    .option('--dtype <t>', 'bf16 | f32 | q8 (q8: int8 linear matrices with F32 row scales, the rest as the default; default: bf16 when every source weight is BF16, else f32)')
     .option('--no-ema', 'take the raw weights instead of the EMA weights')
     .option('--arch <a>', 'esolm | esolm-a | mdlm | ar (default: inferred; mixed2 diffusion attention = esolm-a)')
     .option('--tokenizer <t>', 'tokenizer to record in config.json (default: gpt2 for vocab 50258)')

@@ -1,6 +1,6 @@
 /** esolm — Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js. */
 export { Model, Cache, readModelFolder } from './model.js';
-export type { LoadOptions, ForwardOptions, StepOptions, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens, SeedGroup } from './model.js';
+export type { LoadOptions, ForwardOptions, StepOptions, WeightStorage, AttentionMode, BackendName, GenerateOptions, GenerateResult, StepEvent, StepPhase, FixedTokens, SeedGroup } from './model.js';
 export { Sampler } from './sampler.js';
 export type { SamplerOptions, SamplerMethod, NamedOrder, Prepend } from './sampler.js';
 export { EsolmError } from './errors.js';

@@ -13,6 +13,7 @@ import { EsolmError, expected, invalidArg, native, nativeSync } from './errors.j
 import { cacheBytes, expectedTensors, IGNORED_TENSORS, parseConfig, type ModelConfig } from './config.js';
 import { parseJson, readRegularFile } from './files.js';
 import { readSafetensorsHeader } from './safetensors.js';
+import { isQ8Matrix, Q8_SCALE_SUFFIX } from './q8.js';
 import { Sampler } from './sampler.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { computeNll, type NllOptions, type NllResult } from './likelihood.js';
@@ -83,6 +84,9 @@ export interface GenerateResult {
 }
 export type AttentionMode = 'bidirectional' | 'causal' | 'mixed2' | 'sequential';
 
+/** How the CPU backend holds the linear matrices (`bf16-exact`: BF16 except the gate-scaled ones). */
+export type WeightStorage = 'f32' | 'bf16' | 'bf16-exact' | 'q8';
+
 export interface LoadOptions {
   /** `cpu`, `cuda`, or `auto` (CUDA when usable, else CPU; see Model.backendReason). Defaults to `auto`. */
   backend?: BackendName | 'auto';
@@ -91,11 +95,13 @@ export interface LoadOptions {
   /**
    * CPU weight storage: `bf16` halves memory and weight traffic (faster cached steps;
    * logits then differ from F32 at the bf16 level), `f32` keeps full precision, `auto`
-   * uses bf16 when the file's matrices are already BF16, except for the matrices the
-   * model rescales at load (so the file runs exactly), and f32 otherwise. `q8` stores
-   * every matrix as int8 with one scale per output row (a quarter of the F32 traffic; its
-   * measured cost is in the README). The CUDA backend always uses bf16.
-   * Defaults to `auto`.
+   * uses q8 when the file has 8-bit (I8) matrices, bf16 when the file's matrices are
+   * already BF16, except for the matrices the model rescales at load (so the file runs
+   * exactly), and f32 otherwise. `q8` stores every linear matrix as int8 with one scale per
+   * output row (a quarter of the F32 traffic; its measured cost is in the README): a q8
+   * file's own int8 values, or an F32/BF16 file quantized at load to exactly what
+   * `esolm convert --dtype q8` would write. `f32`/`bf16` dequantize a q8 file. The CUDA
+   * backend always uses bf16 (a q8 file is dequantized). Defaults to `auto`.
    */
   weights?: 'auto' | 'f32' | 'bf16' | 'q8';
   /**
@@ -214,6 +220,8 @@ export class Model {
   readonly backend: BackendName;
   /** Why `auto` did not pick CUDA (undefined when CUDA was picked or asked for explicitly). */
   readonly backendReason: string | undefined;
+  /** How the linear matrices are held (LoadOptions.weights as resolved; always `bf16` on CUDA). */
+  readonly weights: WeightStorage;
   /** @internal */ native_: NativeModel | null;
   /** @internal */ readonly addon_: NativeAddon;
   /** @internal */ readonly caches_ = new Set<Cache>();
@@ -222,11 +230,12 @@ export class Model {
   /** @internal */ readonly cancels_ = new Set<() => void>();
 
   private constructor(dir: string, config: ModelConfig, backend: BackendName, reason: string | undefined,
-    nm: NativeModel, addon: NativeAddon) {
+    weights: WeightStorage, nm: NativeModel, addon: NativeAddon) {
     this.dir = dir;
     this.config = Object.freeze({ ...config });
     this.backend = backend;
     this.backendReason = reason;
+    this.weights = backend === 'cuda' ? 'bf16' : weights;
     this.native_ = nm;
     this.addon_ = addon;
   }
@@ -250,10 +259,10 @@ export class Model {
     if (math === 'bf16' && weightsOpt !== 'auto' && weightsOpt !== 'bf16') throw invalidArg(`math "bf16" multiplies BF16 weights: use weights "bf16" or "auto", not "${weightsOpt}"`);
     const { config, entries } = readModelFolder(dir);
     const tokenizer = await loadTokenizer(config, dir);
-    const matrices = entries.filter((e) => e.shape.length === 2);
-    // auto + BF16 file: BF16 storage except the gate-scaled matrices, so the file runs exactly.
-    // BF16 math: every matrix BF16 (both operands of vdpbf16ps are).
-    const weights = math === 'bf16' ? 'bf16' : weightsOpt !== 'auto' ? weightsOpt : matrices.every((e) => e.dtype === 'BF16') ? 'bf16-exact' : 'f32';
+    // auto: q8 for a file with I8 matrices, else as autoWeights says (BF16 storage except the
+    // gate-scaled matrices for a BF16 file, so the file runs exactly). BF16 math: every
+    // matrix BF16 (both operands of vdpbf16ps are).
+    const weights = math === 'bf16' ? 'bf16' : weightsOpt !== 'auto' ? weightsOpt : autoWeights(entries);
     checkMemory('loading this model', loadBytes(entries, weights === 'f32' ? 4 : 2));
 
     let backend: BackendName = 'cpu';
@@ -282,7 +291,7 @@ export class Model {
     // esolm-a is the esolm network (it differs in training attention and sampler only).
     const netArch = config.arch === 'esolm-a' ? 'esolm' : config.arch;
     const nm = await native(addon.loadModel({ ...config, arch: netArch, cond_dim: config.cond_dim ?? 0 }, entries, backend, threads, weights, math));
-    const model = new Model(path.resolve(dir), config, backend, reason, nm, addon);
+    const model = new Model(path.resolve(dir), config, backend, reason, weights, nm, addon);
     model.tokenizer_ = tokenizer;
     return model;
   }
@@ -779,6 +788,28 @@ function loadBytes(entries: TensorEntry[], storage: 2 | 4): number {
   return numel * (4 + storage);
 }
 
+/**
+ * `weights: 'auto'`: q8 when the file has 8-bit matrices (they then run with their own int8
+ * values); for a BF16 file BF16 storage except the gate-scaled matrices, so the file runs
+ * exactly; else f32.
+ */
+function autoWeights(entries: TensorEntry[]): WeightStorage {
+  if (entries.some((e) => e.dtype === 'I8')) return 'q8';
+  return entries.filter((e) => e.shape.length === 2).every((e) => e.dtype === 'BF16') ? 'bf16-exact' : 'f32';
+}
+
+/**
+ * What a model folder's weights are stored as: `q8` when any matrix is I8 (with F32 row
+ * scales; the other tensors are described after it, e.g. `q8 + BF16`), else the dtype of
+ * every tensor (`F32`, `BF16`, `F16`), or the dtypes joined by `/` when they differ.
+ */
+export function weightsFileFormat(entries: TensorEntry[]): string {
+  const q8 = entries.some((e) => e.dtype === 'I8');
+  const rest = new Set(entries.filter((e) => e.dtype !== 'I8' && !(q8 && e.name.endsWith(Q8_SCALE_SUFFIX))).map((e) => e.dtype));
+  const floats = [...rest].sort().join('/');
+  return q8 ? `q8${floats ? ` + ${floats}` : ''}` : floats;
+}
+
 /** Refuses a logits result over 2^31 floats (8 GiB) before the call is made. */
 function checkLogits(rows: number, vocab: number): void {
   const count = rows * vocab;
@@ -812,12 +843,19 @@ export function readModelFolder(dir: string): { config: ModelConfig; entries: Te
   const want = expectedTensors(config);
   const entries: TensorEntry[] = [];
   const seen = new Set<string>();
+  const scales = new Map<string, TensorEntry>();  // 8-bit matrix name -> its scale entry
   for (const f of files) {
     for (const e of readSafetensorsHeader(path.join(dir, f))) {
       const name = e.name.startsWith('backbone.') ? e.name.slice('backbone.'.length) : e.name;
       if (IGNORED_TENSORS.has(name)) continue;
       if (seen.has(name)) throw new EsolmError('ERR_BAD_WEIGHTS', `tensor '${name}' appears more than once`);
       seen.add(name);
+      const base = name.endsWith(Q8_SCALE_SUFFIX) ? name.slice(0, -Q8_SCALE_SUFFIX.length) : '';
+      if (base && isQ8Matrix(base) && want.has(base)) {  // checked against its matrix below
+        scales.set(base, { ...e, name });
+        entries.push({ ...e, name });
+        continue;
+      }
       const shape = want.get(name);
       if (!shape) throw new EsolmError('ERR_BAD_WEIGHTS', `unexpected tensor '${e.name}' in ${f} (not part of a ${config.arch} model)`);
       const ok = shape.length === e.shape.length && shape.every((s, i) => (s < 0 ? e.shape[i] > 0 : s === e.shape[i]));
@@ -825,11 +863,28 @@ export function readModelFolder(dir: string): { config: ModelConfig; entries: Te
         throw new EsolmError('ERR_BAD_WEIGHTS',
           `tensor '${e.name}' has shape [${e.shape.join(', ')}], expected [${shape.map((s) => (s < 0 ? '*' : s)).join(', ')}] for this config`);
       }
+      if (e.dtype === 'I8' && !isQ8Matrix(name)) {
+        throw new EsolmError('ERR_BAD_WEIGHTS', `tensor '${e.name}' is I8, but only the linear matrices (attn_qkv, attn_out, mlp.0, mlp.2 and output_layer.linear weights) may be 8-bit`);
+      }
       entries.push({ ...e, name });
     }
   }
   for (const name of want.keys()) {
     if (!seen.has(name)) throw new EsolmError('ERR_BAD_WEIGHTS', `missing tensor '${name}'`);
+  }
+  // 8-bit matrices: `<name>` I8 [rows, cols] with `<name>_scale` F32 [rows] (lib/q8.ts).
+  for (const e of entries) {
+    if (e.dtype !== 'I8') continue;
+    const s = scales.get(e.name);
+    if (!s) throw new EsolmError('ERR_BAD_WEIGHTS', `tensor '${e.name}' is I8 but its scale tensor '${e.name}${Q8_SCALE_SUFFIX}' is missing`);
+    if (s.dtype !== 'F32' || s.shape.length !== 1 || s.shape[0] !== e.shape[0]) {
+      throw new EsolmError('ERR_BAD_WEIGHTS',
+        `scale tensor '${s.name}' is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${e.shape[0]}] (one scale per row of '${e.name}')`);
+    }
+    scales.delete(e.name);
+  }
+  for (const s of scales.values()) {
+    throw new EsolmError('ERR_BAD_WEIGHTS', `tensor '${s.name}' is a scale, but '${s.name.slice(0, -Q8_SCALE_SUFFIX.length)}' is not stored as I8`);
   }
   return { config, entries };
 }

@@ -85,7 +85,8 @@ export interface NativeGenerateResult {
 export interface TensorEntry {
   name: string;
   file: string;
-  dtype: 'F32' | 'BF16' | 'F16';
+  /** I8: an 8-bit matrix, with its F32 `<name>_scale` entry (lib/q8.ts). */
+  dtype: 'F32' | 'BF16' | 'F16' | 'I8';
   shape: number[];
   offset: number;
   nbytes: number;

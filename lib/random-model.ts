@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { expectedTensors, type ModelConfig } from './config.js';
+import { isQ8Matrix, Q8_METADATA, Q8_SCALE_SUFFIX, quantizeQ8 } from './q8.js';
 
 /** The Eso-LM "small" configuration (MODEL-REFERENCE.md §1.1). */
 export const SMALL_CONFIG: ModelConfig = {
@@ -43,20 +44,36 @@ function stdFor(name: string, shape: number[]): { std: number; mean: number } {
   return { std: Math.max(0.02, 1 / Math.sqrt(fanIn)), mean: 0 };
 }
 
-/** Writes config.json and model.safetensors (F32 or BF16) into `dir`. */
-export function writeRandomModel(dir: string, config: ModelConfig, opts: { seed?: number; dtype?: 'F32' | 'BF16' } = {}): void {
+/**
+ * Writes config.json and model.safetensors into `dir`: every tensor F32 or BF16, or with
+ * `Q8` the linear matrices 8-bit (I8 `<name>` + F32 `<name>_scale`, lib/q8.ts) and the rest
+ * F32. The values drawn depend on the seed only, so the Q8 folder is the F32 folder of the
+ * same seed quantized (what `esolm convert --dtype q8` makes of it).
+ */
+export function writeRandomModel(dir: string, config: ModelConfig, opts: { seed?: number; dtype?: 'F32' | 'BF16' | 'Q8' } = {}): void {
   const dtype = opts.dtype ?? 'F32';
   const normal = makeNormal(opts.seed ?? 1);
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
   const shapes = [...expectedTensors(config)].map(([name, s]) => [name, s.map((d) => (d < 0 ? 256 : d))] as const);
-  const esize = dtype === 'F32' ? 4 : 2;
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', generator: 'esolm random-model' } };
+  const quantized = (name: string): boolean => dtype === 'Q8' && isQ8Matrix(name);
+  const esize = dtype === 'BF16' ? 2 : 4;
+  const header: Record<string, unknown> = {
+    __metadata__: { format: 'pt', generator: 'esolm random-model', ...(dtype === 'Q8' ? { quantization: Q8_METADATA } : {}) },
+  };
   let offset = 0;
-  for (const [name, shape] of shapes) {
-    const bytes = shape.reduce((a, b) => a * b, 1) * esize;
-    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
+  const put = (name: string, dt: string, shape: readonly number[], bytes: number): void => {
+    header[name] = { dtype: dt, shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
+  };
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (quantized(name)) {
+      put(name + Q8_SCALE_SUFFIX, 'F32', [shape[0]], shape[0] * 4);  // each scale right before its matrix
+      put(name, 'I8', shape, n);
+    } else {
+      put(name, dtype === 'BF16' ? 'BF16' : 'F32', shape, n * esize);
+    }
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (json.length % 8)) % 8);
@@ -71,7 +88,11 @@ export function writeRandomModel(dir: string, config: ModelConfig, opts: { seed?
       const { std, mean } = stdFor(name, shape);
       const f32 = new Float32Array(n);
       for (let i = 0; i < n; i++) f32[i] = mean + std * normal();
-      if (dtype === 'F32') {
+      if (quantized(name)) {
+        const { q, scale } = quantizeQ8(f32, shape[0], shape[1]);
+        writeSync(fd, new Uint8Array(scale.buffer));
+        writeSync(fd, new Uint8Array(q.buffer));
+      } else if (dtype !== 'BF16') {
         writeSync(fd, new Uint8Array(f32.buffer));
       } else {
         const u32 = new Uint32Array(f32.buffer), out = new Uint16Array(n);

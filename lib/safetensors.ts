@@ -5,14 +5,17 @@
  * Every tensor's data_offsets are relative to the data region; the tensors must tile it
  * exactly (no gaps, no overlaps), as the format requires. A name may appear only once
  * (JSON.parse would silently keep the last), and only regular files are opened.
+ * I8 holds 8-bit matrices (lib/q8.ts); `__metadata__.quantization`, when present, must name
+ * that format.
  */
 import { readSync, closeSync } from 'node:fs';
 import { EsolmError } from './errors.js';
 import { openRegular, parseJson, topLevelKeys } from './files.js';
 import type { TensorEntry } from './native.js';
+import { Q8_METADATA } from './q8.js';
 
-export type DType = 'F32' | 'BF16' | 'F16';
-const DTYPE_SIZE: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
+export type DType = 'F32' | 'BF16' | 'F16' | 'I8';
+const DTYPE_SIZE: Record<DType, number> = { F32: 4, BF16: 2, F16: 2, I8: 1 };
 const MAX_HEADER = 100 * 1024 * 1024;
 
 function bad(file: string, msg: string): EsolmError {
@@ -44,11 +47,17 @@ export function readSafetensorsHeader(file: string): TensorEntry[] {
     const dataSize = size - dataStart;
     const entries: TensorEntry[] = [];
     for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
-      if (name === '__metadata__') continue;
+      if (name === '__metadata__') {
+        const q = (raw as Record<string, unknown> | null)?.quantization;
+        if (q !== undefined && q !== Q8_METADATA) {
+          throw bad(file, `__metadata__ names quantization ${JSON.stringify(q)}; only "${Q8_METADATA}" (I8 matrices with F32 row scales) is supported`);
+        }
+        continue;
+      }
       const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof t !== 'object' || t === null) throw bad(file, `tensor '${name}' has a malformed entry`);
-      if (t.dtype !== 'F32' && t.dtype !== 'BF16' && t.dtype !== 'F16') {
-        throw bad(file, `tensor '${name}' has unsupported dtype ${JSON.stringify(t.dtype)} (F32, BF16 and F16 are supported)`);
+      if (t.dtype !== 'F32' && t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'I8') {
+        throw bad(file, `tensor '${name}' has unsupported dtype ${JSON.stringify(t.dtype)} (F32, BF16, F16 and I8 are supported)`);
       }
       if (!Array.isArray(t.shape) || !t.shape.every((s) => Number.isInteger(s) && s >= 0)) {
         throw bad(file, `tensor '${name}' has an invalid shape ${JSON.stringify(t.shape)}`);

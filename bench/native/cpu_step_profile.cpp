@@ -17,9 +17,11 @@
 #include <vector>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "../../test/native/tiny_model.h"
 #include "cpu/floors.h"
+#include "cpu/kernels.h"
 #include "engine/generate.h"
 
 namespace esolm {
@@ -141,6 +143,15 @@ double best_ms(int reps, F&& fn) {
   return best;
 }
 
+// Streaming read of n floats on `threads` threads, each its own contiguous slice.
+void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads, float* sums) {
+  std::vector<std::thread> ts;
+  for (int t = 1; t < threads; ++t)
+    ts.emplace_back([&, t] { sums[t] = kn.read_sum(p + n * t / threads, n * (t + 1) / threads - n * t / threads); });
+  sums[0] = kn.read_sum(p, n / threads);
+  for (auto& t : ts) t.join();
+}
+
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
 // call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
 int micro(const std::string& weights, int threads, const CpuFloors& floors) {
@@ -156,6 +167,37 @@ int micro(const std::string& weights, int threads, const CpuFloors& floors) {
     be->alloc(t, dt, r, c);
     be->upload_f32(t, h.data(), r * c);
   };
+  // Paired with a streaming read of as many bytes right before it, so that both see the
+  // same load on a shared machine: the median ratio says how close the matvec streams.
+  {
+    Tensor W, x, y, bias;
+    fill(W, weights == "bf16" ? DType::bf16 : DType::f32, 50258, 768);
+    be->prepare_weight(W);
+    fill(x, DType::f32, 4, 768);
+    be->alloc(y, DType::f32, 4, 50258);
+    const int64_t n = int64_t(double(50258) * 768 * eb / 4);
+    std::vector<float> buf(size_t(n), 1.0f);
+    const CpuKernels& kn = cpu_kernels();
+    for (int rows : {1, 2, 3, 4}) {
+      Tensor xv = x, yv = y;
+      xv.rows = yv.rows = rows;
+      std::vector<double> ratios;
+      for (int rep = 0; rep < 9; ++rep) {
+        volatile float sink = 0;
+        const double t_read = best_ms(1, [&] {
+          std::vector<float> part(size_t(floors.threads), 0.0f);
+          parallel_read(kn, buf.data(), n, int(part.size()), part.data());
+          sink = part[0];
+        });
+        (void)sink;
+        const double t_lin = best_ms(1, [&] { be->linear(xv, W, bias, yv, Epilogue::store); });
+        ratios.push_back(t_lin / t_read);
+      }
+      std::sort(ratios.begin(), ratios.end());
+      std::printf("head %d rows: matvec time / streaming read of its bytes, median of 9 pairs: %.2f\n", rows, ratios[4]);
+    }
+    for (Tensor* t : {&W, &x, &y}) be->release(*t);
+  }
   const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
   std::printf("%-28s %5s %9s %8s %8s\n", "linear", "rows", "ms", "GB/s", "of read");
   for (const auto& sh : shapes) {

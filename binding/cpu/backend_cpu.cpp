@@ -2,10 +2,11 @@
 // cores, SIMD inner loops from kernels.h (the widest set the CPU has).
 // Linear weights are packed into 16-column panels by prepare_weight(); a weight that
 // was not prepared is packed on the fly (slow, but correct). With 8-bit weights
-// (create_cpu_backend(..., q8)) prepare_weight also quantizes: per output row,
-// scale = max |w| / 127 and q = round(w / scale). With BF16 math (create_cpu_backend(...,
-// bf16_math), kernels.h) every matrix is BF16 and linear() rounds its activations to BF16
-// for the vdpbf16ps kernel (linear_bf16_math).
+// (create_cpu_backend(..., q8)) prepare_weight also quantizes by the rule of engine/q8.h
+// (per output row, scale = max |w| / 127 and q = round(w / scale)), and upload_q8 packs
+// matrices that are already 8-bit (a q8 file, or quantized by the engine on the host).
+// With BF16 math (create_cpu_backend(..., bf16_math), kernels.h) every matrix is BF16 and
+// linear() rounds its activations to BF16 for the vdpbf16ps kernel (linear_bf16_math).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -21,6 +22,7 @@
 #include "cpu/ops_reference.h"
 #include "cpu/thread_pool.h"
 #include "engine/backend.h"
+#include "engine/q8.h"
 
 namespace esolm {
 namespace {
@@ -159,6 +161,21 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
 
+  bool takes_q8() const override { return q8_; }
+  Status upload_q8(Tensor& W, int64_t rows, int64_t cols, const int8_t* q, const float* scales) override {
+    if (!q8_ || rows < 0 || cols < 0) return Status::error(Code::internal, "upload_q8: not an 8-bit backend, or a bad shape");
+    void* packed = pack_q8_rows(rows, cols, q, scales);
+    if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
+    W = Tensor{};
+    W.dtype = DType::f32;  // as prepare_weight leaves a quantized weight: PackedInfo says q8
+    W.rows = rows;
+    W.cols = cols;
+    W.data = packed;
+    std::lock_guard<std::mutex> lk(packed_mutex_);
+    packed_[W.data] = PackedInfo{rows, cols, true};
+    return Status::ok();
+  }
+
   Status embed(const Tensor& table, const Tensor& tokens, Tensor& x) override {
     const int64_t d = table.cols;
     if (x.cols != d || x.rows < tokens.rows) return Status::error(Code::internal, "embed: shape");
@@ -289,8 +306,12 @@ class CpuBackend : public Backend {
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     const int d = p.n_heads * p.head_dim;
-    // One task per (sequence, head): K and V are packed once and reused by every row.
-    const int64_t tasks = int64_t(p.batch) * p.n_heads;
+    // One task per (sequence, head): K and V are packed once and reused by every row. A
+    // few rows (a cached step) take a group of heads per task instead, about two tasks
+    // per thread: their K and V rows then lie side by side (see kernels_avx512.cpp).
+    const int group = p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / (2 * pool_.size()))) : 1;
+    const int groups = (p.n_heads + group - 1) / group;
+    const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
     const float* qp = static_cast<const float*>(q.data);
     const float* kp = static_cast<const float*>(k_cache.data);
@@ -300,9 +321,10 @@ class CpuBackend : public Backend {
     pool_.parallel_for(tasks, [&](int64_t t) {
       thread_local std::vector<float> buf;
       if (buf.size() < scratch_floats) buf.resize(scratch_floats);
-      const int h = int(t % p.n_heads);
-      const int b = int(t / p.n_heads);
+      const int h = int(t % groups) * group;
+      const int b = int(t / groups);
       AttnRowsArgs a;
+      a.heads = std::min(group, p.n_heads - h);
       a.q = qp + (int64_t(b) * p.n_q) * d + h * p.head_dim;
       a.q_stride = d;
       a.k = kp + int64_t(b) * p.capacity * d + h * p.head_dim;
@@ -544,16 +566,26 @@ class CpuBackend : public Backend {
     pool_.parallel_for(n_panels, [&](int64_t p) {
       int8_t* dst = q + p * kPanel * k;
       for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
-        const float* src = w + (p * kPanel + j) * k;
-        float amax = 0.0f;
-        for (int64_t kk = 0; kk < k; ++kk) amax = std::max(amax, std::fabs(src[kk]));
-        const float s = amax / 127.0f;
-        sc[p * kPanel + j] = s;
-        if (s == 0.0f) continue;  // an all-zero row stays zero
-        for (int64_t kk = 0; kk < k; ++kk)
-          dst[kk * kPanel + j] = int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(src[kk] / s))));
+        sc[p * kPanel + j] = q8_quantize_row(w + (p * kPanel + j) * k, k, dst + j, kPanel);
       }
     });
+    return out;
+  }
+  // int8 rows q [n, k] and n scales -> Q8 panels and scales (layout: q8_scales_offset).
+  void* pack_q8_rows(int64_t n, int64_t k, const int8_t* q, const float* scales) {
+    const int64_t n_panels = (n + kPanel - 1) / kPanel;
+    const size_t off = q8_scales_offset(n, k);
+    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    if (!out) return nullptr;
+    int8_t* dst = reinterpret_cast<int8_t*>(out);
+    pool_.parallel_for(n_panels, [&](int64_t p) {
+      int8_t* panel = dst + p * kPanel * k;
+      for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
+        const int8_t* src = q + (p * kPanel + j) * k;
+        for (int64_t kk = 0; kk < k; ++kk) panel[kk * kPanel + j] = src[kk];
+      }
+    });
+    std::memcpy(out + off, scales, size_t(n) * sizeof(float));
     return out;
   }
   void* pack(const Tensor& W) {

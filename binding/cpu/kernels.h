@@ -46,7 +46,11 @@ struct GemmPanelArgs {
   int64_t panel_stride = 0;
 };
 
-// One (sequence, head) attention over a range of query rows.
+// Most heads one attention call takes (AttnRowsArgs::heads).
+constexpr int kAttnMaxGroupHeads = 8;
+
+// Attention of one sequence over a range of query rows, for `heads` consecutive heads
+// (head h's q, k, v and out columns start h * head_dim after those given).
 struct AttnRowsArgs {
   const float* q;      // query row r at q + r * q_stride (head offset applied)
   int64_t q_stride;
@@ -63,6 +67,7 @@ struct AttnRowsArgs {
   const int32_t* clean;  // mixed2: clean flag per slot of this sequence
   float scale;
   float* scratch;      // CpuKernels::attn_scratch_floats(n_kv, head_dim) floats
+  int heads = 1;       // 1 ..= kAttnMaxGroupHeads
 };
 
 struct CpuKernels {

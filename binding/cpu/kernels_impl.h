@@ -13,6 +13,7 @@
 using esolm::GemmPanelArgs;
 using esolm::AttnRowsArgs;
 using esolm::EpilogueKind;
+using esolm::kAttnMaxGroupHeads;
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -299,6 +300,18 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
 // block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
 // then O = P·V with V packed as 16-column panels — the same micro-kernel as linear().
 static void attn_rows_impl(const AttnRowsArgs& a) {
+  if (a.heads > 1) {  // one head at a time
+    for (int h = 0; h < a.heads; ++h) {
+      AttnRowsArgs one = a;
+      one.heads = 1;
+      one.q += h * a.head_dim;
+      one.k += h * a.head_dim;
+      one.v += h * a.head_dim;
+      one.out += h * a.head_dim;
+      attn_rows_impl(one);
+    }
+    return;
+  }
   if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   const int hd = a.head_dim;
   int max_end = 0;

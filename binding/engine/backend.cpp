@@ -29,6 +29,7 @@ Status unsupported(const Backend& be, const char* op) {
 }
 }  // namespace
 
+Status Backend::upload_q8(Tensor&, int64_t, int64_t, const int8_t*, const float*) { return unsupported(*this, "upload_q8"); }
 Status Backend::loop_begin_step(LoopTensors&, int, int, int, int) { return unsupported(*this, "loop_begin_step"); }
 Status Backend::rope_qkv_store_loop(const Tensor&, const Tensor&, int, int, int, int, const Tensor&, Tensor&,
                                     Tensor&, Tensor&) {

@@ -133,6 +133,13 @@ class Backend {
   // (optional) Called once for each linear weight W [n, k] after upload; a backend may
   // re-layout it (the CPU backend packs panels). Defaults to nothing.
   virtual Status prepare_weight(Tensor& W) { (void)W; return Status::ok(); }
+  // (optional) True when the backend keeps linear weights 8-bit (engine/q8.h). The model
+  // then hands every linear matrix over through upload_q8 (quantizing F32 ones on the host
+  // first), instead of alloc + upload_f32 + prepare_weight.
+  virtual bool takes_q8() const { return false; }
+  // (optional, with takes_q8) A linear weight W [rows, cols] from int8 values q (row-major)
+  // and one scale per row: W[r, c] = q[r * cols + c] * scales[r]. Allocates W.
+  virtual Status upload_q8(Tensor& W, int64_t rows, int64_t cols, const int8_t* q, const float* scales);
 
   // ---- ops ------------------------------------------------------------------
   // x[r] = table[tokens[r]]        table [V, d] (weight dtype), tokens I32 [rows, 1], x F32 [rows, d]

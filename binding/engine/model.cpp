@@ -76,6 +76,9 @@ Status Model::create(const ModelConfig& cfg, HostWeights&& weights, Backend* bac
   if (!backend) return Status::error(Code::internal, "no backend");
   // Validate names, shapes and values before touching the backend, then fold.
   ESOLM_TRY(check_weights(cfg, weights));
+  // 8-bit matrices are quantized before folding, so the gates rescale row scales only and
+  // a q8 file runs with its own int8 values (weights.h set_q8_storage).
+  set_q8_storage(weights, backend->takes_q8());
   fold_adaln(cfg, weights);
   std::unique_ptr<Model> m(new Model());
   m->cfg_ = cfg;
@@ -108,6 +111,12 @@ Status Model::upload_weights(HostWeights& w) {
   auto upload = [&](Tensor& t, DType dt, int64_t rows, int64_t cols, const std::string& name,
                     bool is_linear) -> Status {
     HostTensor& h = w.at(name);
+    if (h.is_q8()) {  // only linear matrices, and only when be.takes_q8() (set_q8_storage)
+      ESOLM_TRY(be.upload_q8(t, rows, cols, h.q8.data(), h.q8_scale.data()));
+      h.q8 = {};
+      h.q8_scale = {};
+      return Status::ok();
+    }
     ESOLM_TRY(be.alloc(t, dt, rows, cols));
     ESOLM_TRY(be.upload_f32(t, h.data.data(), rows * cols));
     if (is_linear) ESOLM_TRY(be.prepare_weight(t));

@@ -7,6 +7,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <regex>
+
+#include "q8.h"
 
 namespace esolm {
 namespace {
@@ -64,7 +67,9 @@ Status shape_error(const std::string& name, const std::vector<int64_t>& want, co
   return Status::error(Code::bad_weights, "tensor '" + name + "' has shape " + fmt(got) + ", expected " + fmt(want));
 }
 
-int64_t dtype_size(const std::string& d) { return d == "F32" ? 4 : (d == "BF16" || d == "F16") ? 2 : 0; }
+int64_t dtype_size(const std::string& d) {
+  return d == "F32" ? 4 : (d == "BF16" || d == "F16") ? 2 : d == "I8" ? 1 : 0;
+}
 
 Status read_tensor(const TensorEntry& e, HostTensor& out) {
   const int64_t esize = dtype_size(e.dtype);
@@ -95,6 +100,11 @@ Status read_tensor(const TensorEntry& e, HostTensor& out) {
   ::close(fd);
   if (done != e.nbytes) return Status::error(Code::bad_weights, "tensor '" + e.name + "' data is truncated in " + e.file);
   out.shape = e.shape;
+  if (e.dtype == "I8") {  // an 8-bit matrix: read_weights attaches its scales
+    out.q8.resize(size_t(numel));
+    std::memcpy(out.q8.data(), raw.data(), raw.size());
+    return Status::ok();
+  }
   out.data.resize(size_t(numel));
   if (esize == 4) {
     std::memcpy(out.data.data(), raw.data(), raw.size());
@@ -106,6 +116,41 @@ Status read_tensor(const TensorEntry& e, HostTensor& out) {
       std::memcpy(&h, p + 2 * i, 2);
       out.data[size_t(i)] = bf16 ? bf16_to_f32(h) : f16_to_f32(h);
     }
+  }
+  return Status::ok();
+}
+
+// Moves each I8 tensor's `<name>_scale` into it (see read_weights).
+Status attach_q8_scales(const std::map<std::string, std::string>& dtypes, HostWeights& w) {
+  const std::string suffix = kQ8ScaleSuffix;
+  for (auto& kv : w) {
+    if (!kv.second.is_q8()) continue;
+    const std::string& name = kv.first;
+    HostTensor& t = kv.second;
+    const std::string scale_name = name + suffix;
+    if (t.shape.size() != 2)
+      return Status::error(Code::bad_weights, "tensor '" + name + "' is I8 but not a matrix (only linear matrices may be 8-bit)");
+    auto it = w.find(scale_name);
+    if (it == w.end())
+      return Status::error(Code::bad_weights, "tensor '" + name + "' is I8 but its scale tensor '" + scale_name + "' is missing");
+    if (dtypes.at(scale_name) != "F32" || it->second.shape != std::vector<int64_t>{t.shape[0]})
+      return Status::error(Code::bad_weights, "scale tensor '" + scale_name + "' must be F32 of shape [" +
+                                                  std::to_string(t.shape[0]) + "] (one scale per row of '" + name + "')");
+    for (float s : it->second.data)
+      if (!std::isfinite(s) || s < 0.0f)
+        return Status::error(Code::bad_weights, "scale tensor '" + scale_name + "' holds a negative, NaN or Inf value");
+    for (int8_t q : t.q8)
+      if (q < -kQ8Max)
+        return Status::error(Code::bad_weights, "tensor '" + name + "' holds the int8 value -128 (8-bit weights are in [-127, 127])");
+    t.q8_scale = std::move(it->second.data);
+    w.erase(it);
+  }
+  for (const auto& kv : w) {  // a scale left over has no I8 tensor
+    const std::string& n = kv.first;
+    if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        w.count(n.substr(0, n.size() - suffix.size())))
+      return Status::error(Code::bad_weights, "tensor '" + n + "' is a scale, but '" + n.substr(0, n.size() - suffix.size()) +
+                                                  "' is not stored as I8");
   }
   return Status::ok();
 }
@@ -124,11 +169,18 @@ Status host_bytes(const std::vector<TensorEntry>& entries, int64_t& bytes) {
 }
 
 Status read_weights(const std::vector<TensorEntry>& entries, HostWeights& out) {
+  std::map<std::string, std::string> dtypes;
   for (const auto& e : entries) {
     if (out.count(e.name)) return Status::error(Code::bad_weights, "tensor '" + e.name + "' appears twice");
+    dtypes[e.name] = e.dtype;
     ESOLM_TRY(read_tensor(e, out[e.name]));
   }
-  return Status::ok();
+  return attach_q8_scales(dtypes, out);
+}
+
+bool q8_matrix(const std::string& name) {
+  static const std::regex re(R"(blocks\.[0-9]+\.(attn_qkv|attn_out|mlp\.0|mlp\.2)\.weight|output_layer\.linear\.weight)");
+  return std::regex_match(name, re);
 }
 
 std::map<std::string, std::vector<int64_t>> expected_shapes(const ModelConfig& c) {
@@ -175,9 +227,14 @@ Status check_weights(const ModelConfig& cfg, const HostWeights& weights) {
     if (!ok) return shape_error(kv.first, kv.second, got);
     int64_t numel = 1;
     for (auto s : got) numel *= s;
-    if (int64_t(it->second.data.size()) != numel)
+    const HostTensor& t = it->second;
+    if (t.is_q8() && !q8_matrix(kv.first))
+      return Status::error(Code::bad_weights, "tensor '" + kv.first + "' is I8, but only the linear matrices (attn_qkv, attn_out, "
+                                              "mlp.0, mlp.2 and output_layer.linear weights) may be 8-bit");
+    if (t.is_q8() ? int64_t(t.q8.size()) != numel || int64_t(t.q8_scale.size()) != got[0] || !t.data.empty()
+                  : int64_t(t.data.size()) != numel)
       return Status::error(Code::bad_weights, "tensor '" + kv.first + "' has the wrong element count");
-    for (float v : it->second.data)
+    for (float v : t.is_q8() ? t.q8_scale : t.data)
       if (!std::isfinite(v)) return Status::error(Code::bad_weights, "tensor '" + kv.first + "' contains NaN or Inf");
   }
   for (const auto& kv : weights)
@@ -186,8 +243,30 @@ Status check_weights(const ModelConfig& cfg, const HostWeights& weights) {
   return Status::ok();
 }
 
+void set_q8_storage(HostWeights& w, bool q8) {
+  for (auto& kv : w) {
+    HostTensor& t = kv.second;
+    if (t.shape.size() != 2 || !q8_matrix(kv.first)) continue;
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    if (q8 && !t.is_q8()) {
+      t.q8.resize(size_t(rows * cols));
+      t.q8_scale.resize(size_t(rows));
+      for (int64_t r = 0; r < rows; ++r)
+        t.q8_scale[size_t(r)] = q8_quantize_row(t.data.data() + r * cols, cols, t.q8.data() + r * cols, 1);
+      t.data = {};
+    } else if (!q8 && t.is_q8()) {
+      t.data.resize(size_t(rows * cols));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          t.data[size_t(r * cols + c)] = float(t.q8[size_t(r * cols + c)]) * t.q8_scale[size_t(r)];
+      t.q8 = {};
+      t.q8_scale = {};
+    }
+  }
+}
+
 void fold_adaln(const ModelConfig& cfg, HostWeights& w) {
-  const int64_t d = cfg.hidden_size, cd = cfg.cond_dim, f = cfg.mlp_hidden();
+  const int64_t d = cfg.hidden_size, cd = cfg.cond_dim;
   auto take = [&](const std::string& name) -> HostTensor& { return w.at(name); };
 
   // Constant conditioning c (sigma = 0): e = [cos 0]*half ++ [sin 0]*half.
@@ -238,6 +317,21 @@ void fold_adaln(const ModelConfig& cfg, HostWeights& w) {
     }
     w[norm + ".bias"] = std::move(nb);
   };
+  // Row r of a gated projection W [d, cols] times gate mod[gate * d + r]. An 8-bit matrix
+  // keeps its int8 values: the row scale takes |gate| and a negative gate negates the row.
+  auto scale_rows = [&](HostTensor& W, const std::vector<double>& mod, int gate) {
+    const int64_t cols = W.shape[1];
+    for (int64_t r = 0; r < d; ++r) {
+      const double g = mod[gate * d + r];
+      if (W.is_q8()) {
+        W.q8_scale[size_t(r)] = float(double(W.q8_scale[size_t(r)]) * std::fabs(g));
+        if (g < 0)
+          for (int64_t k = 0; k < cols; ++k) W.q8[size_t(r * cols + k)] = int8_t(-W.q8[size_t(r * cols + k)]);
+      } else {
+        for (int64_t k = 0; k < cols; ++k) W.data[size_t(r * cols + k)] = float(double(W.data[size_t(r * cols + k)]) * g);
+      }
+    }
+  };
 
   for (int i = 0; i < cfg.n_blocks; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
@@ -246,18 +340,10 @@ void fold_adaln(const ModelConfig& cfg, HostWeights& w) {
     fold_norm(p + "norm1", mod, 0, 1);
     fold_norm(p + "norm2", mod, 3, 4);
     if (mod.empty()) continue;
-    HostTensor& wo = take(p + "attn_out.weight");
-    for (int64_t r = 0; r < d; ++r) {
-      const double g = mod[2 * d + r];
-      for (int64_t k = 0; k < d; ++k) wo.data[size_t(r * d + k)] = float(double(wo.data[size_t(r * d + k)]) * g);
-    }
-    HostTensor& w2 = take(p + "mlp.2.weight");
+    scale_rows(take(p + "attn_out.weight"), mod, 2);
+    scale_rows(take(p + "mlp.2.weight"), mod, 5);
     HostTensor& b2 = take(p + "mlp.2.bias");
-    for (int64_t r = 0; r < d; ++r) {
-      const double g = mod[5 * d + r];
-      for (int64_t k = 0; k < f; ++k) w2.data[size_t(r * f + k)] = float(double(w2.data[size_t(r * f + k)]) * g);
-      b2.data[r] = float(double(b2.data[r]) * g);
-    }
+    for (int64_t r = 0; r < d; ++r) b2.data[r] = float(double(b2.data[r]) * mod[5 * d + r]);
     w.erase(p + "adaLN_modulation.weight");
     w.erase(p + "adaLN_modulation.bias");
   }

@@ -22,7 +22,9 @@
  *   vocab_size − 1 (50257 for GPT-2's 50258) for esolm/mdlm; for ar the same when vocab is
  *   50258, else −1.
  * - dtype: option (a warning says what it changes); default bf16 when every source weight is
- *   BF16, else f32.
+ *   BF16, else f32 (q8 for an esolm q8 folder). q8 writes the linear matrices (lib/q8.ts
+ *   isQ8Matrix) as I8 `<name>` + F32 `<name>_scale` [rows] by the engine's rule, bit for bit,
+ *   and the other tensors as the default would.
  * - tokenizer: option; else `gpt2` for vocab 50257/50258, else the source folder's
  *   tokenizer.json (copied), else none.
  */
@@ -31,11 +33,15 @@ import path from 'node:path';
 import { expectedTensors, IGNORED_TENSORS, parseConfig, type Arch, type ModelConfig, type TrainingSettings } from '../config.js';
 import { EsolmError, expected, invalidArg } from '../errors.js';
 import { readModelFolder } from '../model.js';
+import { isQ8Matrix, Q8_METADATA, Q8_SCALE_SUFFIX, quantizeQ8 } from '../q8.js';
 import { openSource, type Source, type SourceTensor } from './sources.js';
 
 export interface ConvertOptions {
-  /** Output dtype (default: bf16 when every source weight is BF16, else f32). */
-  dtype?: 'bf16' | 'f32';
+  /**
+   * Output dtype (default: bf16 when every source weight is BF16, else f32; q8 for a q8
+   * source). q8: the linear matrices 8-bit (I8 + F32 row scales), the rest as the default.
+   */
+  dtype?: 'bf16' | 'f32' | 'q8';
   /** Use the EMA weights of a Lightning checkpoint (default true; `--no-ema` = false). */
   ema?: boolean;
   /** Architecture (default: inferred). */
@@ -155,7 +161,7 @@ export async function convertCheckpoint(input: string, outDir: string, opts: Con
   if (typeof outDir !== 'string' || outDir.length === 0) throw expected('a folder path', 'outDir', outDir);
   if (typeof opts !== 'object' || opts === null) throw expected('an options object', 'options', opts);
   const dtypeOpt = opts.dtype === undefined ? undefined : String(opts.dtype).toLowerCase();
-  if (dtypeOpt !== undefined && dtypeOpt !== 'bf16' && dtypeOpt !== 'f32') throw expected('"bf16" or "f32"', 'dtype', opts.dtype);
+  if (dtypeOpt !== undefined && dtypeOpt !== 'bf16' && dtypeOpt !== 'f32' && dtypeOpt !== 'q8') throw expected('"bf16", "f32" or "q8"', 'dtype', opts.dtype);
   if (opts.arch !== undefined && opts.arch !== 'esolm' && opts.arch !== 'esolm-a' && opts.arch !== 'mdlm' && opts.arch !== 'ar') {
     throw expected('"esolm", "esolm-a", "mdlm" or "ar"', 'arch', opts.arch);
   }
@@ -185,9 +191,9 @@ export async function convertCheckpoint(input: string, outDir: string, opts: Con
   const source = openSource(input, { ema: opts.ema ?? true });
   try {
     for (const w of source.warnings) warn(w);
-    const { config, order, outDtype, tokenizerFile } = inferConfig(source, input, {
+    const { config, order, outDtype, q8, tokenizerFile } = inferConfig(source, input, {
       arch: opts.arch, nHeads: nHeadsOpt, length: lengthOpt, maskIndex: maskOpt,
-      dtype: dtypeOpt as 'bf16' | 'f32' | undefined, tokenizer: opts.tokenizer, ema: opts.ema,
+      dtype: dtypeOpt as ConvertOptions['dtype'], tokenizer: opts.tokenizer, ema: opts.ema,
     }, warn);
 
     // Output folder: refuse to mix with another model's shards.
@@ -201,7 +207,7 @@ export async function convertCheckpoint(input: string, outDir: string, opts: Con
       const tcDst = path.join(outDir, 'tokenizer_config.json');
       if (isFile(tc) && path.resolve(tc) !== path.resolve(tcDst)) copyFileSync(tc, tcDst);
     }
-    writeSafetensors(path.join(outDir, 'model.safetensors'), order, outDtype, path.basename(input), source.description);
+    writeSafetensors(path.join(outDir, 'model.safetensors'), order, outDtype, q8, path.basename(input), source.description);
     writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     readModelFolder(outDir); // the folder must load
     return { config, tensors: order.length, source: source.description, warnings };
@@ -223,13 +229,13 @@ interface InferOptions {
   nHeads?: number;
   length?: number;
   maskIndex?: number;
-  dtype?: 'bf16' | 'f32';
+  dtype?: 'bf16' | 'f32' | 'q8';
   tokenizer?: string;
   ema?: boolean;
 }
 
 function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: string) => void): {
-  config: ModelConfig; order: SourceTensor[]; outDtype: 'F32' | 'BF16'; tokenizerFile: string | null;
+  config: ModelConfig; order: SourceTensor[]; outDtype: 'F32' | 'BF16'; q8: boolean; tokenizerFile: string | null;
 } {
   const bad = (m: string) => new EsolmError('ERR_BAD_WEIGHTS', `${input}: ${m}`);
   const byName = new Map<string, SourceTensor>();
@@ -333,7 +339,8 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     else mask = -1;
   }
 
-  // tokenizer
+  // tokenizer (and an esolm model folder's own recommended sampling settings)
+  const ownFolder = src.folder !== null && ['esolm', 'esolm-a', 'mdlm', 'ar'].includes(cfg?.arch as string);
   let tokenizer: string | undefined;
   let tokenizerFile: string | null = null;
   const folderTok = src.folder ? path.join(src.folder, 'tokenizer.json') : null;
@@ -350,6 +357,8 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     } else {
       throw invalidArg(`tokenizer "${t}" is not gpt2, bert-base-uncased or bytes, and not a tokenizer.json file`);
     }
+  } else if (ownFolder && (cfg!.tokenizer === 'gpt2' || cfg!.tokenizer === 'bytes')) {
+    tokenizer = cfg!.tokenizer;  // an esolm model folder (e.g. re-converted to q8) keeps its tokenizer
   } else if (V === 50257 || V === 50258) {
     tokenizer = 'gpt2';
   } else if (folderTok && isFile(folderTok)) {
@@ -361,6 +370,7 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
 
   const raw: Record<string, unknown> = { arch, hidden_size: d, n_heads: nHeads, n_blocks: nBlocks, cond_dim: cond, vocab_size: V, mask_index: mask, length };
   if (tokenizer !== undefined) raw.tokenizer = tokenizer;
+  if (ownFolder && obj(cfg!.sampling)) raw.sampling = cfg!.sampling;
   if (training) raw.training = training;
   let config: ModelConfig;
   try {
@@ -376,7 +386,7 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     if (!t) throw bad(`missing tensor '${name}' (needed by a ${arch} model)`);
     const ok = t.shape.length === shape.length && shape.every((s, i) => (s < 0 ? t.shape[i]! > 0 : s === t.shape[i]));
     if (!ok) throw bad(`tensor '${name}' has shape ${shapeStr(t.shape)}, expected ${shapeStr(shape.map((s) => (s < 0 ? NaN : s))).replaceAll('NaN', '*')}`);
-    if (t.dtype !== 'F32' && t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'F64') {
+    if (t.dtype !== 'F32' && t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'F64' && t.dtype !== 'Q8') {
       throw bad(`tensor '${name}' has dtype ${t.dtype}, expected a floating-point tensor`);
     }
   }
@@ -386,24 +396,50 @@ function inferConfig(src: Source, input: string, o: InferOptions, warn: (m: stri
     warn(`ema: false only applies to Lightning checkpoints; ${path.basename(input)} is written as stored`);
   }
   const order = src.tensors.filter((t) => want.has(t.name));
-  const allBf16 = order.every((t) => t.dtype === 'BF16');
-  const outDtype = o.dtype ? (o.dtype === 'bf16' ? 'BF16' : 'F32') : allBf16 ? 'BF16' : 'F32';
-  if (o.dtype === 'f32' && allBf16) warn(`dtype f32 was asked for: the BF16 source weights are widened to F32 (twice the size, no added precision; the default keeps BF16)`);
-  if (o.dtype === 'bf16' && !allBf16) warn(`dtype bf16 was asked for: the source weights (${[...new Set(order.map((t) => t.dtype))].join('/')}) are rounded to BF16`);
-  return { config, order, outDtype, tokenizerFile };
+  // A q8 source's 8-bit matrices count as neither BF16 nor F32: the other tensors decide.
+  const srcQ8 = order.some((t) => t.dtype === 'Q8');
+  const floats = order.filter((t) => t.dtype !== 'Q8');
+  const allBf16 = floats.every((t) => t.dtype === 'BF16');
+  const q8 = o.dtype === 'q8' || (o.dtype === undefined && srcQ8);
+  const outDtype = o.dtype === 'bf16' ? 'BF16' : o.dtype === 'f32' ? 'F32' : allBf16 ? 'BF16' : 'F32';
+  if (o.dtype === 'f32' && allBf16 && floats.length > 0) warn(`dtype f32 was asked for: the BF16 source weights are widened to F32 (twice the size, no added precision; the default keeps BF16)`);
+  if (o.dtype === 'bf16' && !allBf16) warn(`dtype bf16 was asked for: the source weights (${[...new Set(floats.map((t) => t.dtype))].join('/')}) are rounded to BF16`);
+  if (o.dtype === 'q8' && !srcQ8) {
+    warn(`dtype q8 was asked for: the linear matrices are rounded to int8 with one F32 scale per output row (the measured cost is in the README); the other tensors stay ${outDtype}`);
+  }
+  if (srcQ8 && !q8) warn(`dtype ${o.dtype} was asked for: the source's 8-bit matrices are dequantized (no precision comes back)`);
+  return { config, order, outDtype, q8, tokenizerFile };
 }
 
-/** Writes the tensors (names without prefix) as one safetensors file, via a temporary file. */
-function writeSafetensors(file: string, tensors: SourceTensor[], dtype: 'F32' | 'BF16', sourceName: string, description: string): void {
+/**
+ * Writes the tensors (names without prefix) as one safetensors file, via a temporary file:
+ * floats as `dtype`; with `q8` the linear matrices as I8 `<name>` + F32 `<name>_scale`
+ * [rows] (lib/q8.ts), after the floats (so these keep their alignment), each scale right
+ * before its matrix.
+ */
+function writeSafetensors(file: string, tensors: SourceTensor[], dtype: 'F32' | 'BF16', q8: boolean, sourceName: string, description: string): void {
   const esize = dtype === 'F32' ? 4 : 2;
+  const quantized = (t: SourceTensor): boolean => q8 && t.shape.length === 2 && isQ8Matrix(t.name);
+  const ordered = [...tensors.filter((t) => !quantized(t)), ...tensors.filter(quantized)];
   const header: Record<string, unknown> = {};
   let offset = 0;
-  for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+  const put = (name: string, dt: string, shape: number[], bytes: number): void => {
+    header[name] = { dtype: dt, shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
+  };
+  for (const t of ordered) {
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    if (quantized(t)) {
+      put(t.name + Q8_SCALE_SUFFIX, 'F32', [t.shape[0]!], t.shape[0]! * 4);
+      put(t.name, 'I8', t.shape, numel);
+    } else {
+      put(t.name, dtype, t.shape, numel * esize);
+    }
   }
-  header.__metadata__ = { format: 'pt', converted_by: 'esolm convert', source: sourceName, weights: description };
+  header.__metadata__ = {
+    format: 'pt', converted_by: 'esolm convert', source: sourceName, weights: description,
+    ...(ordered.some(quantized) ? { quantization: Q8_METADATA } : {}),
+  };
   let json = JSON.stringify(header);
   const pad = (8 - ((8 + Buffer.byteLength(json)) % 8)) % 8;
   json += ' '.repeat(pad);
@@ -419,11 +455,19 @@ function writeSafetensors(file: string, tensors: SourceTensor[], dtype: 'F32' | 
     len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
     writeSync(fd, len);
     writeSync(fd, Buffer.from(json, 'utf8'));
-    for (const t of tensors) {
-      const f = t.readF32();
-      const data = dtype === 'F32' ? new Uint8Array(f.buffer, f.byteOffset, f.byteLength) : new Uint8Array(toBf16(f).buffer);
+    const write = (data: Uint8Array): void => {
       let done = 0;
       while (done < data.length) done += writeSync(fd, data, done, data.length - done);
+    };
+    for (const t of ordered) {
+      const f = t.readF32();
+      if (quantized(t)) {
+        const { q, scale } = quantizeQ8(f, t.shape[0]!, t.shape[1]!, `tensor '${t.name}'`);
+        write(new Uint8Array(scale.buffer));
+        write(new Uint8Array(q.buffer));
+      } else {
+        write(dtype === 'F32' ? new Uint8Array(f.buffer, f.byteOffset, f.byteLength) : new Uint8Array(toBf16(f).buffer));
+      }
     }
     closeSync(fd);
     renameSync(tmp, file);

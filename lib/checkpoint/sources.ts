@@ -8,13 +8,14 @@ import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readSync, st
 import path from 'node:path';
 import { EsolmError } from '../errors.js';
 import { IGNORED_TENSORS } from '../config.js';
+import { dequantizeQ8, isQ8Matrix, Q8_SCALE_SUFFIX } from '../q8.js';
 import { TorchArchive, TorchTensor, bf16ToF32, f16ToF32, toPlain } from './torch.js';
 
 export interface SourceTensor {
   /** Name without `backbone.` (the official state-dict name). */
   name: string;
   shape: number[];
-  /** F32, BF16, F16, F64, I64, ... */
+  /** F32, BF16, F16, F64, I64, ...; Q8: an esolm 8-bit matrix (I8 + F32 row scales, lib/q8.ts), read dequantized. */
   dtype: string;
   /** The values as float32 (ERR_BAD_WEIGHTS for a non-float tensor). */
   readF32(): Float32Array;
@@ -142,7 +143,10 @@ function safetensorsTensors(file: string, warnings: string[]): { tensors: Source
           case 'BF16': return bf16ToF32(new Uint16Array(bytes.buffer));
           case 'F16': return f16ToF32(new Uint16Array(bytes.buffer));
           case 'F64': return Float32Array.from(new Float64Array(bytes.buffer));
-          default: throw bad(`${file}: tensor '${full}' has dtype ${dtype}, expected a floating-point tensor`);
+          default:
+            // the int8 values of an esolm 8-bit matrix, which pairQ8 scales
+            if (dtype === 'I8' && isQ8Matrix(normaliseName(full))) return Float32Array.from(new Int8Array(bytes.buffer));
+            throw bad(`${file}: tensor '${full}' has dtype ${dtype}, expected a floating-point tensor`);
         }
       },
     });
@@ -266,6 +270,33 @@ function torchSource(file: string, opts: SourceOptions, hfConfig: Record<string,
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * An esolm q8 folder's 8-bit matrices: each I8 `<name>` with its F32 `<name>_scale` [rows]
+ * becomes one Q8 tensor read dequantized (q * scale in F32, as the engine does); the scale
+ * tensor is dropped. An I8 tensor without a scale stays I8 (refused if it is used).
+ */
+function pairQ8(tensors: SourceTensor[]): SourceTensor[] {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const scaleNames = new Set<string>();
+  const out = tensors.map((t): SourceTensor => {
+    const sc = byName.get(t.name + Q8_SCALE_SUFFIX);
+    if (t.dtype !== 'I8' || !isQ8Matrix(t.name) || t.shape.length !== 2 || !sc) return t;
+    if (sc.dtype !== 'F32' || sc.shape.length !== 1 || sc.shape[0] !== t.shape[0]) {
+      throw bad(`scale tensor '${sc.name}' is ${sc.dtype} [${sc.shape.join(', ')}], expected F32 [${t.shape[0]}]`);
+    }
+    scaleNames.add(sc.name);
+    return {
+      name: t.name, shape: t.shape, dtype: 'Q8',
+      readF32(): Float32Array {
+        const scale = sc.readF32();
+        if (!scale.every((v) => Number.isFinite(v) && v >= 0)) throw bad(`scale tensor '${sc.name}' holds a negative, NaN or Inf value`);
+        return dequantizeQ8(Int8Array.from(t.readF32()), scale, t.shape[1]!);
+      },
+    };
+  });
+  return out.filter((t) => !scaleNames.has(t.name));
+}
+
 function safetensorsSource(files: string[], config: Record<string, unknown> | null, folder: string | null, label: string): Source {
   const warnings: string[] = [];
   const opened: { tensors: SourceTensor[]; close(): void }[] = [];
@@ -277,7 +308,7 @@ function safetensorsSource(files: string[], config: Record<string, unknown> | nu
   }
   return {
     description: label,
-    tensors: opened.flatMap((o) => o.tensors),
+    tensors: pairQ8(opened.flatMap((o) => o.tensors)),
     config,
     folder,
     warnings,

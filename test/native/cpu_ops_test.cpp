@@ -438,6 +438,14 @@ int main() {
         test_attention(*fast, *ref, 2, 2, hd, 8, 60, 68, 70, mode);   // the most rows read directly
         test_attention(*fast, *ref, 1, 2, hd, 9, 60, 69, 70, mode);   // the fewest rows packed
       }
+    // Many heads: a few-row task takes a group of heads (backend_cpu.cpp), over several
+    // slot blocks of the AVX-512 kernel; 13 heads leave a short last group.
+    for (AttnMode mode : {AttnMode::causal, AttnMode::mixed2, AttnMode::sequential}) {
+      test_attention(*fast, *ref, 2, 12, 64, 3, 100, 103, 130, mode);
+      test_attention(*fast, *ref, 1, 13, 32, 5, 40, 45, 50, mode);
+      test_attention(*fast, *ref, 1, 9, 128, 2, 70, 72, 80, mode);
+      test_attention(*fast, *ref, 1, 16, 64, 8, 0, 8, 8, mode);
+    }
     for (int hd : {8, 64}) {
       test_attention(*fast, *ref, 2, 2, hd, 14, 0, 14, 14, AttnMode::sequential);
       test_attention(*fast, *ref, 1, 3, hd, 100, 0, 100, 100, AttnMode::sequential);

@@ -257,95 +257,117 @@ static void gemm_panel16(const GemmPanelArgs& g) {
 }
 
 // ---- attention of a few query rows (the cached steps of a generation) ----------------
-// Each (sequence, head) reads its K and V rows once for all its query rows (up to four
-// at a time): the rows of a head are 4*hd bytes apart from the next slot's, too far
-// apart for the hardware prefetcher to follow, so the kernel prefetches them itself
-// kAttnAheadSlots slots ahead. Per row the arithmetic is that of one row alone (the dot
-// product q.k over hd/16 lanes in order, the masked softmax, O = sum_s p_s V_s in slot
-// order), so a row's output does not depend on the rows beside it.
+// A task holds a few consecutive heads of one sequence (AttnRowsArgs::heads) and reads
+// their K and V rows once for all its query rows (up to four at a time). One slot's row
+// of a head is 4 * hd bytes of a 4 * hidden-byte row, so a head alone would touch a new
+// page per slot and defeat the hardware prefetcher: the kernel walks the slots in blocks
+// of kAttnBlock, every head of the task in turn inside a block (the block's pages stay in
+// the TLB), and prefetches each head's rows kAttnAheadSlots slots ahead itself (into L2:
+// sixteen slots of four lines each would overrun L1's miss buffers). Per row
+// the arithmetic is that of one row alone (q.k over hd/16 lanes in order, the masked
+// softmax, O = sum_s p_s V_s in slot order), so a row's output does not depend on the
+// rows or heads beside it.
 constexpr int kAttnAheadSlots = 16;
+constexpr int kAttnBlock = 32;
 constexpr int kAttnFewRows = 4;  // rows per pass: NV * kAttnFewRows accumulators for O
 
 template <int NV>
 static inline void prefetch_slot(const float* p) {
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T0);
+  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T1);
 }
 
-// Rows [r0, r0 + R) of one head, hd = 16 * NV; scores in a.scratch (R rows of ld floats).
+// Rows [r0, r0 + R) of a.heads heads, hd = 16 * NV. Scores of head h, row i at
+// a.scratch + (h * R + i) * ld; O accumulates in the output rows block by block.
 template <int NV, int R>
 static void attn_few_pass(const AttnRowsArgs& a, int r0) {
   const float neg = -std::numeric_limits<float>::infinity();
+  const int hd = 16 * NV, G = a.heads;
   int end[R], end_max = 0;
   for (int i = 0; i < R; ++i) {
     end[i] = attn_key_end(a, a.q_slot0 + r0 + i);
     end_max = end[i] > end_max ? end[i] : end_max;
   }
   const int ld = (end_max + 15) / 16 * 16 + 16;
-  float* sc = a.scratch;
-  __m512 q[R][NV];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < NV; ++j) q[i][j] = _mm512_loadu_ps(a.q + int64_t(r0 + i) * a.q_stride + 16 * j);
-  // S = q.k for every visible slot, one pass over K.
-  for (int s = 0; s < end_max; ++s) {
-    const float* k = a.k + int64_t(s) * a.kv_stride;
-    if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(k + kAttnAheadSlots * a.kv_stride);
-    __m512 kv[NV];
-    for (int j = 0; j < NV; ++j) kv[j] = _mm512_loadu_ps(k + 16 * j);
+  // S = q.k for every visible slot: one pass over K.
+  for (int s0 = 0; s0 < end_max; s0 += kAttnBlock) {
+    const int s1 = s0 + kAttnBlock < end_max ? s0 + kAttnBlock : end_max;
+    for (int h = 0; h < G; ++h) {
+      __m512 q[R][NV];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < NV; ++j) q[i][j] = _mm512_loadu_ps(a.q + int64_t(r0 + i) * a.q_stride + h * hd + 16 * j);
+      float* sc = a.scratch + int64_t(h) * R * ld;
+      for (int s = s0; s < s1; ++s) {
+        const float* k = a.k + int64_t(s) * a.kv_stride + h * hd;
+        if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(k + kAttnAheadSlots * a.kv_stride);
+        __m512 kv[NV];
+        for (int j = 0; j < NV; ++j) kv[j] = _mm512_loadu_ps(k + 16 * j);
+        for (int i = 0; i < R; ++i) {
+          __m512 t = _mm512_mul_ps(q[i][0], kv[0]);
+          for (int j = 1; j < NV; ++j) t = _mm512_fmadd_ps(q[i][j], kv[j], t);
+          sc[i * ld + s] = s < end[i] ? _mm512_reduce_add_ps(t) * a.scale : neg;
+        }
+      }
+    }
+  }
+  // Masked softmax per head and row (the generic 8-wide code of the direct kernel).
+  float inv[kAttnMaxGroupHeads][R];
+  for (int h = 0; h < G; ++h)
     for (int i = 0; i < R; ++i) {
-      __m512 t = _mm512_mul_ps(q[i][0], kv[0]);
-      for (int j = 1; j < NV; ++j) t = _mm512_fmadd_ps(q[i][j], kv[j], t);
-      sc[i * ld + s] = s < end[i] ? _mm512_reduce_add_ps(t) * a.scale : neg;
+      float* row = a.scratch + (int64_t(h) * R + i) * ld;
+      const int qs = a.q_slot0 + r0 + i;
+      if (a.mode == 2 || a.mode == 3)
+        for (int s = 0; s < end[i]; ++s)
+          if (!attn_visible(a, qs, s)) row[s] = neg;
+      const int kk = (end_max + 7) / 8 * 8;
+      for (int s = end_max; s < kk; ++s) row[s] = neg;
+      v8f mx = splat(neg);
+      for (int s = 0; s < kk; s += 8) {
+        v8f x = ld8(row + s);
+        mx = x > mx ? x : mx;
+      }
+      float m = mx[0];
+      for (int l = 1; l < 8; ++l) m = mx[l] > m ? mx[l] : m;
+      v8f sum = splat(0.0f);
+      const v8f mv = splat(m), ninf = splat(neg);
+      for (int s = 0; s < kk; s += 8) {
+        v8f x = ld8(row + s);
+        v8f e = exp8(x - mv);
+        e = x == ninf ? splat(0.0f) : e;
+        st8(row + s, e);
+        sum += e;
+      }
+      inv[h][i] = end[i] > 0 ? 1.0f / hsum(sum) : 0.0f;
     }
-  }
-  // Masked softmax per row (the generic 8-wide code of the direct kernel).
-  float inv[R];
-  for (int i = 0; i < R; ++i) {
-    float* row = sc + i * ld;
-    const int qs = a.q_slot0 + r0 + i;
-    if (a.mode == 2 || a.mode == 3)
-      for (int s = 0; s < end[i]; ++s)
-        if (!attn_visible(a, qs, s)) row[s] = neg;
-    const int kk = (end_max + 7) / 8 * 8;
-    for (int s = end_max; s < kk; ++s) row[s] = neg;
-    v8f mx = splat(neg);
-    for (int s = 0; s < kk; s += 8) {
-      v8f x = ld8(row + s);
-      mx = x > mx ? x : mx;
+  // O = sum_s p_s V_s: one pass over V, the sums kept in the output rows between blocks.
+  for (int s0 = 0; s0 < end_max || s0 == 0; s0 += kAttnBlock) {
+    const int s1 = s0 + kAttnBlock < end_max ? s0 + kAttnBlock : end_max;
+    const bool last = s1 >= end_max;
+    for (int h = 0; h < G; ++h) {
+      const float* sc = a.scratch + int64_t(h) * R * ld;
+      __m512 acc[R][NV];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < NV; ++j)
+          acc[i][j] = s0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(a.out + int64_t(r0 + i) * a.out_stride + h * hd + 16 * j);
+      for (int s = s0; s < s1; ++s) {
+        const float* v = a.v + int64_t(s) * a.kv_stride + h * hd;
+        if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(v + kAttnAheadSlots * a.kv_stride);
+        __m512 vv[NV];
+        for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_ps(v + 16 * j);
+        for (int i = 0; i < R; ++i) {
+          const float p = sc[i * ld + s];
+          if (p == 0.0f) continue;  // masked (or underflowed) slots add nothing
+          const __m512 pv = _mm512_set1_ps(p);
+          for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(pv, vv[j], acc[i][j]);
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        float* o = a.out + int64_t(r0 + i) * a.out_stride + h * hd;
+        const __m512 iv = _mm512_set1_ps(last ? inv[h][i] : 1.0f);
+        for (int j = 0; j < NV; ++j) _mm512_storeu_ps(o + 16 * j, last ? _mm512_mul_ps(acc[i][j], iv) : acc[i][j]);
+      }
     }
-    float m = mx[0];
-    for (int l = 1; l < 8; ++l) m = mx[l] > m ? mx[l] : m;
-    v8f sum = splat(0.0f);
-    const v8f mv = splat(m), ninf = splat(neg);
-    for (int s = 0; s < kk; s += 8) {
-      v8f x = ld8(row + s);
-      v8f e = exp8(x - mv);
-      e = x == ninf ? splat(0.0f) : e;
-      st8(row + s, e);
-      sum += e;
-    }
-    inv[i] = end[i] > 0 ? 1.0f / hsum(sum) : 0.0f;
-  }
-  // O = sum_s p_s V_s, one pass over V.
-  __m512 acc[R][NV];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int s = 0; s < end_max; ++s) {
-    const float* v = a.v + int64_t(s) * a.kv_stride;
-    if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(v + kAttnAheadSlots * a.kv_stride);
-    __m512 vv[NV];
-    for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_ps(v + 16 * j);
-    for (int i = 0; i < R; ++i) {
-      const float p = sc[i * ld + s];
-      if (p == 0.0f) continue;  // masked (or underflowed) slots add nothing
-      const __m512 pv = _mm512_set1_ps(p);
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(pv, vv[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < R; ++i) {
-    float* o = a.out + int64_t(r0 + i) * a.out_stride;
-    const __m512 iv = _mm512_set1_ps(inv[i]);
-    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(o + 16 * j, _mm512_mul_ps(acc[i][j], iv));
+    if (last) break;
   }
 }
 
@@ -361,10 +383,10 @@ static void attn_few_rows(const AttnRowsArgs& a) {
   }
 }
 
-// Few rows with hd a multiple of 16 up to 128 read K and V once per four rows; the rest
-// is the generic kernel (direct rows or packed panels).
+// Few rows with hd in {32, 64, 128} (and at most kAttnMaxGroupHeads heads) read K and V
+// once per four rows; the rest is the generic kernel (direct rows or packed panels).
 static void attn_rows16(const AttnRowsArgs& a) {
-  if (a.r1 - a.r0 <= kAttnDirectRows) {
+  if (a.r1 - a.r0 <= kAttnDirectRows && a.heads <= kAttnMaxGroupHeads) {
     switch (a.head_dim) {
       case 32: return attn_few_rows<2>(a);
       case 64: return attn_few_rows<4>(a);
