@@ -45,7 +45,7 @@ export function measureFloors(threads = 0, reps = 3) {
   for (let i = 0; i < reps; i++) {
     const f = addon.measureCpuFloors(threads);
     if (!best) best = f;
-    else best = { ...best, readGBps: Math.max(best.readGBps, f.readGBps), fmaGFlops: Math.max(best.fmaGFlops, f.fmaGFlops), bf16DotGFlops: Math.max(best.bf16DotGFlops, f.bf16DotGFlops) };
+    else best = { ...best, readGBps: Math.max(best.readGBps, f.readGBps), fmaGFlops: Math.max(best.fmaGFlops, f.fmaGFlops), bf16DotGFlops: Math.max(best.bf16DotGFlops, f.bf16DotGFlops), int8DotGOps: Math.max(best.int8DotGOps, f.int8DotGOps) };
   }
   return best;
 }
@@ -84,14 +84,15 @@ export function forwardFlops(config, n, h, pairs) {
 
 /**
  * Floor in ms of work that reads `bytes` and does `flops`: max(bytes / bandwidth, flops / peak).
- * `bf16Math`: the peak is that of vdpbf16ps (Model.load math: 'bf16'), not of F32 FMAs.
+ * `math` (Model.load math): the peak is that of vdpbf16ps for 'bf16',
+ * of vpdpbusd for 'int8' (integer ops), else of F32 FMAs.
  */
-export function floorMs(floors, bytes, flops, bf16Math = false) {
-  const peak = bf16Math ? floors.bf16DotGFlops : floors.fmaGFlops;
+export function floorMs(floors, bytes, flops, math = 'f32') {
+  const peak = math === 'bf16' ? floors.bf16DotGFlops : math === 'int8' ? floors.int8DotGOps : floors.fmaGFlops;
   const mem = bytes / (floors.readGBps * 1e6), fma = flops / (peak * 1e6);
   return { ms: Math.max(mem, fma), bound: mem >= fma ? 'bandwidth' : 'FMA' };
 }
 
 export function floorsLine(f) {
-  return `floors (${f.kernels}, ${f.threads} threads, measured now): streaming read ${f.readGBps.toFixed(1)} GB/s, peak FMA ${f.fmaGFlops.toFixed(0)} GFLOP/s${f.bf16DotGFlops > 0 ? `, peak vdpbf16ps ${f.bf16DotGFlops.toFixed(0)} GFLOP/s` : ''}`;
+  return `floors (${f.kernels}, ${f.threads} threads, measured now): streaming read ${f.readGBps.toFixed(1)} GB/s, peak FMA ${f.fmaGFlops.toFixed(0)} GFLOP/s${f.bf16DotGFlops > 0 ? `, peak vdpbf16ps ${f.bf16DotGFlops.toFixed(0)} GFLOP/s` : ''}${f.int8DotGOps > 0 ? `, peak vpdpbusd ${f.int8DotGOps.toFixed(0)} GOP/s` : ''}`;
 }

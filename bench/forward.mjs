@@ -4,11 +4,11 @@
 // committed (logits for the last n/2 rows, as an Eso-LM step needs), at batch 1 and more.
 // Every figure is printed as a fraction of its floor: max(bytes read / streaming
 // bandwidth, FLOPs / peak FMA) (bench/common.mjs). --math f32,bf16 runs the model once per
-// mode (Model.load math; bf16 needs --weights bf16 and AVX512_BF16), its compute floor
-// from the vdpbf16ps peak, and prints the max |logit| error of each mode's causal forward
+// mode (Model.load math; bf16 needs --weights bf16 and AVX512_BF16, int8 --weights q8 and
+// AVX512_VNNI), its compute floor from the vdpbf16ps (vpdpbusd) peak, and prints the max |logit| error of each mode's causal forward
 // against F32 math with the same weights.
 // Usage: node bench/forward.mjs [--reps N] [--json out.json] [--threads N] [--weights f32|bf16|q8]
-//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16|f32,bf16] [--batches 1,4,16]
+//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16|int8|f32,bf16] [--batches 1,4,16]
 //        [--ns 2,16,128] [--no-forward]
 import { writeFileSync } from 'node:fs';
 import { SMALL_CONFIG } from '../dist/testing.js';
@@ -19,7 +19,7 @@ const threads = Number(opt('--threads', '0'));
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16 | q8
 const kernelsList = opt('--kernels', 'auto').split(',');
-const mathList = opt('--math', 'f32').split(',');  // CPU matrix products: f32 | bf16
+const mathList = opt('--math', 'f32').split(',');  // CPU matrix products: f32 | bf16 | int8
 const batches = opt('--batches', '1').split(',').map(Number);
 const withForward = !process.argv.includes('--no-forward');
 const stepNs = opt('--ns', '2,16,128').split(',').map(Number);  // step window sizes
@@ -45,15 +45,15 @@ async function time(fn) {
 
 const rows = [];
 const runs = [];
-let exactLogits = null;  // the F32-math causal forward, for the BF16-math error
+let exactLogits = null;  // the F32-math causal forward, for the BF16- and int8-math errors
 for (const kernels of kernelsList) for (const math of mathList) {
-  const kname = useKernels(kernels) + (math === 'bf16' ? '+bf16 math' : '');
+  const kname = useKernels(kernels) + (math !== 'f32' ? `+${math} math` : '');
   const model = await loadSmallModel({ backend: 'cpu', threads, weights, math });
   const floors = measureFloors(threads);
   console.log(`\nkernels ${kname}: ${floorsLine(floors)}; ${loadLine()}`);
   runs.push({ kernels: kname, math, floors, load: loadLine() });
   const add = (c, ms, tokens, bytes, flops) => {
-    const f = floorMs(floors, bytes, flops, math === 'bf16');
+    const f = floorMs(floors, bytes, flops, math);
     const row = { kernels: kname, case: c, ms, tokensPerS: (tokens / ms) * 1e3, gflops: flops / ms / 1e6, gbps: bytes / ms / 1e6, floorMs: f.ms, bound: f.bound, fraction: f.ms / ms };
     rows.push(row);
     console.log(`${c.padEnd(44)} ${ms.toFixed(1).padStart(8)} ms  floor ${f.ms.toFixed(1)} ms (${f.bound})  ${(row.fraction * 100).toFixed(0)}% of floor`);

@@ -11,9 +11,12 @@
 //   never flatters.
 // Usage: node bench/generate.mjs [--length 1024] [--steps 16,128,1024] [--methods esolm,mdlm,ar,esolm-a] [--alpha0 1]
 //        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--weights f32|bf16|q8] [--batches 1,4,16]
-//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16] [--json out.json]
-// --math bf16: Model.load math 'bf16' (needs --weights bf16 and AVX512_BF16); the compute
-// floor is then that of vdpbf16ps.
+//        [--kernels auto|avx512,avx2,portable] [--math f32|bf16|int8|f32,int8] [--repeat N] [--threads N] [--json out.json]
+// --threads N: CPU threads (0 = all cores). --math runs the model once per CPU math mode
+// (Model.load math; bf16 needs --weights bf16, int8 --weights q8), the compute floor from
+// that mode's peak instruction; --repeat N runs every case N times, the modes interleaved
+// (A B A B ...) so that a load change on a shared machine hits both alike, and the table
+// gives each case's median.
 // MDLM at T = 1024 costs ~650 full forwards (tens of minutes on 2 CPU cores): it runs only
 // when --mdlm-max-steps allows it.
 import { writeFileSync } from 'node:fs';
@@ -29,9 +32,11 @@ const mdlmMax = Number(opt('--mdlm-max-steps', '128'));
 const backend = opt('--backend', 'cpu');
 const jsonOut = opt('--json', null);
 const weights = opt('--weights', 'f32');  // CPU weight storage: f32 | bf16 | q8
-const math = opt('--math', 'f32');  // CPU matrix products: f32 | bf16
 const batches = opt('--batches', '1').split(',').map(Number);
 const kernelsList = opt('--kernels', 'auto').split(',');
+const mathList = opt('--math', 'f32').split(',');  // CPU matrix products: f32 | bf16 | int8
+const repeat = Number(opt('--repeat', '1'));
+const threads = Number(opt('--threads', '0'));
 
 const cfg = SMALL_CONFIG;
 const wBytes = weightBytes(cfg, { f32: 4, bf16: 2, q8: 1 }[weights]);
@@ -40,12 +45,15 @@ console.log(`CPU: ${cpuLine()}; backend ${backend}; L = ${L}; weights ${weights}
 const rows = [];
 const runs = [];
 for (const kernels of kernelsList) {
-  const kname = backend === 'cuda' ? 'cuda' : useKernels(kernels) + (math === 'bf16' ? '+bf16 math' : '');
-  const model = await loadSmallModel({ backend, weights, math });
-  const floors = model.backend === 'cpu' ? measureFloors(0) : null;
-  if (floors) console.log(`\nkernels ${kname}: ${floorsLine(floors)}; ${loadLine()}`);
-  runs.push({ kernels: kname, floors, load: loadLine() });
+  const kbase = backend === 'cuda' ? 'cuda' : useKernels(kernels);
+  const variants = [];
+  for (const math of mathList)
+    variants.push({ math, kname: kbase + (math !== 'f32' ? `+${math} math` : ''), model: await loadSmallModel({ backend, weights, math, threads }) });
+  const floors = variants[0].model.backend === 'cpu' ? measureFloors(threads) : null;
+  if (floors) console.log(`\nkernels ${kbase}: ${floorsLine(floors)}; ${loadLine()}`);
+  runs.push({ kernels: kbase, math: mathList, floors, load: loadLine() });
 
+  let model, kname, math, round;
   async function run(method, T, batch) {
     const sampler = new Sampler({ method, steps: method === 'ar' ? undefined : T, ...(method.startsWith('esolm') ? { alpha0 } : {}), topP: 0.9, seed: 1, ...(method === 'ar' ? { bos: 50256 } : {}) });
     const cached = method === 'esolm' || method === 'ar';
@@ -57,32 +65,54 @@ for (const kernels of kernelsList) {
     const passes = method === 'ar' ? 1 : 2;  // see the floor in the header
     const flops = batch * (forwardFlops(cfg, passes * L, L, (L * (L + 1)) / 2));
     const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
-    const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops, math === 'bf16') : null;
-    const row = { kernels: kname, method, L, T: method === 'ar' ? null : T, batch, nfe: r.nfe, ms, tokensPerS: (batch * L / ms) * 1e3,
+    const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops, math) : null;
+    const row = { kernels: kname, math, round, method, L, T: method === 'ar' ? null : T, batch, nfe: r.nfe, ms, tokensPerS: (batch * L / ms) * 1e3,
       forwardMs: r.timings.forwardMs, sampleMs: r.timings.sampleMs, kvBytes, floorMs: f?.ms ?? null, bound: f?.bound ?? null, fraction: f ? f.ms / ms : null };
     rows.push(row);
-    console.log(`${method.padEnd(5)} T=${String(row.T ?? '-').padEnd(5)} batch ${String(batch).padEnd(3)} NFE ${String(r.nfe).padEnd(5)} ${(ms / 1e3).toFixed(2)} s  ${row.tokensPerS.toFixed(1)} tokens/s` +
+    console.log(`${kname.padEnd(16)} ${method.padEnd(5)} T=${String(row.T ?? '-').padEnd(5)} batch ${String(batch).padEnd(3)} NFE ${String(r.nfe).padEnd(5)} ${(ms / 1e3).toFixed(2)} s  ${row.tokensPerS.toFixed(1)} tokens/s` +
       (f ? `  floor ${(f.ms / 1e3).toFixed(2)} s (${f.bound}), ${(row.fraction * 100).toFixed(0)}% of floor` : '') + `  [${loadLine()}]`);
   }
 
-  for (const batch of batches) {
-    for (const T of stepsList) {
-      if (methods.includes('esolm')) await run('esolm', T, batch);
-      if (methods.includes('esolm-a')) await run('esolm-a', T, batch);
-      if (methods.includes('mdlm') && T <= mdlmMax) await run('mdlm', T, batch);
+  for (round = 0; round < repeat; round++) {
+    for (const batch of batches) {
+      for (const T of stepsList) {
+        for (const method of ['esolm', 'esolm-a', 'mdlm']) {
+          if (!methods.includes(method) || (method === 'mdlm' && T > mdlmMax)) continue;
+          for (const v of variants) {
+            ({ model, kname, math } = v);
+            await run(method, T, batch);
+          }
+        }
+      }
+      if (!methods.includes('ar')) continue;
+      for (const v of variants) {
+        ({ model, kname, math } = v);
+        await run('ar', 0, batch);
+      }
     }
-    if (methods.includes('ar')) await run('ar', 0, batch);
   }
-  model.dispose();
+  for (const v of variants) v.model.dispose();
 }
 
-console.log('\n| kernels | method | L | T | batch | NFE | seconds | tokens/s | floor s | of floor | time / Eso-LM (B) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+// One row per case: the median over the rounds (seconds, tokens/s and fraction follow it).
+const cases = [];
 for (const r of rows) {
-  const eso = rows.find((x) => x.kernels === r.kernels && x.method === 'esolm' && x.T === r.T && x.batch === r.batch);
+  const c = cases.find((x) => x.kernels === r.kernels && x.method === r.method && x.T === r.T && x.batch === r.batch);
+  if (c) c.all.push(r);
+  else cases.push({ kernels: r.kernels, method: r.method, T: r.T, batch: r.batch, all: [r] });
+}
+const medians = cases.map((c) => {
+  const sorted = c.all.slice().sort((a, b) => a.ms - b.ms);
+  const mid = sorted[(sorted.length - 1) >> 1];
+  return { ...mid, rounds: sorted.length, allMs: c.all.map((r) => r.ms) };
+});
+console.log(`\n| kernels | method | L | T | batch | NFE | seconds${repeat > 1 ? ` (median of ${repeat})` : ''} | tokens/s | floor s | of floor | time / Eso-LM (B) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+for (const r of medians) {
+  const eso = medians.find((x) => x.kernels === r.kernels && x.method === 'esolm' && x.T === r.T && x.batch === r.batch);
   const ratio = (r.method === 'mdlm' || r.method === 'esolm-a') && eso ? `${(r.ms / eso.ms).toFixed(1)}x` : '';
   const fl = r.floorMs === null ? '' : (r.floorMs / 1e3).toFixed(2);
   const fr = r.fraction === null ? '' : `${(r.fraction * 100).toFixed(0)}%`;
   console.log(`| ${r.kernels} | ${r.method} | ${r.L} | ${r.T ?? '-'} | ${r.batch} | ${r.nfe} | ${(r.ms / 1e3).toFixed(2)} | ${r.tokensPerS.toFixed(1)} | ${fl} | ${fr} | ${ratio} |`);
 }
 console.log(`\n${loadLine()}`);
-if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu: cpuLine(), backend, weights, math, L, runs, rows, loadAfter: loadLine() }, null, 2));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ cpu: cpuLine(), backend, weights, L, runs, rows, medians, loadAfter: loadLine() }, null, 2));

@@ -1,7 +1,8 @@
 // bench/q8-cost.mjs — what 8-bit weights (Model.load weights: 'q8') cost in accuracy:
 //   1. the max |logit| error on the small random model (hidden 768, 12 blocks) against its
-//      F32 weights, beside the BF16 error and BF16 math's (math: 'bf16', where the CPU has
-//      AVX512_BF16) (one 256-token causal forward);
+//      F32 weights, beside the BF16 error, BF16 math's (math: 'bf16', where the CPU has
+//      AVX512_BF16) and int8 math's on q8 weights (math: 'int8', where it has AVX512_VNNI)
+//      (one 256-token causal forward);
 //   2. the default model's hybrid NELBO (alpha0 = 0.25, bits per byte) on the KJV hold-out
 //      (the last 2 % of verses, as tools/train_default_model.py splits it), BF16 file as
 //      loaded by default vs q8 (and BF16 math), with the same draws;
@@ -73,6 +74,7 @@ console.log(`CPU: ${cpuLine()}; ${loadLine()}`);
   out.logits = { scale };
   const variants = [['bf16', { weights: 'bf16' }], ['q8', { weights: 'q8' }]];
   if (loadCpuAddon().backendInfo().cpuBf16Math) variants.push(['bf16 math', { weights: 'bf16', math: 'bf16' }]);
+  if (loadCpuAddon().backendInfo().cpuInt8Math) variants.push(['q8 + int8 math', { weights: 'q8', math: 'int8' }]);
   for (const [weights, options] of variants) {
     const m = await loadSmallModel({ backend: 'cpu', ...options });
     const got = await m.forward({ tokens });

@@ -29,6 +29,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   if (const char* why = cpu_kernels_error()) o.Set("cpuKernelsError", why);
   if (const char* why = cpu_bf16_math_error()) o.Set("cpuBf16MathError", why);
   else o.Set("cpuBf16Math", cpu_bf16_math_kernels()->name);
+  if (const char* why = cpu_int8_math_error()) o.Set("cpuInt8MathError", why);
+  else o.Set("cpuInt8Math", cpu_int8_math_kernels()->name);
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
 #ifdef ESOLM_WITH_CUDA
   CudaInfo ci;
@@ -62,6 +64,7 @@ Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
   o.Set("readGBps", f.read_gbps);
   o.Set("fmaGFlops", f.fma_gflops);
   o.Set("bf16DotGFlops", f.bf16_dot_gflops);
+  o.Set("int8DotGOps", f.int8_dot_gops);
   return o;
 }
 

@@ -18,7 +18,7 @@ namespace esolm {
 namespace {
 
 Status make_backend(const std::string& name, int threads, const std::string& weights, bool bf16_math,
-                    std::unique_ptr<Backend>& out) {
+                    bool int8_math, std::unique_ptr<Backend>& out) {
   if (name == "cpu") {
     // "bf16": every matrix BF16; "bf16-exact": BF16 except the gate-scaled ones (a BF16
     // file then runs exactly); "q8": every matrix int8 with per-row scales; else F32.
@@ -26,8 +26,13 @@ Status make_backend(const std::string& name, int threads, const std::string& wei
     if (bf16_math && weights != "bf16")
       return Status::error(Code::invalid_arg, "BF16 math runs on BF16 weights (weights \"bf16\")");
     if (bf16_math && cpu_bf16_math_error()) return Status::error(Code::invalid_arg, cpu_bf16_math_error());
+    // int8_math: int8 activations too (vpdpbusd), on the 8-bit weights.
+    if (int8_math && weights != "q8")
+      return Status::error(Code::invalid_arg, "int8 math runs on 8-bit weights (weights \"q8\")");
+    if (int8_math && cpu_int8_math_error()) return Status::error(Code::invalid_arg, cpu_int8_math_error());
     const bool bf16 = weights == "bf16" || weights == "bf16-exact";
-    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16", weights == "q8", bf16_math);
+    out = create_cpu_backend(threads, bf16 ? DType::bf16 : DType::f32, weights != "bf16", weights == "q8", bf16_math,
+                             int8_math);
   } else if (name == "cpu-reference") {
     out = create_cpu_reference_backend();
   } else if (name == "cuda") {
@@ -53,9 +58,9 @@ int64_t physical_memory() {
 class LoadWorker : public Worker {
  public:
   LoadWorker(Napi::Env env, ModelConfig cfg, std::vector<TensorEntry> entries, std::string backend, int threads,
-             std::string weights, bool bf16_math)
+             std::string weights, bool bf16_math, bool int8_math)
       : Worker(env), cfg_(cfg), entries_(std::move(entries)), backend_(std::move(backend)), threads_(threads),
-        weights_(std::move(weights)), bf16_math_(bf16_math) {}
+        weights_(std::move(weights)), bf16_math_(bf16_math), int8_math_(int8_math) {}
 
  protected:
   Status Run() override {
@@ -68,7 +73,7 @@ class LoadWorker : public Worker {
     HostWeights w;
     ESOLM_TRY(read_weights(entries_, w));
     holder_ = std::make_shared<ModelHolder>();
-    ESOLM_TRY(make_backend(backend_, threads_, weights_, bf16_math_, holder_->backend));
+    ESOLM_TRY(make_backend(backend_, threads_, weights_, bf16_math_, int8_math_, holder_->backend));
     return Model::create(cfg_, std::move(w), holder_->backend.get(), holder_->model);
   }
   Napi::Value Result(Napi::Env env) override { return wrap_model(env, holder_); }
@@ -80,6 +85,7 @@ class LoadWorker : public Worker {
   int threads_;
   std::string weights_;
   bool bf16_math_;
+  bool int8_math_;
   std::shared_ptr<ModelHolder> holder_;
 };
 
@@ -130,10 +136,12 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   const int threads = to_int(env, arg(info, 3), "threads");
   // CPU weight storage: "f32", "bf16", "bf16-exact" or "q8" (see make_backend).
   const std::string weights = to_str(env, arg(info, 4), "weights");
-  // CPU matrix products: "f32" (default) or "bf16" (BF16 activations, vdpbf16ps; see make_backend).
+  // CPU matrix products: "f32" (default), "bf16" (BF16 activations, vdpbf16ps) or "int8"
+  // (int8 activations, vpdpbusd); see make_backend.
   const std::string math = info.Length() > 5 && !info[5].IsUndefined() ? to_str(env, info[5], "math") : "f32";
-  if (math != "f32" && math != "bf16") throw_invalid(env, "math must be \"f32\" or \"bf16\"");
-  auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights, backend == "cpu" && math == "bf16");
+  if (math != "f32" && math != "bf16" && math != "int8") throw_invalid(env, "math must be \"f32\", \"bf16\" or \"int8\"");
+  auto* w = new LoadWorker(env, cfg, std::move(entries), backend, threads, weights, backend == "cpu" && math == "bf16",
+                           backend == "cpu" && math == "int8");
   w->Queue();
   return w->Promise();
 }

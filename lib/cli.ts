@@ -321,7 +321,7 @@ function doctorCommand(o: { json?: boolean }): void {
   };
   try {
     const info = loadCpuAddon().backendInfo();
-    report.cpu = { ok: true, path: addons.cpu.path, kernels: info.cpuKernels, kernelsAvailable: info.cpuKernelsAvailable, ...(info.cpuKernelsError ? { kernelsError: info.cpuKernelsError } : {}), bf16Math: info.cpuBf16Math ?? null, ...(info.cpuBf16MathError ? { bf16MathError: info.cpuBf16MathError } : {}), threads: info.hardwareThreads };
+    report.cpu = { ok: true, path: addons.cpu.path, kernels: info.cpuKernels, kernelsAvailable: info.cpuKernelsAvailable, ...(info.cpuKernelsError ? { kernelsError: info.cpuKernelsError } : {}), bf16Math: info.cpuBf16Math ?? null, ...(info.cpuBf16MathError ? { bf16MathError: info.cpuBf16MathError } : {}), int8Math: info.cpuInt8Math ?? null, ...(info.cpuInt8MathError ? { int8MathError: info.cpuInt8MathError } : {}), threads: info.hardwareThreads };
   } catch (e) {
     report.cpu = { ok: false, reason: (e as Error).message, tried: addons.cpu.tried };
   }
@@ -333,7 +333,7 @@ function doctorCommand(o: { json?: boolean }): void {
     ? { addon: true, path: addons.cuda.path, usable: why === '', ...(why ? { reason: why } : {}), ...cudaAddon.backendInfo().cuda, kvLoop, graphs }
     : { addon: false, usable: false, reason: why };
   report.defaultModel = existsSync(path.join(defaultModelDir(), 'config.json')) ? defaultModelDir() : null;
-  const cpu = report.cpu as { ok: boolean; path?: string; kernels?: string; kernelsAvailable?: string; kernelsError?: string; bf16Math?: string | null; bf16MathError?: string; reason?: string };
+  const cpu = report.cpu as { ok: boolean; path?: string; kernels?: string; kernelsAvailable?: string; kernelsError?: string; bf16Math?: string | null; bf16MathError?: string; int8Math?: string | null; int8MathError?: string; reason?: string };
   if (!cpu.ok) process.exitCode = 1;
   if (o.json) {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
@@ -344,6 +344,7 @@ function doctorCommand(o: { json?: boolean }): void {
   console.log(`cpu        ${cpu.ok ? `ok (kernels: ${cpu.kernels}; this CPU runs: ${cpu.kernelsAvailable}; ESOLM_CPU_KERNELS forces one)\n           ${cpu.path}` : `NOT AVAILABLE: ${cpu.reason}`}`);
   if (cpu.kernelsError) console.log(`           ESOLM_CPU_KERNELS=${process.env.ESOLM_CPU_KERNELS}: ${cpu.kernelsError}`);
   if (cpu.ok) console.log(`           BF16 math (load option math: 'bf16'): ${cpu.bf16Math ? `available (${cpu.bf16Math}, vdpbf16ps)` : `not available: ${cpu.bf16MathError}`}`);
+  if (cpu.ok) console.log(`           int8 math (load option math: 'int8'): ${cpu.int8Math ? `available (${cpu.int8Math}, vpdpbusd)` : `not available: ${cpu.int8MathError}`}`);
   console.log(`cuda       ${why === '' ? `ok (${(report.cuda as { name?: string }).name})\n           ${addons.cuda.path}` : `not available: ${why}`}`);
   if (why === '') console.log(`           planned KV loop ${kvLoop ? `on, CUDA graphs ${graphs ? 'on' : 'off'}` : 'off (opt-in: ESOLM_CUDA_KV_LOOP=1)'}`);
   console.log(`default    ${report.defaultModel ?? 'missing'}`);

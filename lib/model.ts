@@ -111,9 +111,13 @@ export interface LoadOptions {
    * compute-bound (long forwards, prefill, big batches), at a measured accuracy cost (README).
    * `bf16` needs BF16 weights (`weights` `bf16` or `auto`; every matrix is then BF16) and a
    * CPU with AVX512_BF16 (`esolm doctor` says), else ERR_INVALID_ARG. The CUDA backend's
-   * products always take BF16 operands. Defaults to `f32`.
+   * products always take BF16 operands. `int8` quantizes the activations to int8 too (per
+   * row, blocks of 32 values with one scale each) and multiplies with AVX512_VNNI
+   * (`vpdpbusd`, four times the multiply-adds of an F32 FMA): for 8-bit weights (`weights`
+   * `q8`, or `auto` on a q8 file) on a CPU with AVX512_VNNI, else ERR_INVALID_ARG; its
+   * accuracy cost is in the README. The CUDA backend ignores it. Defaults to `f32`.
    */
-  math?: 'f32' | 'bf16';
+  math?: 'f32' | 'bf16' | 'int8';
 }
 
 export interface ForwardOptions {
@@ -255,12 +259,15 @@ export class Model {
     const weightsOpt = options.weights ?? 'auto';
     if (weightsOpt !== 'auto' && weightsOpt !== 'f32' && weightsOpt !== 'bf16' && weightsOpt !== 'q8') throw expected('"auto", "f32", "bf16" or "q8"', 'options.weights', weightsOpt);
     const math = options.math ?? 'f32';
-    if (math !== 'f32' && math !== 'bf16') throw expected('"f32" or "bf16"', 'options.math', math);
+    if (math !== 'f32' && math !== 'bf16' && math !== 'int8') throw expected('"f32", "bf16" or "int8"', 'options.math', math);
+    if (math === 'int8' && weightsOpt !== 'auto' && weightsOpt !== 'q8') throw invalidArg(`math "int8" multiplies 8-bit weights: use weights "q8" (or "auto" on a q8 file), not "${weightsOpt}"`);
     if (math === 'bf16' && weightsOpt !== 'auto' && weightsOpt !== 'bf16') throw invalidArg(`math "bf16" multiplies BF16 weights: use weights "bf16" or "auto", not "${weightsOpt}"`);
     const { config, entries } = readModelFolder(dir);
     const tokenizer = await loadTokenizer(config, dir);
-    // BF16 math: every matrix BF16 (both operands of vdpbf16ps are); a q8 file is dequantized.
+    // auto: see autoWeights. BF16 math: every matrix BF16 (both operands of vdpbf16ps are; a q8
+    // file is dequantized). Int8 math needs the 8-bit weights.
     const weights = math === 'bf16' ? 'bf16' : weightsOpt !== 'auto' ? weightsOpt : autoWeights(entries);
+    if (math === 'int8' && weights !== 'q8') throw invalidArg(`math "int8" multiplies 8-bit weights: this file has none, use weights "q8"`);
     checkMemory('loading this model', loadBytes(entries, weights === 'f32' ? 4 : 2));
 
     let backend: BackendName = 'cpu';
@@ -283,7 +290,7 @@ export class Model {
     if (backend === 'cpu') {
       const bad = addon.backendInfo().cpuKernelsError;
       if (bad) throw new EsolmError('ERR_INVALID_ARG', `${bad} (ESOLM_CPU_KERNELS=${process.env.ESOLM_CPU_KERNELS})`);
-      const noMath = math === 'bf16' ? addon.backendInfo().cpuBf16MathError : undefined;
+      const noMath = math === 'bf16' ? addon.backendInfo().cpuBf16MathError : math === 'int8' ? addon.backendInfo().cpuInt8MathError : undefined;
       if (noMath) throw new EsolmError('ERR_INVALID_ARG', noMath);
     }
     // esolm-a is the esolm network (it differs in training attention and sampler only).

@@ -126,6 +126,10 @@ export interface BackendInfo {
   cpuBf16Math?: string;
   /** Why `math: 'bf16'` cannot run here (no AVX512_BF16, or ESOLM_CPU_KERNELS forces another set). */
   cpuBf16MathError?: string;
+  /** The int8-math GEMM (load option `math: 'int8'`) when it runs here: `avx512vnni`. */
+  cpuInt8Math?: string;
+  /** Why `math: 'int8'` cannot run here (no AVX512_VNNI, or ESOLM_CPU_KERNELS forces another set). */
+  cpuInt8MathError?: string;
   hardwareThreads: number;
   cuda?: CudaProbe;
 }
@@ -137,10 +141,12 @@ export interface CpuFloors {
   fmaGFlops: number;
   /** Peak of `vdpbf16ps` (BF16 math), GFLOP/s; 0 without AVX512_BF16. */
   bf16DotGFlops: number;
+  /** Peak of `vpdpbusd` (int8 math), G integer ops/s (2 per multiply-add); 0 without AVX512_VNNI. */
+  int8DotGOps: number;
 }
 
 export interface NativeAddon {
-  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8', math?: 'f32' | 'bf16'): Promise<NativeModel>;
+  loadModel(config: NativeConfig, entries: TensorEntry[], backend: string, threads: number, weights: 'f32' | 'bf16' | 'bf16-exact' | 'q8', math?: 'f32' | 'bf16' | 'int8'): Promise<NativeModel>;
   backendInfo(): BackendInfo;
   /** Step sizes of an Eso-LM plan (engine/schedule.h); given positions count only by number. */
   planEsolmSteps(length: number, nGiven: number, steps: number, alpha0: number, planSeedHi: number,

@@ -81,6 +81,8 @@ describe('esolm CLI', () => {
     expect(doc.cpu.kernelsAvailable.split(' ')).toContain('portable');
     // BF16 math (math: 'bf16'): the kernel name where it runs, else why not
     expect(doc.cpu.bf16Math === null ? doc.cpu.bf16MathError : doc.cpu.bf16Math).toMatch(doc.cpu.bf16Math === null ? /AVX512_BF16|ESOLM_CPU_KERNELS/ : /^avx512bf16$/);
+    // int8 math (math: 'int8'): the same
+    expect(doc.cpu.int8Math === null ? doc.cpu.int8MathError : doc.cpu.int8Math).toMatch(doc.cpu.int8Math === null ? /AVX512_VNNI|ESOLM_CPU_KERNELS/ : /^avx512vnni$/);
     expect(typeof doc.cuda.usable).toBe('boolean');
     const bench = JSON.parse(await run('bench', '-m', modelDir, '-n', '16', '--steps', '4', '--json', '--backend', 'cpu'));
     expect(bench.rows.map((r: { method: string }) => r.method)).toEqual(['esolm', 'mdlm', 'ar']);

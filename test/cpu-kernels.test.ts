@@ -1,13 +1,15 @@
 // CPU kernel sets and 8-bit weights through the public API: every kernel set this CPU runs
 // (ESOLM_CPU_KERNELS) gives the same logits as the default one to fp32 rounding, an
-// unknown or unsupported set is a typed error, the floors are measured, and `weights:
-// 'q8'` stays within int8 rounding of the F32 weights. (The kernels themselves are
-// tested op by op against the reference in test/native/cpu_ops_test.cpp.)
+// unknown or unsupported set is a typed error, the floors are measured, `weights: 'q8'`
+// stays within int8 rounding of the F32 weights, and BF16 and int8 math run where they can.
+// (The kernels themselves are tested op by op against the reference in
+// test/native/cpu_ops_test.cpp.)
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Model, loadCpuAddon } from '../lib/index.js';
+import { convertCheckpoint } from '../lib/checkpoint/convert.js';
 import { makeRandomModel } from './helpers/random-model.js';
 
 let dir: string;
@@ -132,6 +134,81 @@ describe('BF16 math', () => {
     console.log(`BF16 math, cached steps vs forward: max |diff| ${s.diff.toExponential(2)}`);
     expect(s.diff).toBeLessThan(2e-5 * s.scale);
     cache.dispose();
+    for (const x of [exact, m]) x.dispose();
+  });
+});
+
+// int8 math (Model.load math: 'int8'): the vpdpbusd kernel is tested op by op against its
+// reference in cpu_ops_test; here, through the API, it must run wherever /proc/cpuinfo lists
+// AVX512_VNNI, change the q8 logits by int8 quantization of the activations only, keep
+// cached steps equal to the full forward, run a q8 file (weights 'auto') exactly as its F32
+// source quantized at load, and be refused with a typed error where it cannot run.
+function cpuinfoHasFlag(flag: string): boolean {
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
+    return flags.split(/\s+/).includes(flag);
+  } catch {
+    return false;  // not Linux: the run-time detection alone decides
+  }
+}
+
+describe('int8 math', () => {
+  const info = loadCpuAddon().backendInfo();
+  const available = info.cpuInt8Math !== undefined;
+
+  it('is available exactly when the CPU has AVX512_VNNI, and reported', () => {
+    if (cpuinfoHasFlag('avx512_vnni')) expect(info.cpuInt8Math).toBe('avx512vnni');
+    if (available) expect(info.cpuInt8MathError).toBeUndefined();
+    else expect(info.cpuInt8MathError).toMatch(/AVX512_VNNI/);
+    if (available) expect(loadCpuAddon().measureCpuFloors(1, 0.01).int8DotGOps).toBeGreaterThan(0);
+  });
+
+  it('refuses bad combinations with typed errors', async () => {
+    for (const weights of ['f32', 'bf16'] as const)
+      await expect(Model.load(dir, { backend: 'cpu', weights, math: 'int8' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/8-bit/) });
+    // auto on a file without I8 matrices: not 8-bit weights
+    await expect(Model.load(dir, { backend: 'cpu', math: 'int8' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/8-bit/) });
+    if (!available) {
+      await expect(Model.load(dir, { backend: 'cpu', weights: 'q8', math: 'int8' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/AVX512_VNNI/) });
+      return;
+    }
+    process.env.ESOLM_CPU_KERNELS = 'portable';  // not the AVX-512 set
+    expect(loadCpuAddon().backendInfo().cpuInt8MathError).toMatch(/ESOLM_CPU_KERNELS/);
+    await expect(Model.load(dir, { backend: 'cpu', weights: 'q8', math: 'int8' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/ESOLM_CPU_KERNELS/) });
+  });
+
+  it.skipIf(!available)(`changes the q8 logits by activation quantization only, cached steps equal the forward, and a q8 file runs as its source${available ? '' : ' (skipped: this CPU lacks AVX512_VNNI)'}`, async () => {
+    delete process.env.ESOLM_CPU_KERNELS;
+    const exact = await Model.load(dir, { backend: 'cpu', weights: 'q8' });
+    const m = await Model.load(dir, { backend: 'cpu', weights: 'q8', math: 'int8' });
+    const want = await exact.forward({ tokens });
+    const got = await m.forward({ tokens });
+    const { diff, scale } = maxDiff(got, want);
+    console.log(`max |logit error| of int8 math vs F32 math (q8 weights): ${diff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
+    expect(diff).toBeGreaterThan(1e-4 * scale);  // the activations really were quantized
+    expect(diff).toBeLessThan(5e-2 * scale);     // ... and only to int8 in blocks
+    // The same rows from cached steps (16 tokens, then 8): few-row products, same numerics.
+    const cache = m.createCache({ batch: 1, capacity: tokens.length });
+    const first = await m.step(cache, { tokens: tokens.subarray(0, 16), commit: 16, logitsFrom: 0 });
+    const rest = await m.step(cache, { tokens: tokens.subarray(16), commit: 8, logitsFrom: 0 });
+    const stepped = new Float32Array(got.length);
+    stepped.set(first);
+    stepped.set(rest, first.length);
+    const s = maxDiff(stepped, got);
+    console.log(`int8 math, cached steps vs forward: max |diff| ${s.diff.toExponential(2)}`);
+    expect(s.diff).toBeLessThan(2e-5 * s.scale);
+    cache.dispose();
+    // A q8 file (auto picks q8) runs with int8 math exactly as its F32 source quantized at load.
+    const q8dir = mkdtempSync(path.join(tmpdir(), 'esolm-k8-'));
+    try {
+      await convertCheckpoint(dir, q8dir, { dtype: 'q8' });
+      const fromFile = await Model.load(q8dir, { backend: 'cpu', math: 'int8' });
+      expect(fromFile.weights).toBe('q8');
+      expect(Array.from(await fromFile.forward({ tokens }))).toEqual(Array.from(got));
+      fromFile.dispose();
+    } finally {
+      rmSync(q8dir, { recursive: true, force: true });
+    }
     for (const x of [exact, m]) x.dispose();
   });
 });

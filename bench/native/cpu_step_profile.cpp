@@ -5,7 +5,8 @@
 // and the rate that implies, with the machine's streaming read bandwidth measured first.
 // Build: cmake -S . -B build-native -DESOLM_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release
 //        cmake --build build-native --target cpu_step_profile
-// Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--length 1024] [--steps 1024]
+// Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--math f32|int8 (int8: with q8)]
+//        [--length 1024] [--steps 1024]
 //        [--batch 1] [--threads 0] [--micro (last: the ops alone at the step shapes)]
 #include <chrono>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include "../../test/native/tiny_model.h"
 #include "cpu/floors.h"
 #include "cpu/kernels.h"
+#include "cpu/ops_reference.h"
 #include "engine/generate.h"
 
 namespace esolm {
@@ -154,10 +156,10 @@ void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads,
 
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
 // call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
-int micro(const std::string& weights, int threads, const CpuFloors& floors) {
+int micro(const std::string& weights, bool int8_math, int threads, const CpuFloors& floors) {
   const bool q8 = weights == "q8";
   std::unique_ptr<Backend> be =
-      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8);
+      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8, false, int8_math);
   const double eb = q8 ? 1 : weights == "bf16" ? 2 : 4;
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 0.05f);
@@ -263,6 +265,11 @@ int main(int argc, char** argv) {
   const int steps = std::atoi(arg(argc, argv, "--steps", "1024"));
   const int batch = std::atoi(arg(argc, argv, "--batch", "1"));
   const int threads = std::atoi(arg(argc, argv, "--threads", "0"));
+  const bool int8_math = std::strcmp(arg(argc, argv, "--math", "f32"), "int8") == 0;
+  if (int8_math && (weights != "q8" || cpu_int8_math_error())) {
+    std::fprintf(stderr, "--math int8: needs --weights q8 and AVX512_VNNI\n");
+    return 1;
+  }
 
   CpuFloors floors;
   Status s = measure_cpu_floors(threads, floors);
@@ -273,7 +280,7 @@ int main(int argc, char** argv) {
   std::printf("floors (%s, %d threads): streaming read %.1f GB/s, peak FMA %.0f GFLOP/s\n", floors.kernels,
               floors.threads, floors.read_gbps, floors.fma_gflops);
 
-  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, threads, floors);
+  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, int8_math, threads, floors);
 
   ModelConfig cfg = test::tiny_config();
   cfg.hidden_size = 768;
@@ -285,7 +292,7 @@ int main(int argc, char** argv) {
   cfg.length = 1024;
   const bool q8 = weights == "q8";
   std::unique_ptr<Backend> cpu =
-      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8);
+      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8, false, int8_math);
   TimingBackend be(cpu.get());
   be.weight_elem_bytes_ = q8 ? 1 : weights == "bf16" ? 2 : 4;
   std::unique_ptr<Model> model;
@@ -317,9 +324,9 @@ int main(int argc, char** argv) {
     op_ms += kv.second.ms;
     bytes += kv.second.bytes;
   }
-  std::printf("Eso-LM (B), weights %s, L = %d, T = %d, batch %d: %.0f ms, NFE %d (%.2f ms per NFE); "
+  std::printf("Eso-LM (B), weights %s%s, L = %d, T = %d, batch %d: %.0f ms, NFE %d (%.2f ms per NFE); "
               "bytes %.2f GB -> bandwidth floor %.0f ms (%.0f%% of floor)\n",
-              weights.c_str(), length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
+              weights.c_str(), int8_math ? " + int8 math" : "", length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
               bytes / (floors.read_gbps * 1e6), 100.0 * bytes / (floors.read_gbps * 1e6) / wall);
   std::printf("%-34s %9s %8s %7s %9s %7s\n", "op", "ms", "calls", "share", "GB read", "GB/s");
   for (const auto& kv : be.stats) {

@@ -7,6 +7,9 @@
 // matrices that are already 8-bit (a q8 file, or quantized by the engine on the host).
 // With BF16 math (create_cpu_backend(..., bf16_math), kernels.h) every matrix is BF16 and
 // linear() rounds its activations to BF16 for the vdpbf16ps kernel (linear_bf16_math).
+// With int8 math (create_cpu_backend(..., q8, ..., int8_math), kernels.h) the 8-bit weights
+// are packed as VNNI panels instead and linear() quantizes its activations to int8 for the
+// vpdpbusd kernel (linear_int8_math).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -36,6 +39,7 @@ void* aligned_zero_alloc(size_t bytes) {
 struct PackedInfo {
   int64_t n = 0, k = 0;
   bool q8 = false;  // int8 panels, then one F32 scale per (padded) output row at q8_scales_offset
+  bool vnni = false;  // with q8: int8 math's VNNI panels (kernels.h), scales at vnni_scales_offset
 };
 
 // Q8 packing: int8 panels [ceil(n/16)][k][16], then ceil(n/16) * 16 F32 scales.
@@ -43,6 +47,10 @@ size_t q8_scales_offset(int64_t n, int64_t k) {
   const size_t panels = size_t((n + kPanel - 1) / kPanel) * kPanel * size_t(k);
   return (panels + 63) / 64 * 64;
 }
+
+// VNNI packing (int8 math): ceil(n/16) panels of [ceil(k/4)][16][4] bytes, then the scales.
+int64_t vnni_panel_bytes(int64_t k) { return (k + 3) / 4 * 4 * kPanel; }
+size_t vnni_scales_offset(int64_t n, int64_t k) { return q8_scales_offset(n, (k + 3) / 4 * 4); }
 
 uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
   uint32_t u;
@@ -59,7 +67,8 @@ float bf16_to_f32(uint16_t h) {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded, bool q8, bool bf16_math = false)
+  CpuBackend(int n_threads, bool reference, DType weights, bool exact_folded, bool q8, bool bf16_math = false,
+             bool int8_math = false)
       : pool_(reference ? 1 : n_threads), reference_(reference), weights_(reference || q8 ? DType::f32 : weights),
         exact_folded_(exact_folded), q8_(q8 && !reference), kernels_(cpu_kernels()),
         bf16_math_(bf16_math && !reference && !q8), math_(bf16_math_ ? cpu_bf16_math_kernels() : nullptr) {
@@ -67,6 +76,9 @@ class CpuBackend : public Backend {
       weights_ = DType::bf16;
       exact_folded_ = false;
     }
+    int8_math_ = int8_math && q8_;
+    // The VNNI kernel is AVX-512 code: not with a narrower set forced (cpu_int8_math_error).
+    int8_ = int8_math_ && &kernels_ == cpu_kernels_avx512() ? cpu_int8_math_kernels() : nullptr;
   }
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
@@ -128,6 +140,15 @@ class CpuBackend : public Backend {
         return (r / kPanel) * bf16_panel_values(kernels_, t.cols) + bf16_panel_index(kernels_, c, int(r % kPanel));
       return (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel;
     };
+    if (pk && pk->vnni) {
+      const uint8_t* u = static_cast<const uint8_t*>(t.data);
+      const float* sc = reinterpret_cast<const float*>(static_cast<const char*>(t.data) + vnni_scales_offset(t.rows, t.cols));
+      for (int64_t r = row0; r < row0 + n_rows; ++r)
+        for (int64_t c = 0; c < t.cols; ++c)
+          host[(r - row0) * t.cols + c] =
+              float(int(u[(r / kPanel) * vnni_panel_bytes(t.cols) + (c / 4) * 4 * kPanel + (r % kPanel) * 4 + c % 4]) - 128) * sc[r];
+      return Status::ok();
+    }
     if (pk && pk->q8) {
       const int8_t* q = static_cast<const int8_t*>(t.data);
       const float* sc = reinterpret_cast<const float*>(static_cast<const char*>(t.data) + q8_scales_offset(t.rows, t.cols));
@@ -152,19 +173,20 @@ class CpuBackend : public Backend {
     if (reference_ || W.dtype == DType::i32) return Status::ok();
     if (packed_info(W)) return Status::ok();
     const bool q8 = q8_ && W.dtype == DType::f32;
-    void* packed = q8 ? pack_q8(W) : pack(W);
+    const bool vnni = q8 && int8_math_;
+    void* packed = vnni ? pack_vnni(W) : q8 ? pack_q8(W) : pack(W);
     if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
     std::free(W.data);
     W.data = packed;
     std::lock_guard<std::mutex> lk(packed_mutex_);
-    packed_[W.data] = PackedInfo{W.rows, W.cols, q8};
+    packed_[W.data] = PackedInfo{W.rows, W.cols, q8, vnni};
     return Status::ok();
   }
 
   bool takes_q8() const override { return q8_; }
   Status upload_q8(Tensor& W, int64_t rows, int64_t cols, const int8_t* q, const float* scales) override {
     if (!q8_ || rows < 0 || cols < 0) return Status::error(Code::internal, "upload_q8: not an 8-bit backend, or a bad shape");
-    void* packed = pack_q8_rows(rows, cols, q, scales);
+    void* packed = int8_math_ ? pack_vnni_rows(rows, cols, q, scales) : pack_q8_rows(rows, cols, q, scales);
     if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
     W = Tensor{};
     W.dtype = DType::f32;  // as prepare_weight leaves a quantized weight: PackedInfo says q8
@@ -172,7 +194,7 @@ class CpuBackend : public Backend {
     W.cols = cols;
     W.data = packed;
     std::lock_guard<std::mutex> lk(packed_mutex_);
-    packed_[W.data] = PackedInfo{rows, cols, true};
+    packed_[W.data] = PackedInfo{rows, cols, true, int8_math_};
     return Status::ok();
   }
 
@@ -233,6 +255,7 @@ class CpuBackend : public Backend {
     if (reference_) return linear_reference(in, W, bias, out, ep);
     if (bf16_math_ && W.dtype == DType::bf16) return linear_bf16_math(in, W, bias, out, ep);
     const PackedInfo* pk = packed_info(W);
+    if (pk && pk->vnni) return linear_int8_math(in, W, bias, out, ep);
     void* tmp = nullptr;
     const void* panels = W.data;
     if (!pk) {
@@ -530,6 +553,70 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
 
+  // linear() with int8 math (kernels.h) on a VNNI-packed weight: the input rows quantized
+  // once (per row: blocks of int8, their scales and corrections), then tasks of (a group of
+  // panels x a block of rows) as in linear(), each one kernel call.
+  Status linear_int8_math(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out, Epilogue ep) {
+    if (!int8_)
+      return Status::error(Code::invalid_arg, cpu_int8_math_error() ? cpu_int8_math_error() : "int8 math is unavailable");
+    const int64_t n = W.rows, k = W.cols, rows = in.rows;
+    const int64_t blocks = (k + kInt8Block - 1) / kInt8Block, lda = blocks * kInt8Block;
+    thread_local std::vector<int8_t> qbuf;  // this caller's quantized activations, reused
+    thread_local std::vector<float> sbuf;
+    thread_local std::vector<int32_t> cbuf;
+    if (qbuf.size() < size_t(rows * lda)) qbuf.resize(size_t(rows * lda));
+    if (sbuf.size() < size_t(rows * blocks)) sbuf.resize(size_t(rows * blocks));
+    if (cbuf.size() < size_t(rows * blocks)) cbuf.resize(size_t(rows * blocks));
+    int8_t* qa = qbuf.data();
+    float* sa = sbuf.data();
+    int32_t* ca = cbuf.data();
+    const float* a = static_cast<const float*>(in.data);
+    constexpr int64_t kConvertRows = 16;
+    pool_.parallel_for((rows + kConvertRows - 1) / kConvertRows, [&](int64_t t) {
+      for (int64_t r = t * kConvertRows; r < std::min(rows, (t + 1) * kConvertRows); ++r)
+        int8_->quantize_row(a + r * k, int(k), qa + r * lda, sa + r * blocks, ca + r * blocks);
+    });
+    const uint8_t* panels = static_cast<const uint8_t*>(W.data);
+    const float* scales = reinterpret_cast<const float*>(static_cast<const char*>(W.data) + vnni_scales_offset(n, k));
+    const int64_t panel_bytes = vnni_panel_bytes(k);
+    const int64_t n_panels = (n + kPanel - 1) / kPanel;
+    constexpr int64_t kRowBlock = 120;  // a multiple of the kernel's 6- and 12-row tiles
+    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
+    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
+    const int64_t rows_per = (rows + row_split - 1) / row_split;
+    float* c = static_cast<float*>(out.data);
+    const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
+    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
+                              : ep == Epilogue::gelu ? EpilogueKind::gelu
+                                                     : EpilogueKind::add_to;
+    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
+      const int64_t g = task / row_split, rs = task % row_split;
+      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
+      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
+      if (r0 >= r1) return;
+      GemmInt8Args args;
+      args.a = qa + r0 * lda;
+      args.lda = lda;
+      args.a_scale = sa + r0 * blocks;
+      args.a_corr = ca + r0 * blocks;
+      args.ld_blocks = blocks;
+      args.rows = r1 - r0;
+      args.panel = panels + p0 * panel_bytes;
+      args.panel_stride = panel_bytes;
+      args.n_panels = int(p1 - p0);
+      args.k = int(k);
+      args.col_scale = scales + p0 * kPanel;
+      args.c = c + r0 * out.cols + p0 * kPanel;
+      args.ldc = out.cols;
+      args.ncols = int(std::min(n, p1 * kPanel) - p0 * kPanel);
+      args.bias = bp ? bp + p0 * kPanel : nullptr;
+      args.ep = kind;
+      int8_->gemm(args);
+    });
+    return Status::ok();
+  }
+
   const PackedInfo* packed_info(const Tensor& t) {
     std::lock_guard<std::mutex> lk(packed_mutex_);
     auto it = packed_.find(t.data);
@@ -589,6 +676,33 @@ class CpuBackend : public Backend {
     std::memcpy(out + off, scales, size_t(n) * sizeof(float));
     return out;
   }
+  // W [n, k] F32 -> VNNI panels (q8 rule, engine/q8.h; stored as q + 128) and row scales.
+  void* pack_vnni(const Tensor& W) {
+    const int64_t n = W.rows, k = W.cols;
+    std::vector<int8_t> q(static_cast<size_t>(n * k));
+    std::vector<float> sc(static_cast<size_t>(n));
+    const float* w = static_cast<const float*>(W.data);
+    pool_.parallel_for(n, [&](int64_t r) { sc[size_t(r)] = q8_quantize_row(w + r * k, k, &q[size_t(r * k)], 1); });
+    return pack_vnni_rows(n, k, q.data(), sc.data());
+  }
+  // int8 rows q [n, k] and n scales -> VNNI panels and scales (layout: vnni_scales_offset).
+  void* pack_vnni_rows(int64_t n, int64_t k, const int8_t* q, const float* scales) {
+    const int64_t n_panels = (n + kPanel - 1) / kPanel, panel_bytes = vnni_panel_bytes(k);
+    const size_t off = vnni_scales_offset(n, k);
+    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    if (!out) return nullptr;
+    uint8_t* dst = reinterpret_cast<uint8_t*>(out);
+    pool_.parallel_for(n_panels, [&](int64_t p) {
+      uint8_t* panel = dst + p * panel_bytes;
+      std::memset(panel, 128, size_t(panel_bytes));  // q = 0 past k and past n
+      for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
+        const int8_t* src = q + (p * kPanel + j) * k;
+        for (int64_t kk = 0; kk < k; ++kk) panel[(kk / 4) * 4 * kPanel + 4 * j + kk % 4] = uint8_t(int(src[kk]) + 128);
+      }
+    });
+    std::memcpy(out + off, scales, size_t(n) * sizeof(float));
+    return out;
+  }
   void* pack(const Tensor& W) {
     const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
     const int64_t panel_values = W.dtype == DType::bf16 ? bf16_panel_values(kernels_, W.cols) : kPanel * W.cols;
@@ -609,6 +723,8 @@ class CpuBackend : public Backend {
   const CpuBf16MathKernels* math_;    // null when bf16_math_ is off or the CPU lacks it
   std::mutex math_rows_mutex_;
   std::vector<uint16_t> math_rows_;   // linear_bf16_math's rounded input rows, reused
+  bool int8_math_ = false;             // 8-bit weights packed as VNNI panels, linear() runs linear_int8_math
+  const CpuInt8MathKernels* int8_ = nullptr;  // null when int8_math_ is off or it cannot run here
   std::mutex packed_mutex_;
   std::unordered_map<const void*, PackedInfo> packed_;
   std::mutex rope_mutex_;
@@ -618,8 +734,10 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded, bool q8, bool bf16_math) {
-  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded, q8, bf16_math));
+std::unique_ptr<Backend> create_cpu_backend(int n_threads, DType weights, bool exact_folded, bool q8, bool bf16_math,
+                                            bool int8_math) {
+  return std::unique_ptr<Backend>(new (std::nothrow) CpuBackend(n_threads, false, weights, exact_folded, q8, bf16_math,
+                                                                int8_math));
 }
 
 std::unique_ptr<Backend> create_cpu_reference_backend() {
@@ -647,6 +765,16 @@ const char* cpu_bf16_math_error() {
   const CpuKernels* k = cpu_kernels_choice(&why);
   if (!k) return why;
   if (!k->bf16_pair_panels) return "BF16 math (math: 'bf16') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
+  return nullptr;
+}
+
+const char* cpu_int8_math_error() {
+  if (!cpu_int8_math_kernels())
+    return "int8 math (math: 'int8') needs a CPU with AVX512_VNNI (vpdpbusd); this CPU (or this build) has none";
+  const char* why = nullptr;
+  const CpuKernels* k = cpu_kernels_choice(&why);
+  if (!k) return why;
+  if (k != cpu_kernels_avx512()) return "int8 math (math: 'int8') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
   return nullptr;
 }
 

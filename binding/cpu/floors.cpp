@@ -95,6 +95,16 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
       }));
     out.bf16_dot_gflops = flops * threads / best / 1e9;
   }
+  // And of int8 math's (2 ops per multiply-add, as for the FLOPs).
+  if (const CpuInt8MathKernels* m = cpu_int8_math_kernels()) {
+    best = 1e30;
+    for (int rep = 0; rep < 3; ++rep)
+      best = std::min(best, timed_on_threads(threads, [&](int t) {
+        const double f = m->dot_loop(iters);
+        if (t == 0) flops = f;
+      }));
+    out.int8_dot_gops = flops * threads / best / 1e9;
+  }
   return Status::ok();
 }
 

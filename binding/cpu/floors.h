@@ -14,6 +14,7 @@ struct CpuFloors {
   double read_gbps = 0;    // GB/s (1e9 bytes) streaming read of a buffer far larger than cache
   double fma_gflops = 0;   // GFLOP/s of independent FMAs on the kernel set's widest registers
   double bf16_dot_gflops = 0;  // GFLOP/s of independent vdpbf16ps (BF16 math), 0 without AVX512_BF16
+  double int8_dot_gops = 0;    // G int ops/s of independent vpdpbusd (int8 math), 0 without AVX512_VNNI
 };
 
 // Best of a few repetitions each (a second or two in all). threads = 0: all cores.

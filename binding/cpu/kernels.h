@@ -4,7 +4,8 @@
 // cpu_kernels() picks the widest the CPU supports (cpuid) at each backend creation;
 // ESOLM_CPU_KERNELS=portable|avx2|avx512 forces one (an unsupported one is an error the
 // backend factory reports, see cpu_kernels_choice()). BF16 math (below) is an opt-in
-// GEMM beside these (simd/kernels_avx512bf16.cpp), for the AVX-512 set's BF16 panels.
+// GEMM beside these (simd/kernels_avx512bf16.cpp), for the AVX-512 set's BF16 panels;
+// int8 math (below) another (simd/kernels_avx512vnni.cpp), for 8-bit weights.
 //
 // Packed weight layout for gemm: W [n, k] becomes ceil(n/16) panels, each [k][16]
 // values (column j of the panel = output column 16p + j), zero-padded past n. Panels are
@@ -136,5 +137,59 @@ struct CpuBf16MathKernels {
 };
 // Null when not compiled in or this CPU lacks AVX512_BF16 (or AVX-512F/BW/VL/DQ).
 const CpuBf16MathKernels* cpu_bf16_math_kernels();
+
+// ---- int8 math (opt-in: create_cpu_backend(..., q8, ..., int8_math), Model.load math: 'int8') ----
+// vpdpbusd (AVX512_VNNI) multiplies 4 unsigned bytes by 4 signed bytes and adds the four
+// products to one int32 lane: 64 multiply-adds per instruction against 16 for an F32 FMA.
+// The weights are the q8 values (engine/q8.h) as stored, biased to unsigned; linear()
+// quantizes its activations to int8 once per row (int8_quantize_block, ops_reference.h):
+// a numerics change beyond 8-bit weights, hence opt-in.
+// Activations: each row in blocks of kInt8Block values along k, each block its own scale
+// s_b = max |a| / 127 and q = round_half_even(a / s_b) (zero past k), with the block's
+// correction -128 * sum(q) (the weights are stored as u = q_w + 128, so sum u * q_a -
+// 128 * sum q_a = sum q_w * q_a exactly, in int32). Why 32: an activation outlier (LayerNorm
+// outputs have a few) coarsens only the 31 values beside it; the per-block work (start
+// from the correction, convert the int32 sum, one F32 FMA by s_b) is 3 instructions per 8
+// vpdpbusd, and a 32-byte block is half a cache line of the row. Every int32 block sum is
+// below 2^24 (255 * 127 * 32), so its conversion to F32 is exact.
+// Weights: VNNI panels, ceil(n/16) panels of [ceil(k/4)][16][4] bytes: element (kk, j) at
+// (kk / 4) * 64 + 4 * j + kk % 4, u = q + 128 (128, i.e. q = 0, past k and past n); then
+// one F32 scale per (padded) output column, as for Q8 panels.
+// Each output: acc = sum over blocks in k order of float(int32 block sum) * s_b (F32 FMAs
+// from zero), then acc * w_scale[col] (+ bias, epilogue): whatever the tile, so a row's
+// result does not depend on how many rows share the call.
+constexpr int kInt8Block = 32;
+
+struct GemmInt8Args {
+  const int8_t* a;          // quantized rows, row r at a + r * lda (lda = blocks * kInt8Block)
+  int64_t lda;
+  const float* a_scale;     // s_b of row r, block b at a_scale[r * ld_blocks + b]
+  const int32_t* a_corr;    // -128 * sum(q) of that block, same indexing
+  int64_t ld_blocks;
+  int64_t rows;
+  const uint8_t* panel;     // first of n_panels VNNI panels, panel_stride bytes apart
+  int64_t panel_stride;
+  int n_panels;
+  int k;
+  const float* col_scale;   // 16 * n_panels weight scales (zero past n)
+  float* c;                 // c[r * ldc + j], j < ncols (<= 16 * n_panels)
+  int64_t ldc;
+  int ncols;
+  const float* bias;        // ncols values or null
+  EpilogueKind ep;
+};
+
+struct CpuInt8MathKernels {
+  const char* name;
+  // One row of k floats -> ceil(k/32) blocks: q (32 bytes each, zero past k), s_b and the
+  // correction; bit for bit int8_quantize_block (ops_reference.h) on each block.
+  void (*quantize_row)(const float* a, int k, int8_t* q, float* scale, int32_t* corr);
+  void (*gemm)(const GemmInt8Args& g);
+  // `iters` rounds of independent vpdpbusd on zmm registers; returns the integer ops done
+  // (2 per multiply-add), for the floors (floors.h).
+  double (*dot_loop)(int64_t iters);
+};
+// Null when not compiled in or this CPU lacks AVX512_VNNI (or AVX-512F/BW/VL/DQ).
+const CpuInt8MathKernels* cpu_int8_math_kernels();
 
 }  // namespace esolm

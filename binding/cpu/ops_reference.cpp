@@ -1,11 +1,14 @@
 // ops_reference.cpp — see ops_reference.h. Written for clarity, not speed.
 #include "cpu/ops_reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include "cpu/kernels.h"
 
 namespace esolm {
 
@@ -61,6 +64,63 @@ float round_to_bf16(float f) {
   float r;
   std::memcpy(&r, &u, 4);
   return r;
+}
+
+float int8_quantize_block(const float* a, int n, int8_t* q, int32_t* corr) {
+  uint32_t amax_bits = 0;  // |a| as bits: ordered as the values, NaN above infinity
+  for (int i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &a[i], 4);
+    amax_bits = std::max(amax_bits, u & 0x7fffffffu);
+  }
+  float amax;
+  std::memcpy(&amax, &amax_bits, 4);
+  const float s = amax_bits >= 0x7f800000u ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+  int32_t sum = 0;
+  for (int i = 0; i < kInt8Block; ++i) {
+    float v = 0.0f;
+    if (i < n && s > 0.0f) v = std::max(-127.0f, std::min(127.0f, std::nearbyint(a[i] / s)));  // NaN s: 0
+    q[i] = int8_t(v);
+    sum += q[i];
+  }
+  *corr = -128 * sum;
+  return s;
+}
+
+Status linear_int8_math_reference(const Tensor& in, const Tensor& Wq, const Tensor& w_scale, const Tensor& bias,
+                                  Tensor& out, Epilogue ep) {
+  if (in.dtype != DType::f32 || Wq.dtype != DType::f32 || w_scale.numel() != Wq.rows || in.cols != Wq.cols)
+    return Status::error(Code::internal, "linear_int8_math_reference: F32 tensors, one scale per row");
+  const int64_t n = Wq.rows, k = Wq.cols, blocks = (k + kInt8Block - 1) / kInt8Block;
+  const float* a = static_cast<const float*>(in.data);
+  const float* w = static_cast<const float*>(Wq.data);
+  const float* ws = static_cast<const float*>(w_scale.data);
+  const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
+  float* c = static_cast<float*>(out.data);
+  std::vector<int8_t> q(static_cast<size_t>(blocks * kInt8Block));
+  std::vector<float> s(static_cast<size_t>(blocks));
+  for (int64_t r = 0; r < in.rows; ++r) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      int32_t corr;
+      s[size_t(b)] = int8_quantize_block(a + r * k + b * kInt8Block, int(std::min<int64_t>(kInt8Block, k - b * kInt8Block)),
+                                         &q[size_t(b * kInt8Block)], &corr);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t b = 0; b < blocks; ++b) {
+        int64_t dot = 0;
+        for (int64_t kk = b * kInt8Block; kk < std::min(k, (b + 1) * kInt8Block); ++kk)
+          dot += int64_t(q[size_t(kk)]) * int64_t(w[j * k + kk]);
+        acc += double(dot) * s[size_t(b)];
+      }
+      acc = acc * ws[j] + (bp ? bp[j] : 0.0);
+      float& o = c[r * out.cols + j];
+      if (ep == Epilogue::gelu) o = float(gelu_tanh(acc));
+      else if (ep == Epilogue::add_to) o = float(o + acc);
+      else o = float(acc);
+    }
+  }
+  return Status::ok();
 }
 
 Status linear_bf16_math_reference(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,

@@ -19,6 +19,18 @@ float round_to_bf16(float f);
 // W is F32 (its values rounded here) as the reference backend stores it.
 Status linear_bf16_math_reference(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out,
                                   Epilogue ep);
+// int8 math's activation rule (kernels.h): a block of n <= kInt8Block floats -> kInt8Block
+// int8 values (zero past n), returning the block scale s = max |a| / 127 (F32 division)
+// with q = round_half_even(a / s) (F32 division) clamped to [-127, 127], and *corr =
+// -128 * sum(q). An all-zero block (or one whose s underflows to 0) gets s = 0 and q = 0;
+// a block holding NaN or an infinity gets s = NaN and q = 0, so its outputs are NaN.
+float int8_quantize_block(const float* a, int n, int8_t* q, int32_t* corr);
+// The int8-math oracle: each input row quantized by int8_quantize_block, then per output
+// column sum_b float64(sum q_a * q_w) * s_b, times w_scale[col], in float64 (the integer
+// products are exact). Wq: F32 [n, k] holding the weight's q8 values (integers in
+// [-127, 127]); w_scale: F32 [1, n], the weight's row scales (engine/q8.h).
+Status linear_int8_math_reference(const Tensor& in, const Tensor& Wq, const Tensor& w_scale, const Tensor& bias,
+                                  Tensor& out, Epilogue ep);
 // cos and sin of the rotary angles pos * 10000^(-2j/hd), j < hd/2, in float64.
 void rope_angles(int32_t pos, int hd, double* cs, double* sn);
 // angles (optional): fills cs/sn for a position as rope_angles does (a cached table).
@@ -41,6 +53,9 @@ std::string cpu_kernels_available();
 // Why BF16 math (create_cpu_backend(..., bf16_math)) cannot run here (no AVX512_BF16, or
 // ESOLM_CPU_KERNELS forces a set without BF16 pair panels), or null.
 const char* cpu_bf16_math_error();
+// Why int8 math (create_cpu_backend(..., q8, ..., int8_math)) cannot run here (no
+// AVX512_VNNI, or ESOLM_CPU_KERNELS forces a set other than avx512), or null.
+const char* cpu_int8_math_error();
 // Kernel set a CPU backend instance uses ("" for other backends).
 const char* cpu_backend_kernels(const Backend& be);
 

@@ -231,9 +231,13 @@ void sample_rows_host(const float* logits, int64_t rows, int vocab, const Sample
 // linear() rounds its activations to BF16, for the AVX512_BF16 kernel (cpu/kernels.h):
 // opt-in, as it changes numerics. Check cpu_bf16_math_error() first: without the
 // instruction set, linear() fails with invalid_arg.
+// int8_math (with q8): the 8-bit matrices packed for AVX512_VNNI and linear() quantizes its
+// activations to int8 (cpu/kernels.h, "int8 math"): opt-in, as it changes numerics. Check
+// cpu_int8_math_error() first: without the instruction set, linear() fails with invalid_arg.
 std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */,
                                             DType weights = DType::f32, bool exact_folded = true,
-                                            bool q8 = false, bool bf16_math = false);
+                                            bool q8 = false, bool bf16_math = false,
+                                            bool int8_math = false);
 // Plain loops with float64 accumulation, one thread: the oracle for kernel tests.
 std::unique_ptr<Backend> create_cpu_reference_backend();
 #ifdef ESOLM_WITH_CUDA

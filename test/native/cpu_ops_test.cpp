@@ -1,7 +1,8 @@
 // cpu_ops_test.cpp — every fast CPU op (SIMD kernels, threads) against the plain-loop
 // reference backend on awkward shapes, for every kernel set this CPU runs (AVX-512, AVX2,
 // portable; each forced with ESOLM_CPU_KERNELS), and the floors' helpers of each set;
-// then the opt-in BF16-math GEMM (AVX512_BF16) against its own reference.
+// then the opt-in BF16-math GEMM (AVX512_BF16) and int8-math GEMM (AVX512_VNNI) against
+// their own references.
 // Tolerance: fp32 accumulation in a different order than the float64 reference gives
 // errors ~ sqrt(k) * 2^-24 * |terms|; 2e-5 relative to the row scale is ample and still
 // catches indexing bugs (which give O(1) errors).
@@ -18,6 +19,7 @@
 #include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
 #include "engine/backend.h"
+#include "engine/q8.h"
 
 using namespace esolm;
 
@@ -387,6 +389,193 @@ static void test_bf16_math(Backend& ref) {
   unsetenv("ESOLM_CPU_KERNELS");
 }
 
+// ---- int8 math (kernels.h): q8 weights x activations quantized to int8 in blocks of 32,
+// vpdpbusd, exact int32 block sums, F32 accumulation over the blocks.
+
+static bool cpuinfo_has_flag(const char* flag) {  // " flag" followed by a space or the line end
+  FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (!f) return false;
+  char line[8192];
+  bool has = false;
+  const size_t len = std::strlen(flag);
+  while (!has && std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, "flags", 5) != 0) continue;
+    for (const char* p = std::strstr(line, flag); p && !has; p = std::strstr(p + 1, flag))
+      has = p[-1] == ' ' && (p[len] == ' ' || p[len] == '\n' || p[len] == 0);
+  }
+  std::fclose(f);
+  return has;
+}
+
+// The rule itself on hand-made blocks (ties to even, clamp, zero, NaN, infinity), then the
+// kernel's row quantization equal to it bit for bit for k = 1..100 (scales, q, corrections;
+// zero past k; nothing written past the row's blocks).
+static void test_int8_quantize(const CpuInt8MathKernels& m) {
+  {
+    const float a[6] = {127.0f, 2.5f, -3.5f, 0.5f, 1.5f, -127.0f};  // s = 1: the ties go to even
+    int8_t q[kInt8Block];
+    int32_t corr = 1;
+    const float s = int8_quantize_block(a, 6, q, &corr);
+    const int8_t want[6] = {127, 2, -4, 0, 2, -127};
+    bool ok = s == 1.0f && std::memcmp(q, want, 6) == 0 && corr == -128 * (127 + 2 - 4 + 0 + 2 - 127);
+    for (int i = 6; i < kInt8Block; ++i) ok = ok && q[i] == 0;
+    const float z[3] = {0.0f, -0.0f, 0.0f}, bad[3] = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f},
+                inf[2] = {1.0f, -std::numeric_limits<float>::infinity()};
+    ok = ok && int8_quantize_block(z, 3, q, &corr) == 0.0f && corr == 0 && q[0] == 0;
+    ok = ok && std::isnan(int8_quantize_block(bad, 3, q, &corr)) && corr == 0 && q[0] == 0 && q[2] == 0;
+    ok = ok && std::isnan(int8_quantize_block(inf, 2, q, &corr)) && q[0] == 0;
+    std::printf("%s int8 math: the activation rule on hand-made blocks (ties to even, zero, NaN, inf)\n", ok ? "ok  " : "FAIL");
+    if (!ok) ++failures;
+  }
+  int bad = 0;
+  for (int k = 1; k <= 100; ++k) {
+    std::vector<float> a = randn(size_t(k), 3.0f);
+    if (k % 7 == 0) a[size_t(k / 2)] = 1e3f;                                      // an outlier
+    if (k > 40) for (int i = 32; i < 40; ++i) a[size_t(i)] = 1e-41f * float(i - 35);  // subnormals only
+    if (k > 64) for (int i = 64; i < std::min(k, 96); ++i) a[size_t(i)] = 0.0f;     // a zero block
+    if (k == 97) a[70] = std::numeric_limits<float>::quiet_NaN();
+    const int blocks = (k + kInt8Block - 1) / kInt8Block;
+    std::vector<int8_t> q(size_t(blocks + 1) * kInt8Block, 0x55), wq(size_t(blocks) * kInt8Block);
+    std::vector<float> sc(size_t(blocks) + 1, -7.0f);
+    std::vector<int32_t> corr(size_t(blocks) + 1, 77);
+    m.quantize_row(a.data(), k, q.data(), sc.data(), corr.data());
+    for (int b = 0; b < blocks; ++b) {
+      int32_t wc;
+      const float ws = int8_quantize_block(a.data() + b * kInt8Block, std::min(kInt8Block, k - b * kInt8Block),
+                                           wq.data() + b * kInt8Block, &wc);
+      bad += std::memcmp(&ws, &sc[size_t(b)], 4) != 0 || wc != corr[size_t(b)];
+    }
+    bad += std::memcmp(q.data(), wq.data(), wq.size()) != 0;
+    bad += sc[size_t(blocks)] != -7.0f || corr[size_t(blocks)] != 77 || q[size_t(blocks) * kInt8Block] != 0x55;
+  }
+  std::printf("%s int8 math: row quantization equals int8_quantize_block for k = 1..100 (%d differ)\n",
+              bad ? "FAIL" : "ok  ", bad);
+  if (bad) ++failures;
+}
+
+// The int8-math linear against its reference (the same quantization; integer products
+// exact, only the F32 summation over blocks differs: the usual tolerance), its weight
+// downloading as the q8 values, and its result away from the F32-activation one by far
+// more than that tolerance (the activations really were quantized).
+static void test_linear_int8_math(Backend& fast, Backend& ref, int rows, int n, int k, Epilogue ep, bool bias) {
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f), b = randn(n), init = randn(size_t(rows) * n);
+  for (int c = 0; c < k; ++c) w[size_t(n / 2) * k + c] = 0.0f;  // an all-zero row: scale 0
+  std::vector<int8_t> wq8(w.size());
+  std::vector<float> wq(w.size()), wdq(w.size()), ws(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    ws[size_t(r)] = q8_quantize_row(w.data() + size_t(r) * k, k, wq8.data() + size_t(r) * k, 1);
+    for (int c = 0; c < k; ++c) {
+      wq[size_t(r) * k + c] = float(wq8[size_t(r) * k + c]);
+      wdq[size_t(r) * k + c] = wq[size_t(r) * k + c] * ws[size_t(r)];
+    }
+  }
+  Tensor wf = make(fast, DType::f32, n, k, &w);
+  fast.prepare_weight(wf);
+  Tensor af = make(fast, DType::f32, rows, k, &a), bf = bias ? make(fast, DType::f32, 1, n, &b) : Tensor{},
+         of = make(fast, DType::f32, rows, n, &init);
+  Tensor ar = make(ref, DType::f32, rows, k, &a), wr = make(ref, DType::f32, n, k, &wq), sr = make(ref, DType::f32, 1, n, &ws),
+         wdr = make(ref, DType::f32, n, k, &wdq), br = bias ? make(ref, DType::f32, 1, n, &b) : Tensor{},
+         orf = make(ref, DType::f32, rows, n, &init), oex = make(ref, DType::f32, rows, n, &init);
+  const Status s = fast.linear(af, wf, bf, of, ep);
+  if (!s) { std::printf("FAIL int8-math linear: %s\n", s.message.c_str()); ++failures; }
+  linear_int8_math_reference(ar, wr, sr, br, orf, ep);
+  linear_reference(ar, wdr, br, oex, ep);  // F32 activations, the same q8 weights
+  const std::vector<float> got = get(fast, of), want = get(ref, orf), exact = get(ref, oex);
+  const std::string name = "linear int8 math rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                           " k=" + std::to_string(k) + " ep=" + std::to_string(int(ep)) + (bias ? " bias" : "");
+  check(name, got, want);
+  check("  VNNI-packed weight downloads the q8 values", get(fast, wf), wdq, 0);
+  double scale = 1e-6, moved = 0;
+  for (size_t i = 0; i < exact.size(); ++i) {
+    scale = std::max(scale, double(std::fabs(exact[i])));
+    moved = std::max(moved, double(std::fabs(got[i] - exact[i])));
+  }
+  if (moved <= 10 * 2e-5 * scale && k >= 8) {
+    std::printf("FAIL   the activations were not quantized (max diff to F32 activations %.3g)\n", moved);
+    ++failures;
+  }
+  for (Tensor* t : {&af, &wf, &bf, &of}) fast.release(*t);
+  for (Tensor* t : {&ar, &wr, &sr, &wdr, &br, &orf, &oex}) ref.release(*t);
+}
+
+// upload_q8 (a q8 file) packs the same VNNI panels as prepare_weight: equal results, bit
+// for bit; a NaN in one input row makes that row's outputs NaN and leaves the others.
+static void test_int8_upload_and_nan(Backend& fast) {
+  const int rows = 5, n = 40, k = 70;
+  auto a = randn(size_t(rows) * k), w = randn(size_t(n) * k, 0.1f);
+  std::vector<int8_t> q(w.size());
+  std::vector<float> sc(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) sc[size_t(r)] = q8_quantize_row(w.data() + size_t(r) * k, k, q.data() + size_t(r) * k, 1);
+  Tensor w1 = make(fast, DType::f32, n, k, &w), w2;
+  fast.prepare_weight(w1);
+  const Status up = fast.upload_q8(w2, n, k, q.data(), sc.data());
+  a[size_t(2) * k + 50] = std::numeric_limits<float>::quiet_NaN();
+  Tensor af = make(fast, DType::f32, rows, k, &a), o1 = make(fast, DType::f32, rows, n, nullptr),
+         o2 = make(fast, DType::f32, rows, n, nullptr);
+  fast.linear(af, w1, Tensor{}, o1, Epilogue::store);
+  fast.linear(af, w2, Tensor{}, o2, Epilogue::store);
+  const std::vector<float> g1 = get(fast, o1), g2 = get(fast, o2);
+  bool ok = bool(up) && std::memcmp(g1.data(), g2.data(), g1.size() * 4) == 0;
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) ok = ok && (r == 2) == std::isnan(g1[size_t(r) * n + j]);
+  std::printf("%s int8 math: upload_q8 equals prepare_weight bit for bit; a NaN input row gives NaN outputs only\n",
+              ok ? "ok  " : "FAIL");
+  if (!ok) ++failures;
+  for (Tensor* t : {&w1, &w2, &af, &o1, &o2}) fast.release(*t);
+}
+
+static void test_int8_math(Backend& ref) {
+  const CpuInt8MathKernels* m = cpu_int8_math_kernels();
+#if defined(__x86_64__)
+  if (cpuinfo_has_flag("avx512_vnni") && !m) {
+    std::printf("FAIL /proc/cpuinfo lists avx512_vnni but the int8-math kernels are unavailable\n");
+    ++failures;
+  }
+#endif
+  if (!m) {
+    const bool reported = cpu_int8_math_error() != nullptr;
+    std::printf("%s skip int8 math: this CPU lacks AVX512_VNNI (reported as: %s)\n", reported ? "ok  " : "FAIL",
+                reported ? cpu_int8_math_error() : "nothing");
+    if (!reported) ++failures;
+    return;
+  }
+  std::printf("== int8 math (%s)\n", m->name);
+  if (cpu_int8_math_error()) { std::printf("FAIL int8 math reported unavailable: %s\n", cpu_int8_math_error()); ++failures; }
+  test_int8_quantize(*m);
+  auto fast = create_cpu_backend(2, DType::f32, true, /*q8=*/true, false, /*int8_math=*/true);
+  int i = 0;
+  for (int rows = 1; rows <= 20; ++rows)  // every tile height and remainder of the kernel
+    for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}, {20, 37}, {64, 1}, {33, 3}, {50, 100}})
+      test_linear_int8_math(*fast, ref, rows, nk.first, nk.second, Epilogue(i++ % 3), rows % 2 == 1);
+  for (int rows : {40, 121, 250})  // several row blocks per call
+    for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
+      test_linear_int8_math(*fast, ref, rows, 200, 65, ep, true);
+  test_linear_int8_math(*fast, ref, 7, 48, 770, Epilogue::add_to, false);  // many blocks, a partial last one
+  for (int rows : {3, 16, 17, 40}) {
+    test_linear_row_invariance(*fast, DType::f32, rows, 37, 40);
+    test_linear_row_invariance(*fast, DType::f32, rows, 37, 41);
+    test_linear_row_invariance(*fast, DType::f32, rows, 70, 300);
+  }
+  test_int8_upload_and_nan(*fast);
+  // ESOLM_CPU_KERNELS forcing a narrower set: reported, and linear() refuses.
+  setenv("ESOLM_CPU_KERNELS", "avx2", 1);
+  const bool refused = cpu_kernels_error() || cpu_int8_math_error() != nullptr;
+  if (!cpu_kernels_error()) {
+    auto forced = create_cpu_backend(2, DType::f32, true, true, false, true);
+    std::vector<float> w(16 * 8, 0.5f), a(8, 1.0f);
+    Tensor wf = make(*forced, DType::f32, 16, 8, &w), af = make(*forced, DType::f32, 1, 8, &a),
+           of = make(*forced, DType::f32, 1, 16, nullptr);
+    forced->prepare_weight(wf);
+    const Status s = forced->linear(af, wf, Tensor{}, of, Epilogue::store);
+    std::printf("%s int8 math with ESOLM_CPU_KERNELS=avx2: %s\n", !s && s.code == Code::invalid_arg ? "ok  " : "FAIL",
+                s ? "ran" : s.message.c_str());
+    if (s || s.code != Code::invalid_arg) ++failures;
+    for (Tensor* t : {&wf, &af, &of}) forced->release(*t);
+  }
+  if (!refused) { std::printf("FAIL int8 math with ESOLM_CPU_KERNELS=avx2 not reported\n"); ++failures; }
+  unsetenv("ESOLM_CPU_KERNELS");
+}
+
 int main() {
   auto ref = create_cpu_reference_backend();
   // The default is the widest set this CPU runs.
@@ -458,6 +647,7 @@ int main() {
   }
   unsetenv("ESOLM_CPU_KERNELS");
   test_bf16_math(*ref);
+  test_int8_math(*ref);
   if (paths == 0) { std::printf("FAIL no kernel set ran\n"); ++failures; }
   std::printf("%s: %d failure(s), %d kernel set(s) tested\n", failures ? "FAILED" : "PASSED", failures, paths);
   return failures ? 1 : 0;
