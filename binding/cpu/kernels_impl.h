@@ -164,18 +164,18 @@ static void gemm_one_panel(const GemmPanelArgs& g) {
 
 static void gemm_panel_impl(const GemmPanelArgs& g) {
   if (g.n_panels < 2) return gemm_one_panel(g);
-  GemmPanelArgs h = g;  // the panels one after the other
-  h.n_panels = 1;
-  h.ncols = g.ncols < 16 ? g.ncols : 16;
-  gemm_one_panel(h);
-  h.panel = g.panel ? g.panel + g.panel_stride : nullptr;
-  h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + g.panel_stride : nullptr;
-  h.panel_q8 = g.panel_q8 ? g.panel_q8 + g.panel_stride : nullptr;
-  h.col_scale = g.col_scale ? g.col_scale + 16 : nullptr;
-  h.bias = g.bias ? g.bias + 16 : nullptr;
-  h.c = g.c + 16;
-  h.ncols = g.ncols - 16;
-  gemm_one_panel(h);
+  for (int p = 0; p < g.n_panels; ++p) {  // the panels one after the other
+    GemmPanelArgs h = g;
+    h.n_panels = 1;
+    h.panel = g.panel ? g.panel + p * g.panel_stride : nullptr;
+    h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + p * g.panel_stride : nullptr;
+    h.panel_q8 = g.panel_q8 ? g.panel_q8 + p * g.panel_stride : nullptr;
+    h.col_scale = g.col_scale ? g.col_scale + 16 * p : nullptr;
+    h.bias = g.bias ? g.bias + 16 * p : nullptr;
+    h.c = g.c + 16 * p;
+    h.ncols = g.ncols - 16 * p < 16 ? g.ncols - 16 * p : 16;
+    gemm_one_panel(h);
+  }
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
@@ -297,7 +297,9 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
 
 // Attention of query rows [r0, r1) of one (sequence, head) as two small GEMMs per
 // block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
-// then O = P·V with V packed as 16-column panels — the same micro-kernel as linear().
+// then O = P·V with V packed as 16-column panels — the same micro-kernel as linear()
+// (Gemm: a kernel set with its own, wider GEMM passes it; all panels in one call).
+template <void (*Gemm)(const GemmPanelArgs&) = gemm_panel_impl>
 static void attn_rows_impl(const AttnRowsArgs& a) {
   if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   const int hd = a.head_dim;
@@ -341,41 +343,45 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
       cend = e > cend ? e : cend;
     }
     const int cp = (cend + 15) / 16;
-    for (int p = 0; p < cp; ++p) {
+    {
       GemmPanelArgs g;
       g.a = a.q + int64_t(b0) * a.q_stride;
       g.lda = a.q_stride;
       g.rows = b1 - b0;
-      g.panel = kp + size_t(p) * hd * 16;
+      g.panel = kp;
+      g.n_panels = cp;
+      g.panel_stride = int64_t(hd) * 16;
       g.k = hd;
-      g.c = sm + p * 16;
+      g.c = sm;
       g.ldc = ld_s;
-      g.ncols = 16;
+      g.ncols = cp * 16;
       g.bias = nullptr;
       g.ep = EpilogueKind::store;
-      gemm_panel_impl(g);
+      Gemm(g);
     }
     const int kk = cp * 16;  // reduction length of P·V (zero-padded keys)
     for (int r = b0; r < b1; ++r) {
       float* row = sm + size_t(r - b0) * ld_s;
       const int qs = a.q_slot0 + r;
       const int end = attn_key_end(a, qs);
+      // Keys at or past end8 are all hidden: their probabilities are zero, not computed.
+      const int end8 = (end + 7) / 8 * 8;
       const v8f sc = splat(a.scale);
-      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * sc);
-      if (a.mode == 2 || a.mode == 3)
-        for (int s = 0; s < end; ++s)
-          if (!attn_visible(a, qs, s)) row[s] = neg;
-      for (int s = end; s < kk; ++s) row[s] = neg;
+      const bool masked = a.mode == 2 || a.mode == 3;
       v8f mx = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
-        v8f x = ld8(row + s);
+      for (int s = 0; s < end8; s += 8) {  // scale, mask and max in one pass
+        v8f x = ld8(row + s) * sc;
+        if (masked || s + 8 > end)
+          for (int j = 0; j < 8; ++j)
+            if (s + j >= end || (masked && !attn_visible(a, qs, s + j))) x[j] = neg;
+        st8(row + s, x);
         mx = x > mx ? x : mx;
       }
       float m = mx[0];
       for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
       v8f sum = splat(0.0f);
       const v8f mv = splat(m), ninf = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
+      for (int s = 0; s < end8; s += 8) {
         v8f x = ld8(row + s);
         v8f e = exp8(x - mv);
         e = x == ninf ? splat(0.0f) : e;
@@ -383,21 +389,24 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
         sum += e;
       }
       const v8f inv = splat(1.0f / hsum(sum));
-      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * inv);
+      for (int s = 0; s < end8; s += 8) st8(row + s, ld8(row + s) * inv);
+      for (int s = end8; s < kk; s += 8) st8(row + s, splat(0.0f));
     }
-    for (int p = 0; p < n_vp; ++p) {
+    {
       GemmPanelArgs g;
       g.a = sm;
       g.lda = ld_s;
       g.rows = b1 - b0;
-      g.panel = vp + size_t(p) * ld_s * 16;
+      g.panel = vp;
+      g.n_panels = n_vp;
+      g.panel_stride = int64_t(ld_s) * 16;
       g.k = kk;
-      g.c = a.out + int64_t(b0) * a.out_stride + p * 16;
+      g.c = a.out + int64_t(b0) * a.out_stride;
       g.ldc = a.out_stride;
-      g.ncols = hd - p * 16 < 16 ? hd - p * 16 : 16;
+      g.ncols = hd;
       g.bias = nullptr;
       g.ep = EpilogueKind::store;
-      gemm_panel_impl(g);
+      Gemm(g);
     }
   }
 }
