@@ -183,12 +183,23 @@ class CpuBackend : public Backend {
       for (int64_t r = c * chunk; r < std::min(rows, (c + 1) * chunk); ++r) {
         const float* xr = xp + r * d;
         float* yr = yp + r * d;
-        double mean = 0;
-        for (int64_t i = 0; i < d; ++i) mean += xr[i];
+        // Sums in double over 8 interleaved partial sums: not one long dependent chain.
+        double part[8] = {};
+        int64_t i8 = d / 8 * 8;
+        for (int64_t i = 0; i < i8; i += 8)
+          for (int j = 0; j < 8; ++j) part[j] += xr[i + j];
+        double mean = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        for (int64_t i = i8; i < d; ++i) mean += xr[i];
         mean /= double(d);
-        double var = 0;
-        for (int64_t i = 0; i < d; ++i) {
-          double t = xr[i] - mean;
+        for (double& p : part) p = 0;
+        for (int64_t i = 0; i < i8; i += 8)
+          for (int j = 0; j < 8; ++j) {
+            const double t = xr[i + j] - mean;
+            part[j] += t * t;
+          }
+        double var = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        for (int64_t i = i8; i < d; ++i) {
+          const double t = xr[i] - mean;
           var += t * t;
         }
         var /= double(d);

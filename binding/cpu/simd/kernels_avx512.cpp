@@ -53,13 +53,7 @@ static inline void tile(const float* a, int64_t lda, const W* panel, int k, __m5
   }
 }
 
-static inline __m512 gelu16(__m512 y) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, y);
-  st8(t, gelu8(ld8(t)));
-  st8(t + 8, gelu8(ld8(t + 8)));
-  return _mm512_load_ps(t);
-}
+static inline __m512 gelu16(__m512 y) { return __m512(gelu16v(v16f(y))); }
 
 // Epilogue of 16 columns starting at column col0 of the call (0, or 16 for a second panel).
 template <int MR>
