@@ -8,7 +8,8 @@
 // 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
 // end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs:
 // there the panels are prefetched ahead of the loads, and pairs of panels give each row two
-// independent FMA chains.
+// independent FMA chains. Many rows (a long forward, attention over many queries) are bound
+// by the FMAs: calls of up to 4 panels run 4-panel x 6-row tiles (run_tile_wide).
 // Attention runs the generic kernels_impl.h code (built with these flags) on this set's GEMM;
 // the floors' helpers are the generic ones.
 #include <cmath>
@@ -55,7 +56,7 @@ static inline void tile(const float* a, int64_t lda, const W* panel, int k, __m5
 
 static inline __m512 gelu16(__m512 y) { return __m512(gelu16v(v16f(y))); }
 
-// Epilogue of 16 columns starting at column col0 of the call (0, or 16 for a second panel).
+// Epilogue of 16 columns starting at column col0 of the call (16 p for the call's panel p).
 template <int MR>
 static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR], int col0 = 0) {
   const int ncols = g.ncols - col0;
