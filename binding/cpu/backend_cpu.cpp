@@ -157,7 +157,13 @@ class CpuBackend : public Backend {
       return Status::ok();
     }
     if (t.dtype == DType::f32 && !packed) {
-      std::memcpy(host, static_cast<const float*>(t.data) + row0 * t.cols, size_t(n_rows * t.cols) * 4);
+      // Large copies (the logits of many rows) on all threads: one core does not reach
+      // the machine's copy bandwidth.
+      const float* src = static_cast<const float*>(t.data) + row0 * t.cols;
+      const int64_t count = n_rows * t.cols, chunk = int64_t(1) << 18;
+      pool_.parallel_for((count + chunk - 1) / chunk, [&](int64_t c) {
+        std::memcpy(host + c * chunk, src + c * chunk, size_t(std::min(chunk, count - c * chunk)) * 4);
+      });
       return Status::ok();
     }
     for (int64_t r = row0; r < row0 + n_rows; ++r)
@@ -228,12 +234,23 @@ class CpuBackend : public Backend {
       for (int64_t r = c * chunk; r < std::min(rows, (c + 1) * chunk); ++r) {
         const float* xr = xp + r * d;
         float* yr = yp + r * d;
-        double mean = 0;
-        for (int64_t i = 0; i < d; ++i) mean += xr[i];
+        // Sums in double over 8 interleaved partial sums: not one long dependent chain.
+        double part[8] = {};
+        int64_t i8 = d / 8 * 8;
+        for (int64_t i = 0; i < i8; i += 8)
+          for (int j = 0; j < 8; ++j) part[j] += xr[i + j];
+        double mean = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        for (int64_t i = i8; i < d; ++i) mean += xr[i];
         mean /= double(d);
-        double var = 0;
-        for (int64_t i = 0; i < d; ++i) {
-          double t = xr[i] - mean;
+        for (double& p : part) p = 0;
+        for (int64_t i = 0; i < i8; i += 8)
+          for (int j = 0; j < 8; ++j) {
+            const double t = xr[i + j] - mean;
+            part[j] += t * t;
+          }
+        double var = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        for (int64_t i = i8; i < d; ++i) {
+          const double t = xr[i] - mean;
           var += t * t;
         }
         var /= double(d);
@@ -271,8 +288,10 @@ class CpuBackend : public Backend {
     // Task = a group of panels x a block of rows. A row block (<= kRowBlock rows) stays in
     // L2 while it meets every panel of the group; consecutive tasks share the group's
     // panels, which then stay in L2 too. Few rows (cached steps): one block, panels split.
+    // Many rows: the whole group in one kernel call (its 4-panel x 6-row tile).
     constexpr int64_t kRowBlock = 120;  // multiple of the 6-row micro-tile
     const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    const int64_t panels_per_call = rows >= 64 ? panels_per_task : 2;
     const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
     const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
     const int64_t rows_per = (rows + row_split - 1) / row_split;
@@ -287,9 +306,9 @@ class CpuBackend : public Backend {
       const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
       if (r0 >= r1) return;
       const int64_t p_end = std::min(n_panels, (g + 1) * panels_per_task);
-      for (int64_t p = g * panels_per_task; p < p_end; p += 2) {
+      for (int64_t p = g * panels_per_task; p < p_end; p += panels_per_call) {
         GemmPanelArgs args;
-        args.n_panels = p + 1 < p_end ? 2 : 1;  // pairs of panels: see GemmPanelArgs
+        args.n_panels = int(std::min(panels_per_call, p_end - p));  // see GemmPanelArgs
         args.panel_stride = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
         args.a = a + r0 * k;
         args.lda = k;
@@ -320,8 +339,22 @@ class CpuBackend : public Backend {
   Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n, int n_heads,
                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
                         Tensor& v_cache) override {
-    return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out,
-                                    k_cache, v_cache, reference_ ? nullptr : &CpuBackend::cached_angles, this);
+    RopeAnglesFn angles = reference_ ? nullptr : &CpuBackend::cached_angles;
+    if (reference_ || int64_t(batch) * n <= kRopeRows)
+      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out,
+                                      k_cache, v_cache, angles, this);
+    if (slot0 < 0 || slot0 + n > capacity) return Status::error(Code::internal, "rope_qkv_store: slots out of range");
+    // Many rows (a full forward): the reference computation, on blocks of rows in parallel
+    // (each row's result is the same whatever block it falls in).
+    const int64_t blocks = (n + kRopeRows - 1) / kRopeRows;
+    pool_.parallel_for(int64_t(batch) * blocks, [&](int64_t t) {
+      const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows, m = std::min<int64_t>(kRopeRows, n - i0);
+      Tensor qv = row_slice(qkv, b * n + i0, m), pv = row_slice(positions, b * n + i0, m),
+             qo = row_slice(q_out, b * n + i0, m), kc = row_slice(k_cache, b * capacity, capacity),
+             vc = row_slice(v_cache, b * capacity, capacity);
+      (void)rope_qkv_store_reference(qv, pv, 1, int(m), n_heads, slot0 + int(i0), capacity, qo, kc, vc, angles, this);
+    });
+    return Status::ok();
   }
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -431,6 +464,8 @@ class CpuBackend : public Backend {
   }
 
  private:
+  static constexpr int64_t kRopeRows = 32;  // rows per rope_qkv_store task
+
   static Status read_loop_state(const Tensor& state, int n_pad, int capacity, int& slot0, int& n) {
     if (state.dtype != DType::i32 || state.numel() < kLoopFields)
       return Status::error(Code::invalid_arg, "loop state must be I32 [1, kLoopFields]");

@@ -37,12 +37,13 @@ struct GemmPanelArgs {
   int k;
   float* c;            // output column block start: c[r * ldc + j], j < ncols
   int64_t ldc;
-  int ncols;           // valid columns: <= 16, or <= 32 with two panels
+  int ncols;           // valid columns: <= 16 * n_panels
   const float* bias;   // ncols values or null
   EpilogueKind ep;
-  // Two adjacent panels in one call (columns 16..31 from the panel `panel_stride` values
-  // further on; bias and col_scale then cover 32 columns): lets a kernel hold a 2-panel
-  // tile. Kernels without one run the panels one after the other.
+  // n_panels adjacent panels in one call (columns 16p..16p+15 from the panel p *
+  // `panel_stride` values further on; bias and col_scale then cover all the columns): lets
+  // a kernel hold a tile several panels wide (two for few rows, four for many). Kernels
+  // without one run the panels one after the other.
   int n_panels = 1;
   int64_t panel_stride = 0;
 };

@@ -25,35 +25,55 @@ static inline float hsum(v8f v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-// e^x for x in float range; x <= -87 gives 0.
-static inline v8f exp8(v8f x) {
-  const v8f lo = splat(-87.0f), hi = splat(88.0f);
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  v8f n = x * splat(1.44269504088896341f);
-  n = __builtin_convertvector(__builtin_convertvector(n + (n >= 0 ? splat(0.5f) : splat(-0.5f)), v8i), v8f);
-  v8f r = x - n * splat(0.693359375f);
-  r = r - n * splat(-2.12194440e-4f);
-  v8f p = splat(1.0f / 720.0f);
-  p = p * r + splat(1.0f / 120.0f);
-  p = p * r + splat(1.0f / 24.0f);
-  p = p * r + splat(1.0f / 6.0f);
-  p = p * r + splat(0.5f);
-  p = p * r + splat(1.0f);
-  p = p * r + splat(1.0f);
-  v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
-  v8f scale;
-  std::memcpy(&scale, &e, 32);
-  v8f res = p * scale;
-  return x <= lo ? splat(0.0f) : res;
+// 16 floats (two ymm in the AVX2 build, one zmm in the AVX-512 one): for the long
+// elementwise passes (softmax, GELU); every lane is computed as in the 8-wide versions.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+static inline v16f ld16(const float* p) { v16f v; std::memcpy(&v, p, 64); return v; }
+static inline void st16(float* p, v16f v) { std::memcpy(p, &v, 64); }
+static inline float hsum16(v16f v) {
+  v8f lo, hi;
+  std::memcpy(&lo, &v, 32);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 32, 32);
+  return hsum(lo + hi);
 }
 
-static inline v8f gelu8(v8f u) {
-  // 0.5 u (1 + tanh(s (u + 0.044715 u^3))), tanh(y) = 1 - 2 / (e^{2y} + 1)
-  v8f y = splat(0.7978845608028654f) * (u + splat(0.044715f) * u * u * u);
-  v8f t = splat(1.0f) - splat(2.0f) / (exp8(y + y) + splat(1.0f));
-  return splat(0.5f) * u * (splat(1.0f) + t);
+// e^x for x in float range; x <= -87 gives 0. V: v8f or v16f, VI the int32 vector of
+// the same width.
+template <class V, class VI>
+static inline V exp_v(V x) {
+  const V lo = V{} + -87.0f, hi = V{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  V n = x * 1.44269504088896341f;
+  n = __builtin_convertvector(__builtin_convertvector(n + (n >= 0 ? V{} + 0.5f : V{} + -0.5f), VI), V);
+  V r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = V{} + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  VI e = (__builtin_convertvector(n, VI) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &e, sizeof(V));
+  V res = p * scale;
+  return x <= lo ? V{} : res;
 }
+static inline v8f exp8(v8f x) { return exp_v<v8f, v8i>(x); }
+static inline v16f exp16(v16f x) { return exp_v<v16f, v16i>(x); }
+
+template <class V, class VI>
+static inline V gelu_v(V u) {
+  // 0.5 u (1 + tanh(s (u + 0.044715 u^3))), tanh(y) = 1 - 2 / (e^{2y} + 1)
+  V y = 0.7978845608028654f * (u + 0.044715f * u * u * u);
+  V t = 1.0f - 2.0f / (exp_v<V, VI>(y + y) + 1.0f);
+  return 0.5f * u * (1.0f + t);
+}
+static inline v8f gelu8(v8f u) { return gelu_v<v8f, v8i>(u); }
+static inline v16f gelu16v(v16f u) { return gelu_v<v16f, v16i>(u); }
 
 typedef uint16_t v8h __attribute__((vector_size(16)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
@@ -165,18 +185,18 @@ static void gemm_one_panel(const GemmPanelArgs& g) {
 
 static void gemm_panel_impl(const GemmPanelArgs& g) {
   if (g.n_panels < 2) return gemm_one_panel(g);
-  GemmPanelArgs h = g;  // the panels one after the other
-  h.n_panels = 1;
-  h.ncols = g.ncols < 16 ? g.ncols : 16;
-  gemm_one_panel(h);
-  h.panel = g.panel ? g.panel + g.panel_stride : nullptr;
-  h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + g.panel_stride : nullptr;
-  h.panel_q8 = g.panel_q8 ? g.panel_q8 + g.panel_stride : nullptr;
-  h.col_scale = g.col_scale ? g.col_scale + 16 : nullptr;
-  h.bias = g.bias ? g.bias + 16 : nullptr;
-  h.c = g.c + 16;
-  h.ncols = g.ncols - 16;
-  gemm_one_panel(h);
+  for (int p = 0; p < g.n_panels; ++p) {  // the panels one after the other
+    GemmPanelArgs h = g;
+    h.n_panels = 1;
+    h.panel = g.panel ? g.panel + p * g.panel_stride : nullptr;
+    h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + p * g.panel_stride : nullptr;
+    h.panel_q8 = g.panel_q8 ? g.panel_q8 + p * g.panel_stride : nullptr;
+    h.col_scale = g.col_scale ? g.col_scale + 16 * p : nullptr;
+    h.bias = g.bias ? g.bias + 16 * p : nullptr;
+    h.c = g.c + 16 * p;
+    h.ncols = g.ncols - 16 * p < 16 ? g.ncols - 16 * p : 16;
+    gemm_one_panel(h);
+  }
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
@@ -296,9 +316,11 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
   }
 }
 
-// Attention of query rows [r0, r1) of one (sequence, head) as two small GEMMs per
-// block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
-// then O = P·V with V packed as 16-column panels — the same micro-kernel as linear().
+// Attention of query rows [r0, r1) of one sequence and head (a.heads > 1: each head in
+// turn) as two small GEMMs per block of rows: S = Q·Kᵀ with K packed as 16-key panels, a masked softmax in place,
+// then O = P·V with V packed as 16-column panels — the same micro-kernel as linear()
+// (Gemm: a kernel set with its own, wider GEMM passes it; all panels in one call).
+template <void (*Gemm)(const GemmPanelArgs&) = gemm_panel_impl>
 static void attn_rows_impl(const AttnRowsArgs& a) {
   if (a.heads > 1) {  // one head at a time
     for (int h = 0; h < a.heads; ++h) {
@@ -308,7 +330,7 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
       one.k += h * a.head_dim;
       one.v += h * a.head_dim;
       one.out += h * a.head_dim;
-      attn_rows_impl(one);
+      attn_rows_impl<Gemm>(one);
     }
     return;
   }
@@ -324,13 +346,17 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
   const int n_vp = (hd + 15) / 16;            // column panels for O
   const int ld_s = n_kp * 16;
   constexpr int kRows = 48;                   // query rows per block (multiple of 6)
-  float* kp = a.scratch;                                  // [n_kp][hd][16]
-  float* vp = kp + size_t(n_kp) * hd * 16;                // [n_vp][ld_s][16]
-  float* sm = vp + size_t(n_vp) * ld_s * 16;              // [kRows][ld_s]
+  // Panels and score rows lie one cache line further apart than they need: with strides
+  // that are multiples of 4 KiB (1024 keys, head_dim 64) the rows a GEMM tile reads
+  // together would all fall in one L1 set.
+  const size_t kps = size_t(hd + 1) * 16, vps = size_t(ld_s + 1) * 16, lds = size_t(ld_s) + 16;
+  float* kp = a.scratch;                                  // n_kp panels [hd][16], kps apart
+  float* vp = kp + n_kp * kps;                            // n_vp panels [ld_s][16], vps apart
+  float* sm = vp + n_vp * vps;                            // [kRows][ld_s], rows lds apart
   for (int p = 0; p < n_kp; ++p)
     for (int j = 0; j < 16; ++j) {
       const int s = p * 16 + j;
-      float* dst = kp + size_t(p) * hd * 16 + j;
+      float* dst = kp + p * kps + j;
       if (s < max_end) {
         const float* src = a.k + int64_t(s) * a.kv_stride;
         for (int d = 0; d < hd; ++d) dst[d * 16] = src[d];
@@ -340,8 +366,12 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
     }
   for (int p = 0; p < n_vp; ++p)
     for (int s = 0; s < ld_s; ++s) {
-      float* dst = vp + (size_t(p) * ld_s + s) * 16;
+      float* dst = vp + p * vps + size_t(s) * 16;
       const int c0 = p * 16;
+      if (s < max_end && c0 + 16 <= hd) {
+        std::memcpy(dst, a.v + int64_t(s) * a.kv_stride + c0, 16 * sizeof(float));
+        continue;
+      }
       for (int j = 0; j < 16; ++j)
         dst[j] = (s < max_end && c0 + j < hd) ? a.v[int64_t(s) * a.kv_stride + c0 + j] : 0.0f;
     }
@@ -354,63 +384,73 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
       cend = e > cend ? e : cend;
     }
     const int cp = (cend + 15) / 16;
-    for (int p = 0; p < cp; ++p) {
+    {
       GemmPanelArgs g;
       g.a = a.q + int64_t(b0) * a.q_stride;
       g.lda = a.q_stride;
       g.rows = b1 - b0;
-      g.panel = kp + size_t(p) * hd * 16;
+      g.panel = kp;
+      g.n_panels = cp;
+      g.panel_stride = int64_t(kps);
       g.k = hd;
-      g.c = sm + p * 16;
-      g.ldc = ld_s;
-      g.ncols = 16;
+      g.c = sm;
+      g.ldc = int64_t(lds);
+      g.ncols = cp * 16;
       g.bias = nullptr;
       g.ep = EpilogueKind::store;
-      gemm_panel_impl(g);
+      Gemm(g);
     }
     const int kk = cp * 16;  // reduction length of P·V (zero-padded keys)
     for (int r = b0; r < b1; ++r) {
-      float* row = sm + size_t(r - b0) * ld_s;
+      float* row = sm + size_t(r - b0) * lds;
       const int qs = a.q_slot0 + r;
       const int end = attn_key_end(a, qs);
-      const v8f sc = splat(a.scale);
-      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * sc);
-      if (a.mode == 2 || a.mode == 3)
-        for (int s = 0; s < end; ++s)
-          if (!attn_visible(a, qs, s)) row[s] = neg;
-      for (int s = end; s < kk; ++s) row[s] = neg;
-      v8f mx = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
-        v8f x = ld8(row + s);
+      // 16 keys at a time (kk is a multiple of 16). Keys at or past end16 are all hidden:
+      // their probabilities are zero, not computed.
+      const int end16 = (end + 15) / 16 * 16;
+      const bool masked = a.mode == 2 || a.mode == 3;
+      const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+      v16f mx = v16f{} + neg;
+      for (int s = 0; s < end16; s += 16) {  // scale, mask and max in one pass
+        v16f x = ld16(row + s) * a.scale;
+        if (s + 16 > end) x = lane + s >= end ? v16f{} + neg : x;
+        if (masked)
+          for (int j = 0; j < 16 && s + j < end; ++j)
+            if (!attn_visible(a, qs, s + j)) x[j] = neg;
+        st16(row + s, x);
         mx = x > mx ? x : mx;
       }
-      float m = mx[0];
-      for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
-      v8f sum = splat(0.0f);
-      const v8f mv = splat(m), ninf = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
-        v8f x = ld8(row + s);
-        v8f e = exp8(x - mv);
-        e = x == ninf ? splat(0.0f) : e;
-        st8(row + s, e);
+      alignas(64) float mxs[16];
+      st16(mxs, mx);
+      float m = mxs[0];
+      for (int i = 1; i < 16; ++i) m = mxs[i] > m ? mxs[i] : m;
+      v16f sum = {};
+      for (int s = 0; s < end16; s += 16) {
+        const v16f x = ld16(row + s);
+        v16f e = exp16(x - m);
+        e = x == neg ? v16f{} : e;
+        st16(row + s, e);
         sum += e;
       }
-      const v8f inv = splat(1.0f / hsum(sum));
-      for (int s = 0; s < kk; s += 8) st8(row + s, ld8(row + s) * inv);
+      const float inv = 1.0f / hsum16(sum);
+      for (int s = 0; s < end16; s += 16) st16(row + s, ld16(row + s) * inv);
+      for (int s = end16; s < kk; s += 16) st16(row + s, v16f{});
     }
-    for (int p = 0; p < n_vp; ++p) {
+    {
       GemmPanelArgs g;
       g.a = sm;
-      g.lda = ld_s;
+      g.lda = int64_t(lds);
       g.rows = b1 - b0;
-      g.panel = vp + size_t(p) * ld_s * 16;
+      g.panel = vp;
+      g.n_panels = n_vp;
+      g.panel_stride = int64_t(vps);
       g.k = kk;
-      g.c = a.out + int64_t(b0) * a.out_stride + p * 16;
+      g.c = a.out + int64_t(b0) * a.out_stride;
       g.ldc = a.out_stride;
-      g.ncols = hd - p * 16 < 16 ? hd - p * 16 : 16;
+      g.ncols = hd;
       g.bias = nullptr;
       g.ep = EpilogueKind::store;
-      gemm_panel_impl(g);
+      Gemm(g);
     }
   }
 }
@@ -418,7 +458,7 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
 // Scratch floats attn_rows_impl needs for n_kv keys and head_dim hd.
 static inline size_t attn_scratch_floats(int n_kv, int hd) {
   const size_t ld_s = size_t((n_kv + 15) / 16) * 16, n_vp = size_t((hd + 15) / 16);
-  return ld_s * hd + n_vp * ld_s * 16 + 48 * ld_s + 64;
+  return ld_s * (hd + 1) + n_vp * (ld_s + 1) * 16 + 48 * (ld_s + 16) + 64;
 }
 
 // Machine floors (CpuKernels::fma_loop / read_sum): 12 independent accumulators keep

@@ -601,19 +601,31 @@ int main() {
       for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}, {20, 37}})
         for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
           test_linear(*fast, *ref, rows, nk.first, nk.second, ep, rows % 2 == 1);
-    for (int rows : {1, 3, 7, 9, 16, 40})
+    // Many rows (>= 64): calls of up to 4 panels; 7, 6 and 9 panels leave 3, 2 and 1 over,
+    // and 130 rows split into two blocks of 65 (row tails).
+    for (int rows : {67, 130})
+      for (int n : {110, 90, 130})
+        for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
+          test_linear(*fast, *ref, rows, n, 40, ep, ep != Epilogue::store);
+    for (int rows : {1, 3, 7, 9, 16, 40, 70})
       for (Epilogue ep : {Epilogue::store, Epilogue::add_to}) test_linear_bf16(*fast, *ref, rows, 37, 64, ep);
     test_linear_bf16(*fast, *ref, 2, 40, 33, Epilogue::gelu);
     for (int rows : {1, 2, 3, 5, 8, 17})  // odd k: the AVX-512 pair panels end in a padding row
       test_linear_bf16(*fast, *ref, rows, 50, 37, rows % 2 ? Epilogue::store : Epilogue::add_to);
-    for (int rows : {3, 16, 17, 40})
+    test_linear_bf16(*fast, *ref, 100, 110, 33, Epilogue::gelu);
+    for (int rows : {3, 16, 17, 40, 70})
       for (DType wdt : {DType::f32, DType::bf16}) {
         test_linear_row_invariance(*fast, wdt, rows, 37, 40);
         test_linear_row_invariance(*fast, wdt, rows, 37, 41);
       }
+    for (DType wdt : {DType::f32, DType::bf16}) {
+      test_linear_row_invariance(*fast, wdt, 131, 110, 40);
+      test_linear_row_invariance(*fast, wdt, 131, 110, 41);
+    }
     auto fast_q8 = create_cpu_backend(2, DType::f32, true, true);
     test_linear_row_invariance(*fast_q8, DType::f32, 23, 50, 33);
-    for (int rows : {1, 2, 9, 16, 30})
+    test_linear_row_invariance(*fast_q8, DType::f32, 70, 110, 33);
+    for (int rows : {1, 2, 9, 16, 30, 70})
       for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
         test_linear_q8(*fast_q8, *ref, rows, 37, 64, ep, rows % 2 == 0);
     test_linear_q8(*fast_q8, *ref, 3, 16, 37, Epilogue::store, true);
@@ -635,6 +647,9 @@ int main() {
       test_attention(*fast, *ref, 1, 9, 128, 2, 70, 72, 80, mode);
       test_attention(*fast, *ref, 1, 16, 64, 8, 0, 8, 8, mode);
     }
+    for (AttnMode mode : {AttnMode::causal, AttnMode::bidirectional, AttnMode::mixed2})
+      for (int hd : {48, 64})  // many key panels (13) and 3 or 4 value panels in one call
+        test_attention(*fast, *ref, 1, 2, hd, 100, 100, 200, 200, mode);
     for (int hd : {8, 64}) {
       test_attention(*fast, *ref, 2, 2, hd, 14, 0, 14, 14, AttnMode::sequential);
       test_attention(*fast, *ref, 1, 3, hd, 100, 0, 100, 100, AttnMode::sequential);
@@ -643,6 +658,8 @@ int main() {
     test_rope(*fast, *ref, 2, 5, 3, 16, 0);
     test_rope(*fast, *ref, 1, 9, 2, 64, 1000);   // grows the table past its first 1024 rows
     test_rope(*fast, *ref, 1, 4, 2, 8, 70000);   // positions past the table
+    test_layernorm(*fast, *ref, 5, 53, true);  // d not a multiple of 8
+    test_rope(*fast, *ref, 2, 300, 2, 16, 900);  // many rows: blocks of rows on all threads
     test_floors(kernels);
   }
   unsetenv("ESOLM_CPU_KERNELS");

@@ -8,9 +8,11 @@
 // read from memory once, as 2 bytes; Q8 panels are sign-extended and converted (exact) and scaled per column at the
 // end. Few rows (the cached steps of a generation) are bound by the weight stream, not by FMAs:
 // there the panels are prefetched ahead of the loads, and pairs of panels give each row two
-// independent FMA chains.
+// independent FMA chains. Many rows (a long forward, attention over many queries) are bound
+// by the FMAs: calls of up to 4 panels run 4-panel x 6-row tiles (run_tile_wide).
 // Attention of few rows with hd in {32, 64, 128} is attn_few_rows below; the rest of the
-// attention and the floors' helpers are the generic kernels_impl.h built with these flags.
+// attention runs the generic kernels_impl.h code (built with these flags) on this set's
+// GEMM; the floors' helpers are the generic ones.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -84,15 +86,9 @@ static inline void tile_pairs(const float* a, int64_t lda, const uint16_t* panel
   }
 }
 
-static inline __m512 gelu16(__m512 y) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, y);
-  st8(t, gelu8(ld8(t)));
-  st8(t + 8, gelu8(ld8(t + 8)));
-  return _mm512_load_ps(t);
-}
+static inline __m512 gelu16(__m512 y) { return __m512(gelu16v(v16f(y))); }
 
-// Epilogue of 16 columns starting at column col0 of the call (0, or 16 for a second panel).
+// Epilogue of 16 columns starting at column col0 of the call (16 p for the call's panel p).
 template <int MR>
 static inline void store_tile(const GemmPanelArgs& g, int64_t r0, const __m512 acc[MR], int col0 = 0) {
   const int ncols = g.ncols - col0;
@@ -244,8 +240,95 @@ static void gemm_two_panels16(const GemmPanelArgs& g, const W* p0) {
   }
 }
 
+// Many rows (a large forward, attention over many queries): NV adjacent panels x MR rows,
+// NV*MR accumulators. Per k, NV panel loads and MR broadcasts feed NV*MR FMAs; the 4 x 6
+// tile (24 accumulators + 4 panel rows + a broadcast in 32 zmm) needs the fewest loads per
+// FMA, and only 6 rows of A are live: fewer L1 set conflicts than 8 or more rows when the
+// row stride is a multiple of 4 KiB (k = 1024, 3072). Same accumulation order as tile().
+template <int NV, int MR, class W>
+static inline void run_tile_wide(const GemmPanelArgs& g, const W* p0, int64_t r0, int col0) {
+  __m512 acc[NV][MR];
+  for (int v = 0; v < NV; ++v)
+    for (int r = 0; r < MR; ++r) acc[v][r] = _mm512_setzero_ps();
+  const float* a = g.a + r0 * g.lda;
+  // The tile's output lines (cold when the output is large, e.g. the logits): fetched
+  // while the FMAs run, so the stores at the end do not wait on memory.
+  for (int r = 0; r < MR; ++r) {
+    const char* c = reinterpret_cast<const char*>(g.c + (r0 + r) * g.ldc + col0);
+    for (int off = 0; off < NV * 64 + 63; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+  }
+  if constexpr (std::is_same<W, uint16_t>::value) {
+    // BF16 pair panels: the even row of each pair by a shift, then the odd row by a mask of
+    // the same 64 bytes loaded again (an L1 hit), so no more than NV panel registers live.
+    const __m512i odd_mask = _mm512_set1_epi32(int(0xffff0000u));
+    for (int kk = 0; kk < g.k; kk += 2) {
+      __m512 b[NV];
+      for (int v = 0; v < NV; ++v)
+        b[v] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(p0 + v * g.panel_stride + kk * 16), 16));
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r * g.lda + kk]);
+        for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(av, b[v], acc[v][r]);
+      }
+      if (kk + 1 == g.k) break;  // odd k: the last pair's second row is padding
+      for (int v = 0; v < NV; ++v)
+        b[v] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(p0 + v * g.panel_stride + kk * 16), odd_mask));
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r * g.lda + kk + 1]);
+        for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(av, b[v], acc[v][r]);
+      }
+    }
+  } else {
+    for (int kk = 0; kk < g.k; ++kk) {
+      __m512 b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = load_row16(p0 + v * g.panel_stride + kk * 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r * g.lda + kk]);
+        for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(av, b[v], acc[v][r]);
+      }
+    }
+  }
+  for (int v = 0; v < NV; ++v) store_tile<MR>(g, r0, acc[v], col0 + 16 * v);
+}
+
+// The last rows - r0 < MR rows of an NV-panel column block.
+template <int NV, int MR, class W>
+static inline void run_rows_tail(const GemmPanelArgs& g, const W* p0, int64_t r0, int col0) {
+  if constexpr (MR > 0) {
+    if (g.rows - r0 == MR) return run_tile_wide<NV, MR>(g, p0, r0, col0);
+    run_rows_tail<NV, MR - 1>(g, p0, r0, col0);
+  }
+}
+
+// All rows of the NV panels starting at p0 (columns col0 .. col0 + 16 NV of the call).
+// Fewer panels than 4 (the last of a weight) take taller tiles to keep >= 8 FMA chains.
+template <int NV, class W>
+static void gemm_rows_wide(const GemmPanelArgs& g, const W* p0, int col0) {
+  constexpr int MR = NV == 4 ? 6 : NV == 3 ? 8 : NV == 2 ? 8 : 14;
+  int64_t r = 0;
+  for (; r + MR <= g.rows; r += MR) run_tile_wide<NV, MR>(g, p0, r, col0);
+  run_rows_tail<NV, MR - 1>(g, p0, r, col0);
+}
+
+// n_panels > 2 adjacent panels, 4 at a time.
+template <class W>
+static void gemm_wide16(const GemmPanelArgs& g, const W* panel) {
+  int p = 0;
+  for (; p + 4 <= g.n_panels; p += 4) gemm_rows_wide<4>(g, panel + p * g.panel_stride, 16 * p);
+  const W* rest = panel + p * g.panel_stride;
+  switch (g.n_panels - p) {
+    case 3: gemm_rows_wide<3>(g, rest, 16 * p); break;
+    case 2: gemm_rows_wide<2>(g, rest, 16 * p); break;
+    case 1: gemm_rows_wide<1>(g, rest, 16 * p); break;
+    default: break;
+  }
+}
+
 template <class W>
 static void gemm_typed16(const GemmPanelArgs& g, const W* panel) {
+  if (g.n_panels > 2) return gemm_wide16(g, panel);
   if (g.n_panels < 2) return gemm_panel_typed16(g, panel, 0);
   gemm_two_panels16(g, panel);  // also for one row: two independent FMA chains per k
 }
@@ -394,7 +477,7 @@ static void attn_rows16(const AttnRowsArgs& a) {
       default: break;
     }
   }
-  attn_rows_impl(a);
+  attn_rows_impl<gemm_panel16>(a);
 }
 
 static double fma_loop16(int64_t iters) {
