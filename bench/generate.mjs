@@ -40,7 +40,7 @@ const threads = Number(opt('--threads', '0'));
 
 const cfg = SMALL_CONFIG;
 const wBytes = weightBytes(cfg, { f32: 4, bf16: 2, q8: 1 }[weights]);
-console.log(`CPU: ${cpuLine()}; backend ${backend}; L = ${L}; weights ${weights}; math ${math}; Node ${process.versions.node}; ${loadLine()}`);
+console.log(`CPU: ${cpuLine()}; backend ${backend}; L = ${L}; weights ${weights}; math ${mathList.join(",")}; Node ${process.versions.node}; ${loadLine()}`);
 
 const rows = [];
 const runs = [];
