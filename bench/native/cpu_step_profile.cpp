@@ -200,6 +200,55 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     }
     for (Tensor* t : {&W, &x, &y}) be->release(*t);
   }
+  // The block matrices of a whole step (12 x qkv, out, fc1, fc2: 170 MB in BF16, far past
+  // the caches), one linear after another as a step runs them, against a streaming read of
+  // as many bytes: what a step's linears lose to starting and finishing 48 calls.
+  {
+    const int64_t blk[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}};
+    std::vector<Tensor> Ws;
+    double bytes = 0;
+    for (int l = 0; l < 12; ++l)
+      for (const auto& sh : blk) {
+        Tensor W;
+        fill(W, weights == "bf16" ? DType::bf16 : DType::f32, sh[0], sh[1]);
+        be->prepare_weight(W);
+        Ws.push_back(W);
+        bytes += double(sh[0] * sh[1]) * eb;
+      }
+    Tensor x, y, bias;
+    fill(x, DType::f32, 8, 3072);
+    be->alloc(y, DType::f32, 8, 3072);
+    const int64_t n = int64_t(bytes / 4);
+    std::vector<float> buf(size_t(n), 1.0f);
+    const CpuKernels& kn = cpu_kernels();
+    for (int rows : {1, 3}) {
+      std::vector<double> ratios, gbps;
+      for (int rep = 0; rep < 7; ++rep) {
+        const double t_read = best_ms(1, [&] {
+          std::vector<float> part(size_t(floors.threads), 0.0f);
+          parallel_read(kn, buf.data(), n, int(part.size()), part.data());
+        });
+        const double t_lin = best_ms(1, [&] {
+          for (Tensor& W : Ws) {
+            Tensor xv = x, yv = y;
+            xv.rows = yv.rows = rows;
+            xv.cols = W.cols;
+            yv.cols = W.rows;
+            be->linear(xv, W, bias, yv, Epilogue::store);
+          }
+        });
+        ratios.push_back(t_lin / t_read);
+        gbps.push_back(bytes / (t_lin * 1e6));
+      }
+      std::sort(ratios.begin(), ratios.end());
+      std::sort(gbps.begin(), gbps.end());
+      std::printf("step sweep (48 block linears, %.0f MB), %d rows: %.1f GB/s; time / streaming read of its bytes, median of 7 pairs: %.2f\n",
+                  bytes / 1e6, rows, gbps[3], ratios[3]);
+    }
+    for (Tensor& W : Ws) be->release(W);
+    be->release(x);
+    be->release(y);
+  }
   const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
   std::printf("%-28s %5s %9s %8s %8s\n", "linear", "rows", "ms", "GB/s", "of read");
   for (const auto& sh : shapes) {
