@@ -94,6 +94,14 @@ inline int64_t bf16_panel_index(const CpuKernels& kn, int64_t kk, int j) {
   return kn.bf16_pair_panels ? (kk / 2) * 2 * kPanel + 2 * j + kk % 2 : kk * kPanel + j;
 }
 
+// Does this CPU have AVX-512F, BW, VL and DQ (what the avx512 set needs; the BF16 and
+// int8 math kernels check their extension on top)?
+inline bool cpu_has_avx512_base() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
 const CpuKernels& cpu_kernels();
 const CpuKernels& cpu_kernels_portable();
 const CpuKernels* cpu_kernels_avx2();    // null when not compiled in or not supported here

@@ -225,9 +225,37 @@ static inline int attn_key_end(const AttnRowsArgs& a, int qs) {
 constexpr int kAttnDirectRows = 8;
 constexpr int kAttnDirectMaxHd = 256;  // the output row lives in registers
 
+// A row of attention scores for query slot qs, computed for slots [0, end), padded past n
+// (>= end) to a multiple of 8: masks the slots qs cannot see, replaces every score x by
+// exp(x - max) (0 for masked slots and padding) and returns their sum.
+static inline float softmax_exp_row(const AttnRowsArgs& a, int qs, float* row, int end, int n) {
+  const float neg = -std::numeric_limits<float>::infinity();
+  if (a.mode == 2 || a.mode == 3)
+    for (int s = 0; s < end; ++s)
+      if (!attn_visible(a, qs, s)) row[s] = neg;
+  const int kk = (n + 7) / 8 * 8;
+  for (int s = end; s < kk; ++s) row[s] = neg;
+  v8f mx = splat(neg);
+  for (int s = 0; s < kk; s += 8) {
+    v8f x = ld8(row + s);
+    mx = x > mx ? x : mx;
+  }
+  float m = mx[0];
+  for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
+  v8f sum = splat(0.0f);
+  const v8f mv = splat(m), ninf = splat(neg);
+  for (int s = 0; s < kk; s += 8) {
+    v8f x = ld8(row + s);
+    v8f e = exp8(x - mv);
+    e = x == ninf ? splat(0.0f) : e;
+    st8(row + s, e);
+    sum += e;
+  }
+  return hsum(sum);
+}
+
 static void attn_rows_direct(const AttnRowsArgs& a) {
   const int hd = a.head_dim;
-  const float neg = -std::numeric_limits<float>::infinity();
   float* sc = a.scratch;  // n_kv scores, padded to a multiple of 8
   for (int r = a.r0; r < a.r1; ++r) {
     const int qs = a.q_slot0 + r;
@@ -238,7 +266,6 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
       for (int d = 0; d < hd; ++d) o[d] = 0.0f;
       continue;
     }
-    const int kk = (end + 7) / 8 * 8;
     const int hd8 = hd / 8 * 8;
     int s = 0;
     for (; s + 4 <= end; s += 4) {  // four keys at once: four independent FMA chains
@@ -278,27 +305,7 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
       for (int d = hd8; d < hd; ++d) t += q[d] * k[d];
       sc[s] = t * a.scale;
     }
-    if (a.mode == 2 || a.mode == 3)
-      for (int j = 0; j < end; ++j)
-        if (!attn_visible(a, qs, j)) sc[j] = neg;
-    for (int j = end; j < kk; ++j) sc[j] = neg;
-    v8f mx = splat(neg);
-    for (int j = 0; j < kk; j += 8) {
-      v8f x = ld8(sc + j);
-      mx = x > mx ? x : mx;
-    }
-    float m = mx[0];
-    for (int i = 1; i < 8; ++i) m = mx[i] > m ? mx[i] : m;
-    v8f sum = splat(0.0f);
-    const v8f mv = splat(m), ninf = splat(neg);
-    for (int j = 0; j < kk; j += 8) {
-      v8f x = ld8(sc + j);
-      v8f e = exp8(x - mv);
-      e = x == ninf ? splat(0.0f) : e;
-      st8(sc + j, e);
-      sum += e;
-    }
-    const float inv = 1.0f / hsum(sum);
+    const float inv = 1.0f / softmax_exp_row(a, qs, sc, end, end);
     v8f acc[kAttnDirectMaxHd / 8];
     float tail[8] = {};
     const int nv = hd / 8;

@@ -396,34 +396,13 @@ static void attn_few_pass(const AttnRowsArgs& a, int r0) {
       }
     }
   }
-  // Masked softmax per head and row (the generic 8-wide code of the direct kernel).
+  // Masked softmax per head and row (kernels_impl.h, as the direct kernel).
   float inv[kAttnMaxGroupHeads][R];
   for (int h = 0; h < G; ++h)
     for (int i = 0; i < R; ++i) {
       float* row = a.scratch + (int64_t(h) * R + i) * ld;
-      const int qs = a.q_slot0 + r0 + i;
-      if (a.mode == 2 || a.mode == 3)
-        for (int s = 0; s < end[i]; ++s)
-          if (!attn_visible(a, qs, s)) row[s] = neg;
-      const int kk = (end_max + 7) / 8 * 8;
-      for (int s = end_max; s < kk; ++s) row[s] = neg;
-      v8f mx = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
-        v8f x = ld8(row + s);
-        mx = x > mx ? x : mx;
-      }
-      float m = mx[0];
-      for (int l = 1; l < 8; ++l) m = mx[l] > m ? mx[l] : m;
-      v8f sum = splat(0.0f);
-      const v8f mv = splat(m), ninf = splat(neg);
-      for (int s = 0; s < kk; s += 8) {
-        v8f x = ld8(row + s);
-        v8f e = exp8(x - mv);
-        e = x == ninf ? splat(0.0f) : e;
-        st8(row + s, e);
-        sum += e;
-      }
-      inv[h][i] = end[i] > 0 ? 1.0f / hsum(sum) : 0.0f;
+      const float sum = softmax_exp_row(a, a.q_slot0 + r0 + i, row, end[i], end_max);
+      inv[h][i] = end[i] > 0 ? 1.0f / sum : 0.0f;
     }
   // O = sum_s p_s V_s: one pass over V, the sums kept in the output rows between blocks.
   for (int s0 = 0; s0 < end_max || s0 == 0; s0 += kAttnBlock) {
@@ -522,10 +501,7 @@ const CpuKernels* cpu_kernels_avx512() {
   static const CpuKernels k{"avx512", esolm_avx512::gemm_panel16, esolm_avx512::attn_rows16,
                             esolm_avx512::attn_scratch_floats, esolm_avx512::fma_loop16,
                             esolm_avx512::read_sum16, /*bf16_pair_panels=*/true};
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
-    return nullptr;
+  if (!cpu_has_avx512_base()) return nullptr;
   return &k;
 #else
   return nullptr;

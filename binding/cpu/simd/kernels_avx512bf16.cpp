@@ -153,11 +153,7 @@ const CpuBf16MathKernels* cpu_bf16_math_kernels() {
     defined(__AVX512BF16__)
   static const CpuBf16MathKernels k{"avx512bf16", esolm_avx512bf16::to_bf16_pairs, esolm_avx512bf16::gemm,
                                     esolm_avx512bf16::dot_loop};
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq") ||
-      !__builtin_cpu_supports("avx512bf16"))
-    return nullptr;
+  if (!cpu_has_avx512_base() || !__builtin_cpu_supports("avx512bf16")) return nullptr;
   return &k;
 #else
   return nullptr;

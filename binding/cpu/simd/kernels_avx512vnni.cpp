@@ -189,11 +189,7 @@ const CpuInt8MathKernels* cpu_int8_math_kernels() {
     defined(__AVX512VNNI__)
   static const CpuInt8MathKernels k{"avx512vnni", esolm_avx512vnni::quantize_row, esolm_avx512vnni::gemm,
                                     esolm_avx512vnni::dot_loop};
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq") ||
-      !__builtin_cpu_supports("avx512vnni"))
-    return nullptr;
+  if (!cpu_has_avx512_base() || !__builtin_cpu_supports("avx512vnni")) return nullptr;
   return &k;
 #else
   return nullptr;
