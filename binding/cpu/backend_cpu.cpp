@@ -596,9 +596,11 @@ class CpuBackend : public Backend {
       return Status::error(Code::invalid_arg, cpu_int8_math_error() ? cpu_int8_math_error() : "int8 math is unavailable");
     const int64_t n = W.rows, k = W.cols, rows = in.rows;
     const int64_t blocks = (k + kInt8Block - 1) / kInt8Block, lda = blocks * kInt8Block;
-    thread_local std::vector<int8_t> qbuf;  // this caller's quantized activations, reused
-    thread_local std::vector<float> sbuf;
-    thread_local std::vector<int32_t> cbuf;
+    // The pool runs one parallel_for at a time anyway: one caller at a time owns the buffers.
+    std::lock_guard<std::mutex> lk(math_rows_mutex_);
+    std::vector<int8_t>& qbuf = int8_rows_;
+    std::vector<float>& sbuf = int8_scales_;
+    std::vector<int32_t>& cbuf = int8_corrections_;
     if (qbuf.size() < size_t(rows * lda)) qbuf.resize(size_t(rows * lda));
     if (sbuf.size() < size_t(rows * blocks)) sbuf.resize(size_t(rows * blocks));
     if (cbuf.size() < size_t(rows * blocks)) cbuf.resize(size_t(rows * blocks));
@@ -756,8 +758,11 @@ class CpuBackend : public Backend {
   const CpuKernels& kernels_;
   bool bf16_math_;                    // linear() on BF16 matrices runs linear_bf16_math
   const CpuBf16MathKernels* math_;    // null when bf16_math_ is off or the CPU lacks it
-  std::mutex math_rows_mutex_;
+  std::mutex math_rows_mutex_;        // guards the math modes' input buffers below
   std::vector<uint16_t> math_rows_;   // linear_bf16_math's rounded input rows, reused
+  std::vector<int8_t> int8_rows_;     // linear_int8_math's quantized input rows, reused,
+  std::vector<float> int8_scales_;    // their block scales
+  std::vector<int32_t> int8_corrections_;  // and block corrections (kernels.h)
   bool int8_math_ = false;             // 8-bit weights packed as VNNI panels, linear() runs linear_int8_math
   const CpuInt8MathKernels* int8_ = nullptr;  // null when int8_math_ is off or it cannot run here
   std::mutex packed_mutex_;
