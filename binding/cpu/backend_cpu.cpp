@@ -285,28 +285,14 @@ class CpuBackend : public Backend {
     const float* scales = q8 ? reinterpret_cast<const float*>(static_cast<const char*>(panels) + q8_scales_offset(W.rows, W.cols)) : nullptr;
     const int64_t n = W.rows, k = W.cols, rows = in.rows;
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
-    // Task = a group of panels x a block of rows. A row block (<= kRowBlock rows) stays in
-    // L2 while it meets every panel of the group; consecutive tasks share the group's
-    // panels, which then stay in L2 too. Few rows (cached steps): one block, panels split.
-    // Many rows: the whole group in one kernel call (its 4-panel x 6-row tile).
-    constexpr int64_t kRowBlock = 120;  // multiple of the 6-row micro-tile
-    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
-    const int64_t panels_per_call = rows >= 64 ? panels_per_task : 2;
-    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
-    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
-    const int64_t rows_per = (rows + row_split - 1) / row_split;
+    // Tasks: for_each_linear_task. Few rows: pairs of panels per kernel call; many rows: the
+    // whole group in one call (its 4-panel x 6-row tile).
+    const int64_t panels_per_call = rows >= 64 ? 4 : 2;
     const float* a = static_cast<const float*>(in.data);
     float* c = static_cast<float*>(out.data);
     const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
-    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
-                              : ep == Epilogue::gelu ? EpilogueKind::gelu
-                                                     : EpilogueKind::add_to;
-    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
-      const int64_t g = task / row_split, rs = task % row_split;
-      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
-      if (r0 >= r1) return;
-      const int64_t p_end = std::min(n_panels, (g + 1) * panels_per_task);
-      for (int64_t p = g * panels_per_task; p < p_end; p += panels_per_call) {
+    for_each_linear_task(rows, n_panels, 1, [&](int64_t r0, int64_t r1, int64_t p_begin, int64_t p_end) {
+      for (int64_t p = p_begin; p < p_end; p += panels_per_call) {
         GemmPanelArgs args;
         args.n_panels = int(std::min(panels_per_call, p_end - p));  // see GemmPanelArgs
         args.panel_stride = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
@@ -328,7 +314,7 @@ class CpuBackend : public Backend {
         args.ldc = out.cols;
         args.ncols = int(std::min<int64_t>(args.n_panels * kPanel, n - p * kPanel));
         args.bias = bp ? bp + p * kPanel : nullptr;
-        args.ep = kind;
+        args.ep = epilogue_kind(ep);
         kernels_.gemm_panel(args);
       }
     });
@@ -554,21 +540,10 @@ class CpuBackend : public Backend {
     });
     const int64_t panel_values = bf16_panel_values(kernels_, k);
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
-    constexpr int64_t kRowBlock = 120, kTileRows = 8;  // row blocks of whole kernel tiles
-    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
-    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
-    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
-    const int64_t rows_per = ((rows + row_split - 1) / row_split + kTileRows - 1) / kTileRows * kTileRows;
+    constexpr int64_t kTileRows = 8;  // row blocks of whole kernel tiles
     float* c = static_cast<float*>(out.data);
     const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
-    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
-                              : ep == Epilogue::gelu ? EpilogueKind::gelu
-                                                     : EpilogueKind::add_to;
-    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
-      const int64_t g = task / row_split, rs = task % row_split;
-      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
-      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
-      if (r0 >= r1) return;
+    for_each_linear_task(rows, n_panels, kTileRows, [&](int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
       GemmBf16Args args;
       args.a = a16 + r0 * k2;
       args.lda = k2;
@@ -581,7 +556,7 @@ class CpuBackend : public Backend {
       args.ldc = out.cols;
       args.ncols = int(std::min(n, p1 * kPanel) - p0 * kPanel);
       args.bias = bp ? bp + p0 * kPanel : nullptr;
-      args.ep = kind;
+      args.ep = epilogue_kind(ep);
       math_->gemm(args);
     });
     std::free(tmp);
@@ -617,21 +592,10 @@ class CpuBackend : public Backend {
     const float* scales = reinterpret_cast<const float*>(static_cast<const char*>(W.data) + vnni_scales_offset(n, k));
     const int64_t panel_bytes = vnni_panel_bytes(k);
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
-    constexpr int64_t kRowBlock = 120;  // a multiple of the kernel's 6- and 12-row tiles
-    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
-    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
-    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
-    const int64_t rows_per = (rows + row_split - 1) / row_split;
     float* c = static_cast<float*>(out.data);
     const float* bp = bias.empty() ? nullptr : static_cast<const float*>(bias.data);
-    const EpilogueKind kind = ep == Epilogue::store  ? EpilogueKind::store
-                              : ep == Epilogue::gelu ? EpilogueKind::gelu
-                                                     : EpilogueKind::add_to;
-    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
-      const int64_t g = task / row_split, rs = task % row_split;
-      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
-      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
-      if (r0 >= r1) return;
+    // Row blocks of up to 120 rows: a multiple of the kernel's 6- and 12-row tiles.
+    for_each_linear_task(rows, n_panels, 1, [&](int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
       GemmInt8Args args;
       args.a = qa + r0 * lda;
       args.lda = lda;
@@ -648,10 +612,33 @@ class CpuBackend : public Backend {
       args.ldc = out.cols;
       args.ncols = int(std::min(n, p1 * kPanel) - p0 * kPanel);
       args.bias = bp ? bp + p0 * kPanel : nullptr;
-      args.ep = kind;
+      args.ep = epilogue_kind(ep);
       int8_->gemm(args);
     });
     return Status::ok();
+  }
+
+  // The task split of every linear(): task = a group of panels x a block of rows. A row
+  // block (<= 120 rows, rounded up to whole `tile_rows`) stays in L2 while it meets every
+  // panel of the group; consecutive tasks share the group's panels, which then stay in L2
+  // too. Few rows (cached steps): one block, groups of 8 panels; many rows: groups of 4.
+  // fn(r0, r1, p0, p1) runs rows [r0, r1) against panels [p0, p1) on the pool.
+  template <class Fn>
+  void for_each_linear_task(int64_t rows, int64_t n_panels, int64_t tile_rows, const Fn& fn) {
+    constexpr int64_t kRowBlock = 120;
+    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
+    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
+    const int64_t rows_per = ((rows + row_split - 1) / row_split + tile_rows - 1) / tile_rows * tile_rows;
+    pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
+      const int64_t g = task / row_split, rs = task % row_split;
+      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
+      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
+      if (r0 < r1) fn(r0, r1, p0, p1);
+    });
+  }
+  static EpilogueKind epilogue_kind(Epilogue ep) {
+    return ep == Epilogue::store ? EpilogueKind::store : ep == Epilogue::gelu ? EpilogueKind::gelu : EpilogueKind::add_to;
   }
 
   const PackedInfo* packed_info(const Tensor& t) {
