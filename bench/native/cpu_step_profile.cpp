@@ -35,6 +35,7 @@ struct OpStat {
   double ms = 0;
   int64_t calls = 0;
   double bytes = 0;  // bytes the op must read from memory (weights, K/V), summed over calls
+  std::vector<float> us;  // each call's microseconds: the median tells steady cost from outliers
 };
 
 // Forwards every call to the CPU backend and adds its wall time to a named bucket.
@@ -118,8 +119,10 @@ class TimingBackend final : public Backend {
     const auto t0 = Clock::now();
     Status s = f();
     OpStat& st = stats[key];
-    st.ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    st.ms += ms;
     st.calls += 1;
+    st.us.push_back(float(ms * 1e3));
     st.bytes += bytes;
     return s;
   }
@@ -377,11 +380,14 @@ int main(int argc, char** argv) {
               "bytes %.2f GB -> bandwidth floor %.0f ms (%.0f%% of floor)\n",
               weights.c_str(), int8_math ? " + int8 math" : "", length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
               bytes / (floors.read_gbps * 1e6), 100.0 * bytes / (floors.read_gbps * 1e6) / wall);
-  std::printf("%-34s %9s %8s %7s %9s %7s\n", "op", "ms", "calls", "share", "GB read", "GB/s");
-  for (const auto& kv : be.stats) {
-    const OpStat& st = kv.second;
-    std::printf("%-34s %9.1f %8lld %6.1f%% %9.3f %7.1f\n", kv.first.c_str(), st.ms, (long long)st.calls,
-                100.0 * st.ms / wall, st.bytes / 1e9, st.ms > 0 ? st.bytes / (st.ms * 1e6) : 0.0);
+  std::printf("%-34s %9s %8s %7s %9s %7s %9s %9s\n", "op", "ms", "calls", "share", "GB read", "GB/s", "mean us",
+              "median us");
+  for (auto& kv : be.stats) {
+    OpStat& st = kv.second;
+    std::nth_element(st.us.begin(), st.us.begin() + st.us.size() / 2, st.us.end());
+    std::printf("%-34s %9.1f %8lld %6.1f%% %9.3f %7.1f %9.1f %9.1f\n", kv.first.c_str(), st.ms, (long long)st.calls,
+                100.0 * st.ms / wall, st.bytes / 1e9, st.ms > 0 ? st.bytes / (st.ms * 1e6) : 0.0,
+                1e3 * st.ms / double(st.calls), double(st.us[st.us.size() / 2]));
   }
   std::printf("%-34s %9.1f %8s %6.1f%%\n", "(between ops)", wall - op_ms, "", 100.0 * (wall - op_ms) / wall);
   return 0;

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cpu/host_memory.h"
 #include "cpu/kernels.h"
 #include "cpu/loop_ops.h"
 #include "cpu/ops_reference.h"
@@ -29,12 +30,6 @@
 
 namespace esolm {
 namespace {
-
-// calloc: large blocks come from fresh zero pages without a memset. The kernels use
-// unaligned loads, so 16-byte alignment is enough.
-void* aligned_zero_alloc(size_t bytes) {
-  return std::calloc(bytes == 0 ? 1 : bytes, 1);
-}
 
 struct PackedInfo {
   int64_t n = 0, k = 0;
@@ -92,7 +87,7 @@ class CpuBackend : public Backend {
     t.dtype = dtype;
     t.rows = rows;
     t.cols = cols;
-    t.data = aligned_zero_alloc(t.bytes());
+    t.data = host_alloc_zeroed(t.bytes());
     if (!t.data) {
       t = Tensor{};
       return Status::error(Code::out_of_memory,
@@ -105,7 +100,7 @@ class CpuBackend : public Backend {
     if (t.data) {
       std::lock_guard<std::mutex> lk(packed_mutex_);
       packed_.erase(t.data);
-      std::free(t.data);
+      host_free(t.data);
     }
     t = Tensor{};
   }
@@ -182,7 +177,7 @@ class CpuBackend : public Backend {
     const bool vnni = q8 && int8_math_;
     void* packed = vnni ? pack_vnni(W) : q8 ? pack_q8(W) : pack(W);
     if (!packed) return Status::error(Code::out_of_memory, "cannot allocate packed weight");
-    std::free(W.data);
+    host_free(W.data);
     W.data = packed;
     std::lock_guard<std::mutex> lk(packed_mutex_);
     packed_[W.data] = PackedInfo{W.rows, W.cols, q8, vnni};
@@ -318,7 +313,7 @@ class CpuBackend : public Backend {
         kernels_.gemm_panel(args);
       }
     });
-    std::free(tmp);
+    host_free(tmp);
     return Status::ok();
   }
 
@@ -349,9 +344,11 @@ class CpuBackend : public Backend {
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     const int d = p.n_heads * p.head_dim;
     // One task per (sequence, head): K and V are packed once and reused by every row. A
-    // few rows (a cached step) take a group of heads per task instead, about two tasks
-    // per thread: their K and V rows then lie side by side (see kernels_avx512.cpp).
-    const int group = p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / (2 * pool_.size()))) : 1;
+    // few rows (a cached step) take a group of heads per task instead, one task per thread:
+    // their K and V rows then lie side by side (see kernels_avx512.cpp), and each thread
+    // reads one wide run of every cache row (two tasks per thread, each half as wide, ran
+    // the step's attention ~8% slower).
+    const int group = p.n_q <= 8 ? std::min(kAttnMaxGroupHeads, std::max(1, p.n_heads / pool_.size())) : 1;
     const int groups = (p.n_heads + group - 1) / group;
     const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
@@ -559,7 +556,7 @@ class CpuBackend : public Backend {
       args.ep = epilogue_kind(ep);
       math_->gemm(args);
     });
-    std::free(tmp);
+    host_free(tmp);
     return Status::ok();
   }
 
@@ -618,23 +615,33 @@ class CpuBackend : public Backend {
     return Status::ok();
   }
 
-  // The task split of every linear(): task = a group of panels x a block of rows. A row
-  // block (<= 120 rows, rounded up to whole `tile_rows`) stays in L2 while it meets every
-  // panel of the group; consecutive tasks share the group's panels, which then stay in L2
-  // too. Few rows (cached steps): one block, groups of 8 panels; many rows: groups of 4.
+  // The task split of every linear(): task = a group of panels x a block of rows.
+  // Many rows: a row block (<= 120 rows, rounded up to whole `tile_rows`) stays in L2 while
+  // it meets every panel of a 4-panel group; consecutive tasks share the group's panels,
+  // which then stay in L2 too. Few rows (cached steps, bound by the weight stream): groups
+  // of 4 panels handed out by parallel_for_shares, so that each thread streams one
+  // contiguous run of the matrix (8-panel groups dealt to whichever thread came next ran
+  // the step's linears ~8% slower: each jump restarts the prefetch).
   // fn(r0, r1, p0, p1) runs rows [r0, r1) against panels [p0, p1) on the pool.
   template <class Fn>
   void for_each_linear_task(int64_t rows, int64_t n_panels, int64_t tile_rows, const Fn& fn) {
-    constexpr int64_t kRowBlock = 120;
-    const int64_t panels_per_task = rows >= 64 ? 4 : 8;
+    constexpr int64_t kRowBlock = 120, kFewRows = 64;
+    const int64_t panels_per_task = 4;
     const int64_t n_groups = (n_panels + panels_per_task - 1) / panels_per_task;
-    const int64_t row_split = std::max<int64_t>(1, (rows + kRowBlock - 1) / kRowBlock);
+    auto group = [&](int64_t g, int64_t r0, int64_t r1) {
+      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
+      if (r0 < r1) fn(r0, r1, p0, p1);
+    };
+    if (rows < kFewRows) {
+      pool_.parallel_for_shares(n_groups, [&](int64_t g) { group(g, 0, rows); });
+      return;
+    }
+    const int64_t row_split = (rows + kRowBlock - 1) / kRowBlock;
     const int64_t rows_per = ((rows + row_split - 1) / row_split + tile_rows - 1) / tile_rows * tile_rows;
     pool_.parallel_for(n_groups * row_split, [&](int64_t task) {
       const int64_t g = task / row_split, rs = task % row_split;
-      const int64_t r0 = rs * rows_per, r1 = std::min(rows, r0 + rows_per);
-      const int64_t p0 = g * panels_per_task, p1 = std::min(n_panels, p0 + panels_per_task);
-      if (r0 < r1) fn(r0, r1, p0, p1);
+      const int64_t r0 = rs * rows_per;
+      group(g, r0, std::min(rows, r0 + rows_per));
     });
   }
   static EpilogueKind epilogue_kind(Epilogue ep) {
@@ -670,7 +677,7 @@ class CpuBackend : public Backend {
   void* pack_q8(const Tensor& W) {
     const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
     const size_t off = q8_scales_offset(n, k);
-    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    char* out = static_cast<char*>(host_alloc_zeroed(off + size_t(n_panels * kPanel) * sizeof(float)));
     if (!out) return nullptr;
     const float* w = static_cast<const float*>(W.data);
     int8_t* q = reinterpret_cast<int8_t*>(out);
@@ -687,7 +694,7 @@ class CpuBackend : public Backend {
   void* pack_q8_rows(int64_t n, int64_t k, const int8_t* q, const float* scales) {
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
     const size_t off = q8_scales_offset(n, k);
-    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    char* out = static_cast<char*>(host_alloc_zeroed(off + size_t(n_panels * kPanel) * sizeof(float)));
     if (!out) return nullptr;
     int8_t* dst = reinterpret_cast<int8_t*>(out);
     pool_.parallel_for(n_panels, [&](int64_t p) {
@@ -713,7 +720,7 @@ class CpuBackend : public Backend {
   void* pack_vnni_rows(int64_t n, int64_t k, const int8_t* q, const float* scales) {
     const int64_t n_panels = (n + kPanel - 1) / kPanel, panel_bytes = vnni_panel_bytes(k);
     const size_t off = vnni_scales_offset(n, k);
-    char* out = static_cast<char*>(aligned_zero_alloc(off + size_t(n_panels * kPanel) * sizeof(float)));
+    char* out = static_cast<char*>(host_alloc_zeroed(off + size_t(n_panels * kPanel) * sizeof(float)));
     if (!out) return nullptr;
     uint8_t* dst = reinterpret_cast<uint8_t*>(out);
     pool_.parallel_for(n_panels, [&](int64_t p) {
@@ -730,7 +737,7 @@ class CpuBackend : public Backend {
   void* pack(const Tensor& W) {
     const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
     const int64_t panel_values = W.dtype == DType::bf16 ? bf16_panel_values(kernels_, W.cols) : kPanel * W.cols;
-    void* out = aligned_zero_alloc(size_t(n_panels * panel_values) * dtype_size(W.dtype));
+    void* out = host_alloc_zeroed(size_t(n_panels * panel_values) * dtype_size(W.dtype));
     if (!out) return nullptr;
     if (W.dtype == DType::bf16) pack_into(W, static_cast<uint16_t*>(out));
     else pack_into(W, static_cast<float*>(out));

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/host_memory.h"
 #include "cpu/kernels.h"
 
 namespace esolm {
@@ -46,7 +47,7 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
 
   // Streaming read: 512 MiB, far past any cache, each thread its own contiguous slice.
   const int64_t n = std::max<int64_t>(int64_t(1) << 16, int64_t(double(int64_t(128) << 20) * effort));
-  float* buf = static_cast<float*>(std::malloc(size_t(n) * sizeof(float)));
+  float* buf = static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)));  // as tensors are
   if (!buf) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
   timed_on_threads(threads, [&](int t) {  // first touch by the reading thread
     const int64_t a = n * t / threads, b = n * (t + 1) / threads;
@@ -66,12 +67,12 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
       double total = 0;
       for (float s : sums) total += s;
       if (total != double(n)) {
-        std::free(buf);
+        host_free(buf);
         return Status::error(Code::internal, "bandwidth read summed wrong");
       }
     }
   }
-  std::free(buf);
+  host_free(buf);
   out.read_gbps = double(n) * sizeof(float) / best / 1e9;
 
   // Peak FMA: 0.05-0.5 s of independent FMAs per repetition (widest to portable).

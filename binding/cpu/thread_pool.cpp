@@ -3,6 +3,7 @@
 #include "cpu/thread_pool.h"
 
 #include <chrono>
+#include <memory>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -95,6 +96,53 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t)
     cv_done_.wait(lk, done);
   }
   fn_ = nullptr;
+}
+
+namespace {
+
+// One thread's share of the tasks: [front, back) packed in one word, so that its owner
+// (taking from the front) and a thief (taking from the back) never both take a task.
+struct alignas(64) Share {
+  std::atomic<uint64_t> range{0};
+  static uint64_t pack(uint32_t front, uint32_t back) { return uint64_t(back) << 32 | front; }
+  bool take_front(int64_t& task) {
+    uint64_t r = range.load();
+    for (;;) {
+      const uint32_t f = uint32_t(r), b = uint32_t(r >> 32);
+      if (f >= b) return false;
+      if (range.compare_exchange_weak(r, pack(f + 1, b))) {
+        task = f;
+        return true;
+      }
+    }
+  }
+  bool take_back(int64_t& task) {
+    uint64_t r = range.load();
+    for (;;) {
+      const uint32_t f = uint32_t(r), b = uint32_t(r >> 32);
+      if (f >= b) return false;
+      if (range.compare_exchange_weak(r, pack(f, b - 1))) {
+        task = b - 1;
+        return true;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void ThreadPool::parallel_for_shares(int64_t n_tasks, const std::function<void(int64_t)>& fn) {
+  const int64_t n_shares = std::min<int64_t>(size(), n_tasks);
+  if (n_shares <= 1 || n_tasks > int64_t(UINT32_MAX)) return parallel_for(n_tasks, fn);
+  std::unique_ptr<Share[]> shares(new Share[size_t(n_shares)]);
+  for (int64_t s = 0; s < n_shares; ++s)
+    shares[s].range.store(Share::pack(uint32_t(n_tasks * s / n_shares), uint32_t(n_tasks * (s + 1) / n_shares)));
+  parallel_for(n_shares, [&](int64_t s) {
+    int64_t task;
+    while (shares[s].take_front(task)) fn(task);
+    for (int64_t o = 1; o < n_shares; ++o)
+      while (shares[(s + o) % n_shares].take_back(task)) fn(task);
+  });
 }
 
 }  // namespace esolm

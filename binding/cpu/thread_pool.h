@@ -22,6 +22,12 @@ class ThreadPool {
   ~ThreadPool();
   int size() const { return int(workers_.size()) + 1; }
   void parallel_for(int64_t n_tasks, const std::function<void(int64_t)>& fn);
+  // Like parallel_for, but each thread runs one contiguous share of [0, n_tasks) in
+  // ascending order, so a kernel that streams memory task after task reads one unbroken
+  // stream per thread (hardware and software prefetch restart at every jump). A thread
+  // done with its share takes tasks from the end of another's, so a thread that starts
+  // late or is descheduled does not hold up the call.
+  void parallel_for_shares(int64_t n_tasks, const std::function<void(int64_t)>& fn);
 
  private:
   void worker_loop();

@@ -344,10 +344,14 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
   // Pass 3: tokens of bins < b* are kept; tokens of bin b* are boundary candidates.
   Cand* cand = s.cand.data();
   int n = 0, nc = 0;
+  // Branch-free: in a flat row kept and cut tokens alternate at random, and the branches
+  // mispredicted about half the time (this loop was a third of the filter's time).
   for (int t = 0; t < vocab; ++t) {
-    if (bin[t] > bstar || t == mask) continue;
-    kept[n++] = t;
-    if (bin[t] == bstar) cand[nc++] = Cand{x[t], e[t]};
+    const int keep = int(bin[t] <= bstar) & int(t != mask);
+    kept[n] = t;
+    n += keep;
+    cand[nc] = Cand{x[t], e[t]};
+    nc += keep & int(bin[t] == bstar);
   }
   const double thr = select_boundary(cand, nc, hstar, budget);
 

@@ -248,6 +248,11 @@ static void gemm_two_panels16(const GemmPanelArgs& g, const W* p0) {
 // tile (24 accumulators + 4 panel rows + a broadcast in 32 zmm) needs the fewest loads per
 // FMA, and only 6 rows of A are live: fewer L1 set conflicts than 8 or more rows when the
 // row stride is a multiple of 4 KiB (k = 1024, 3072). Same accumulation order as tile().
+// Bytes ahead of each panel row that the many-row tile prefetches into L1: its NV panel
+// streams come from L2, and on an Intel Xeon (2 FMA ports) the tile ran at 62-68% of the
+// FMA peak without it, 73-75% with it (bench: one thread, 120 rows x 4 panels, F32).
+constexpr int kWidePrefetchBytes = 512;
+
 template <int NV, int MR, class W>
 static inline void run_tile_wide(const GemmPanelArgs& g, const W* p0, int64_t r0, int col0) {
   __m512 acc[NV][MR];
@@ -267,6 +272,8 @@ static inline void run_tile_wide(const GemmPanelArgs& g, const W* p0, int64_t r0
     for (int kk = 0; kk < g.k; kk += 2) {
       __m512 b[NV];
       for (int v = 0; v < NV; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(p0 + v * g.panel_stride + kk * 16) + kWidePrefetchBytes, _MM_HINT_T0);
+      for (int v = 0; v < NV; ++v)
         b[v] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(p0 + v * g.panel_stride + kk * 16), 16));
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
@@ -285,6 +292,9 @@ static inline void run_tile_wide(const GemmPanelArgs& g, const W* p0, int64_t r0
   } else {
     for (int kk = 0; kk < g.k; ++kk) {
       __m512 b[NV];
+      if (sizeof(W) == 4 || kk % (4 / sizeof(W)) == 0)  // once per 64-byte line of each panel
+        for (int v = 0; v < NV; ++v)
+          _mm_prefetch(reinterpret_cast<const char*>(p0 + v * g.panel_stride + kk * 16) + kWidePrefetchBytes, _MM_HINT_T0);
       for (int v = 0; v < NV; ++v) b[v] = load_row16(p0 + v * g.panel_stride + kk * 16);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
