@@ -6,10 +6,9 @@
 //   the weights once per NFE plus the F32 K/V cache a cached step must read (the slots of
 //   every token revealed before the step, counted from the step events of an untimed run,
 //   for Eso-LM (B) and AR; none for the full forwards of MDLM and Eso-LM (A)), and the
-//   FLOPs count each position
-//   through the blocks twice (once masked, once committed; AR once), the head once per
-//   position and causal attention over the whole sequence — a lower bound, so "of floor"
-//   never flatters.
+//   FLOPs count each position through the blocks twice (once masked, once committed; AR
+//   once), the head once per position and causal attention over the whole sequence — a
+//   lower bound, so "of floor" never flatters.
 // Usage: node bench/generate.mjs [--length 1024] [--steps 16,128,1024] [--methods esolm,mdlm,ar,esolm-a] [--alpha0 1]
 //        [--mdlm-max-steps 128] [--backend cpu|cuda|auto] [--weights f32|bf16|q8] [--batches 1,4,16]
 //        [--kernels auto|avx512,avx2,portable] [--math f32|bf16|int8|f32,int8] [--repeat N] [--threads N] [--json out.json]

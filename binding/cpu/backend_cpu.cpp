@@ -620,8 +620,8 @@ class CpuBackend : public Backend {
   // it meets every panel of a 4-panel group; consecutive tasks share the group's panels,
   // which then stay in L2 too. Few rows (cached steps, bound by the weight stream): groups
   // of 4 panels handed out by parallel_for_shares, so that each thread streams one
-  // contiguous run of the matrix (8-panel groups dealt to whichever thread came next ran
-  // the step's linears ~8% slower: each jump restarts the prefetch).
+  // contiguous run of the matrix (8-panel groups dealt to whichever thread came next made
+  // a generation 2-4% slower: each jump restarts the prefetch).
   // fn(r0, r1, p0, p1) runs rows [r0, r1) against panels [p0, p1) on the pool.
   template <class Fn>
   void for_each_linear_task(int64_t rows, int64_t n_panels, int64_t tile_rows, const Fn& fn) {

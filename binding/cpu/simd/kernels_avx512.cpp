@@ -258,16 +258,16 @@ static void gemm_two_panels16(const GemmPanelArgs& g, const W* p0) {
   }
 }
 
+// Bytes ahead of each panel row that the many-row tile prefetches into L1: its NV panel
+// streams come from L2, and on an Intel Xeon (2 FMA ports) the tile ran at 62-68% of the
+// FMA peak without it, 73-75% with it (bench/native/cpu_gemm_tile: 120 rows x 4 panels, F32).
+constexpr int kWidePrefetchBytes = 512;
+
 // Many rows (a large forward, attention over many queries): NV adjacent panels x MR rows,
 // NV*MR accumulators. Per k, NV panel loads and MR broadcasts feed NV*MR FMAs; the 4 x 6
 // tile (24 accumulators + 4 panel rows + a broadcast in 32 zmm) needs the fewest loads per
 // FMA, and only 6 rows of A are live: fewer L1 set conflicts than 8 or more rows when the
 // row stride is a multiple of 4 KiB (k = 1024, 3072). Same accumulation order as tile().
-// Bytes ahead of each panel row that the many-row tile prefetches into L1: its NV panel
-// streams come from L2, and on an Intel Xeon (2 FMA ports) the tile ran at 62-68% of the
-// FMA peak without it, 73-75% with it (bench: one thread, 120 rows x 4 panels, F32).
-constexpr int kWidePrefetchBytes = 512;
-
 template <int NV, int MR, class W>
 static inline void run_tile_wide(const GemmPanelArgs& g, const W* p0, int64_t r0, int col0) {
   __m512 acc[NV][MR];
