@@ -93,6 +93,16 @@ export function floorMs(floors, bytes, flops, math = 'f32') {
   return { ms: Math.max(mem, fma), bound: mem >= fma ? 'bandwidth' : 'FMA' };
 }
 
+/**
+ * Ms `threads` cores take to stream-read `bytes` now (the fastest read loop here). The
+ * bandwidth of a shared host moves by +-30% within seconds, so the best short read of
+ * measureFloors is a floor few long runs could meet: a run's paired floor is this read of
+ * its own bytes, made right before and right after it (the mean of the two).
+ */
+export function streamingReadMs(threads, bytes) {
+  return loadCpuAddon().timeStreamingRead(threads, bytes) * 1e3;
+}
+
 export function floorsLine(f) {
   return `floors (${f.kernels}, ${f.threads} threads, measured now): streaming read ${f.readGBps.toFixed(1)} GB/s, peak FMA ${f.fmaGFlops.toFixed(0)} GFLOP/s${f.bf16DotGFlops > 0 ? `, peak vdpbf16ps ${f.bf16DotGFlops.toFixed(0)} GFLOP/s` : ''}${f.int8DotGOps > 0 ? `, peak vpdpbusd ${f.int8DotGOps.toFixed(0)} GOP/s` : ''}`;
 }

@@ -68,6 +68,18 @@ Napi::Value MeasureCpuFloors(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// timeStreamingRead(threads, bytes): seconds to stream-read `bytes` bytes on `threads` cores
+// (0 = all; cpu/floors.h). Synchronous, as long as the read: for bench/.
+Napi::Value TimeStreamingRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = info.Length() > 0 && !info[0].IsUndefined() ? to_int(env, info[0], "threads") : 0;
+  const double bytes = info.Length() > 1 ? to_num(env, info[1], "bytes") : 0.0;
+  double seconds = 0;
+  Status s = time_streaming_read(threads, bytes, seconds);
+  if (!s) throw make_error(env, s);
+  return Napi::Number::New(env, seconds);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());  // deleted by Node when this environment ends
   exports.Set("NativeModel", init_model_class(env));
@@ -75,6 +87,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_load_functions(env, exports);
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo));
   exports.Set("measureCpuFloors", Napi::Function::New(env, MeasureCpuFloors));
+  exports.Set("timeStreamingRead", Napi::Function::New(env, TimeStreamingRead));
   register_engine_functions(env, exports);
   return exports;
 }

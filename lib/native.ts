@@ -156,5 +156,10 @@ export interface NativeAddon {
    * kernels in use; `effort` in (0, 1] (default 1) shrinks the work (rough figures).
    */
   measureCpuFloors(threads: number, effort?: number): CpuFloors;
+  /**
+   * Seconds `threads` cores (0 = all) take to stream-read `bytes` bytes with the fastest
+   * read loop here: the floor of a measured run of as many bytes made right beside it.
+   */
+  timeStreamingRead(threads: number, bytes: number): number;
   [fn: string]: unknown;
 }

@@ -75,6 +75,16 @@ describe('CPU kernel sets', () => {
     expect(f.fmaGFlops).toBeGreaterThan(0);
     expect(() => loadCpuAddon().measureCpuFloors(1, 2)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
   });
+
+  it('times a streaming read of a given size (the paired floor of bench/)', () => {
+    const addon = loadCpuAddon();
+    const small = addon.timeStreamingRead(1, 4 << 20);
+    const large = addon.timeStreamingRead(1, 64 << 20);
+    expect(small).toBeGreaterThan(0);
+    expect(large).toBeGreaterThan(small);  // 16x the bytes: the passes are really made
+    for (const bad of [0, -1, NaN, Infinity])
+      expect(() => addon.timeStreamingRead(1, bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+  });
 });
 
 // BF16 math (Model.load math: 'bf16'): the vdpbf16ps kernel is tested op by op against its

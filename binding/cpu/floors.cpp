@@ -34,6 +34,14 @@ double timed_on_threads(int n, const std::function<void(int)>& fn) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The kernel sets built here and supported by this CPU, widest first.
+std::vector<const CpuKernels*> read_kernel_sets() {
+  std::vector<const CpuKernels*> sets;
+  for (const CpuKernels* rk : {cpu_kernels_avx512(), cpu_kernels_avx2(), &cpu_kernels_portable()})
+    if (rk) sets.push_back(rk);
+  return sets;
+}
+
 }  // namespace
 
 Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
@@ -57,8 +65,7 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
   // (on Zen 5 the 256-bit loop streams faster than the 512-bit one).
   std::vector<float> sums(static_cast<size_t>(threads), 0.0f);
   double best = 1e30;
-  for (const CpuKernels* rk : {cpu_kernels_avx512(), cpu_kernels_avx2(), &cpu_kernels_portable()}) {
-    if (!rk) continue;
+  for (const CpuKernels* rk : read_kernel_sets()) {
     for (int rep = 0; rep < 3; ++rep) {
       best = std::min(best, timed_on_threads(threads, [&](int t) {
         const int64_t a = n * t / threads, b = n * (t + 1) / threads;
@@ -106,6 +113,43 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
       }));
     out.int8_dot_gops = flops * threads / best / 1e9;
   }
+  return Status::ok();
+}
+
+Status time_streaming_read(int threads, double bytes, double& seconds) {
+  if (!(bytes > 0.0 && bytes < 1e15)) return Status::error(Code::invalid_arg, "streaming read: bytes must be in (0, 1e15)");
+  if (threads <= 0) threads = int(std::thread::hardware_concurrency());
+  if (threads <= 0) threads = 1;
+  // 512 MiB, far past any cache (less only when fewer bytes are asked for, as in tests).
+  const int64_t n = std::clamp<int64_t>(int64_t(bytes / sizeof(float)), int64_t(1) << 18, int64_t(128) << 20);
+  float* buf = static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)));
+  if (!buf) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
+  timed_on_threads(threads, [&](int t) {  // first touch by the reading thread
+    const int64_t a = n * t / threads, b = n * (t + 1) / threads;
+    std::fill(buf + a, buf + b, 1.0f);
+  });
+  std::vector<float> sums(static_cast<size_t>(threads), 0.0f);
+  auto pass = [&](const CpuKernels* rk, int64_t len) {  // len floats, split over the threads
+    return timed_on_threads(threads, [&](int t) {
+      const int64_t a = len * t / threads, b = len * (t + 1) / threads;
+      sums[size_t(t)] = rk->read_sum(buf + a, b - a);
+    });
+  };
+  // One untimed pass per read loop picks the fastest now; then the timed passes.
+  const CpuKernels* fastest = nullptr;
+  double best = 1e30;
+  for (const CpuKernels* rk : read_kernel_sets()) {
+    const double s = pass(rk, n);
+    if (s < best) best = s, fastest = rk;
+  }
+  double left = bytes / sizeof(float);
+  seconds = 0;
+  while (left >= 1.0) {
+    const int64_t len = std::min<int64_t>(n, std::max<int64_t>(int64_t(left), int64_t(threads)));
+    seconds += pass(fastest, len);
+    left -= double(len);
+  }
+  host_free(buf);
   return Status::ok();
 }
 

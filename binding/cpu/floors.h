@@ -22,4 +22,11 @@ struct CpuFloors {
 // figures are then rough: the buffer may fit in cache).
 Status measure_cpu_floors(int threads, CpuFloors& out, double effort = 1.0);
 
+// Seconds `threads` cores (0 = all) take to stream-read `bytes` bytes (passes over a
+// 512 MiB buffer, each thread its own slice, the fastest read loop of the kernel sets
+// here). A bench runs it right beside a measured run of as many bytes: on a shared host
+// whose bandwidth moves by +-30% within seconds, that read, not the best short read of
+// measure_cpu_floors, is the floor the same seconds allowed (bench/common.mjs).
+Status time_streaming_read(int threads, double bytes, double& seconds);
+
 }  // namespace esolm

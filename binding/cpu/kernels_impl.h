@@ -183,20 +183,98 @@ static void gemm_one_panel(const GemmPanelArgs& g) {
   else gemm_panel_typed(g, g.panel);
 }
 
+// Panel p of a call of several, as a one-panel call.
+static GemmPanelArgs one_panel_args(const GemmPanelArgs& g, int p) {
+  GemmPanelArgs h = g;
+  h.n_panels = 1;
+  h.panel = g.panel ? g.panel + p * g.panel_stride : nullptr;
+  h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + p * g.panel_stride : nullptr;
+  h.panel_q8 = g.panel_q8 ? g.panel_q8 + p * g.panel_stride : nullptr;
+  h.col_scale = g.col_scale ? g.col_scale + 16 * p : nullptr;
+  h.bias = g.bias ? g.bias + 16 * p : nullptr;
+  h.c = g.c + 16 * p;
+  h.ncols = g.ncols - 16 * p < 16 ? g.ncols - 16 * p : 16;
+  return h;
+}
+
+// Few rows (the cached steps of a generation) are bound by the weight stream, as in the
+// AVX-512 set: two panels side by side, each prefetched kFewPrefetchBytes ahead within
+// itself and, past its end, in the panel two further on (where the next pair starts), so
+// the next pair is not read cold. Without it the AVX2 set streamed a BF16 generation at
+// about half the AVX-512 set's rate. Each output keeps gemm_block's FMA order (k
+// ascending, one chain from zero), so the bits do not change.
+constexpr int kFewRows = 4;
+constexpr int64_t kFewPrefetchBytes = 4096;
+
+template <int MR, class W>
+static inline void gemm_block2(const float* a, int64_t lda, const W* p0, const W* p1, int k, int64_t stride_bytes,
+                               v8f acc0[][2], v8f acc1[][2]) {
+  for (int r = 0; r < MR; ++r) acc0[r][0] = acc0[r][1] = acc1[r][0] = acc1[r][1] = splat(0.0f);
+  const char* c0 = reinterpret_cast<const char*>(p0);
+  const char* c1 = reinterpret_cast<const char*>(p1);
+  constexpr int kRowsPerLine = 64 / (16 * int(sizeof(W)));  // panel rows per 64-byte line
+  for (int kk = 0; kk < k; ++kk) {
+    if (kk % kRowsPerLine == 0) {
+      int64_t ahead = int64_t(kk) * 16 * int64_t(sizeof(W)) + kFewPrefetchBytes;
+      if (ahead >= stride_bytes) ahead += stride_bytes;  // the next pair's panel
+      __builtin_prefetch(c0 + ahead);
+      __builtin_prefetch(c1 + ahead);
+    }
+    v8f b0, b1, d0, d1;
+    load_panel_row(p0 + kk * 16, b0, b1);
+    load_panel_row(p1 + kk * 16, d0, d1);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const v8f av = splat(a[r * lda + kk]);
+      acc0[r][0] += av * b0;
+      acc0[r][1] += av * b1;
+      acc1[r][0] += av * d0;
+      acc1[r][1] += av * d1;
+    }
+  }
+}
+
+template <int MR, class W>
+static void gemm_pair_rows(const GemmPanelArgs& h0, const GemmPanelArgs& h1, const W* p0, const W* p1, int64_t stride_bytes) {
+  v8f acc0[MR][2], acc1[MR][2];
+  gemm_block2<MR>(h0.a, h0.lda, p0, p1, h0.k, stride_bytes, acc0, acc1);
+  gemm_store<MR>(h0, 0, acc0);
+  gemm_store<MR>(h1, 0, acc1);
+}
+
+template <class W>
+static void gemm_pair_few(const GemmPanelArgs& h0, const GemmPanelArgs& h1, const W* p0, const W* p1, int64_t stride) {
+  const int64_t stride_bytes = stride * int64_t(sizeof(W));
+  switch (h0.rows) {
+    case 4: return gemm_pair_rows<4>(h0, h1, p0, p1, stride_bytes);
+    case 3: return gemm_pair_rows<3>(h0, h1, p0, p1, stride_bytes);
+    case 2: return gemm_pair_rows<2>(h0, h1, p0, p1, stride_bytes);
+    case 1: return gemm_pair_rows<1>(h0, h1, p0, p1, stride_bytes);
+    default: return;
+  }
+}
+
 static void gemm_panel_impl(const GemmPanelArgs& g) {
   if (g.n_panels < 2) return gemm_one_panel(g);
-  for (int p = 0; p < g.n_panels; ++p) {  // the panels one after the other
-    GemmPanelArgs h = g;
-    h.n_panels = 1;
-    h.panel = g.panel ? g.panel + p * g.panel_stride : nullptr;
-    h.panel_bf16 = g.panel_bf16 ? g.panel_bf16 + p * g.panel_stride : nullptr;
-    h.panel_q8 = g.panel_q8 ? g.panel_q8 + p * g.panel_stride : nullptr;
-    h.col_scale = g.col_scale ? g.col_scale + 16 * p : nullptr;
-    h.bias = g.bias ? g.bias + 16 * p : nullptr;
-    h.c = g.c + 16 * p;
-    h.ncols = g.ncols - 16 * p < 16 ? g.ncols - 16 * p : 16;
-    gemm_one_panel(h);
+  int p = 0;
+  if (g.rows >= 1 && g.rows <= 2 * kFewRows) {
+    for (; p + 2 <= g.n_panels; p += 2) {
+      // 5..8 rows: two passes of at most kFewRows over the pair (the second from cache).
+      for (int64_t r0 = 0; r0 < g.rows; r0 += kFewRows) {
+        GemmPanelArgs h0 = one_panel_args(g, p), h1 = one_panel_args(g, p + 1);
+        GemmPanelArgs* both[2] = {&h0, &h1};
+        for (GemmPanelArgs* h : both) {
+          h->a += r0 * g.lda;
+          h->c += r0 * g.ldc;
+          h->rows = g.rows - r0 < kFewRows ? g.rows - r0 : kFewRows;
+        }
+        if (g.panel_bf16) gemm_pair_few(h0, h1, h0.panel_bf16, h1.panel_bf16, g.panel_stride);
+        else if (g.panel_q8) gemm_pair_few(h0, h1, h0.panel_q8, h1.panel_q8, g.panel_stride);
+        else gemm_pair_few(h0, h1, h0.panel, h1.panel, g.panel_stride);
+      }
+    }
   }
+  for (; p < g.n_panels; ++p) gemm_one_panel(one_panel_args(g, p));  // the rest one after the other
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
@@ -254,72 +332,131 @@ static inline float softmax_exp_row(const AttnRowsArgs& a, int qs, float* row, i
   return hsum(sum);
 }
 
+// One query row's score for one key, as every path computes it: the dot product in
+// 8-lane chunks (one FMA chain), summed across lanes, then the odd tail.
+static inline float direct_dot(const float* q, const float* k, int hd, int hd8) {
+  v8f c = splat(0.0f);
+  for (int d = 0; d < hd8; d += 8) c += ld8(q + d) * ld8(k + d);
+  float t = hsum(c);
+  for (int d = hd8; d < hd; ++d) t += q[d] * k[d];
+  return t;
+}
+
+// The few-row call reads K and V once for all its rows and heads: slots in blocks of
+// kDirectBlock, every head in turn inside a block (one head's slot row is 4 * hd bytes of
+// a longer row, so a head alone would step to a new page every few slots), each head's
+// rows prefetched kDirectAhead slots ahead. Reading them once per row and head instead
+// left the AVX2 set's generation attention at about a third of the read rate.
+constexpr int kDirectBlock = 32;
+constexpr int kDirectAhead = 32;
+
+// direct_dot for four keys at once: four independent FMA chains, the same arithmetic each.
+static inline void direct_dot4(const float* q, const float* k0, int64_t stride, int hd, int hd8, float scale, float* out) {
+  const float *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+  v8f c0 = splat(0.0f), c1 = c0, c2 = c0, c3 = c0;
+  for (int d = 0; d < hd8; d += 8) {
+    const v8f qd = ld8(q + d);
+    c0 += qd * ld8(k0 + d);
+    c1 += qd * ld8(k1 + d);
+    c2 += qd * ld8(k2 + d);
+    c3 += qd * ld8(k3 + d);
+  }
+  float t0 = hsum(c0), t1 = hsum(c1), t2 = hsum(c2), t3 = hsum(c3);
+  for (int d = hd8; d < hd; ++d) {
+    t0 += q[d] * k0[d];
+    t1 += q[d] * k1[d];
+    t2 += q[d] * k2[d];
+    t3 += q[d] * k3[d];
+  }
+  out[0] = t0 * scale;
+  out[1] = t1 * scale;
+  out[2] = t2 * scale;
+  out[3] = t3 * scale;
+}
+
+static inline void prefetch_head_row(const float* p, int hd) {
+  for (int off = 0; off < hd; off += 16) __builtin_prefetch(p + off, 0, 2);  // into L2, as the AVX-512 set
+}
+
+// Rows [r0, r1) (at most kAttnDirectRows) of a.heads heads. Per row the arithmetic is that
+// of the row alone (direct_dot per visible key, the masked softmax, O = sum_s p_s V_s in
+// slot order, kept in the output row between blocks), so a row's output does not depend
+// on the rows or heads beside it. Scores of head h, row i at a.scratch + (h * R + i) * ld.
+// NV > 0: hd = 8 * NV known at compile time, so the output row's sums stay in registers
+// (with a run-time hd they went through the stack at every key: ~3x slower).
+template <int NV>
+static void attn_rows_direct_t(const AttnRowsArgs& a) {
+  const int hd = NV > 0 ? 8 * NV : a.head_dim, nv = NV > 0 ? NV : hd / 8, hd8 = 8 * nv;
+  const int G = a.heads, R = a.r1 - a.r0;
+  int end[kAttnDirectRows], end_max = 0;
+  for (int i = 0; i < R; ++i) {
+    end[i] = attn_key_end(a, a.q_slot0 + a.r0 + i);
+    end_max = end[i] > end_max ? end[i] : end_max;
+  }
+  const int ld = (end_max + 7) / 8 * 8 + 8;
+  auto scores = [&](int h, int i) { return a.scratch + int64_t(h * R + i) * ld; };
+  auto q_row = [&](int h, int i) { return a.q + int64_t(a.r0 + i) * a.q_stride + h * hd; };
+  auto o_row = [&](int h, int i) { return a.out + int64_t(a.r0 + i) * a.out_stride + h * hd; };
+  // S = q.k for every visible slot: one pass over K.
+  for (int s0 = 0; s0 < end_max; s0 += kDirectBlock) {
+    const int s1 = s0 + kDirectBlock < end_max ? s0 + kDirectBlock : end_max;
+    for (int h = 0; h < G; ++h) {
+      const float* kh = a.k + h * hd;
+      for (int s = s0; s < s1; ++s)
+        if (s + kDirectAhead < end_max) prefetch_head_row(kh + int64_t(s + kDirectAhead) * a.kv_stride, hd);
+      for (int i = 0; i < R; ++i) {
+        const int e = s1 < end[i] ? s1 : end[i];
+        int s = s0;
+        for (; s + 4 <= e; s += 4)
+          direct_dot4(q_row(h, i), kh + int64_t(s) * a.kv_stride, a.kv_stride, hd, hd8, a.scale, scores(h, i) + s);
+        for (; s < e; ++s) scores(h, i)[s] = direct_dot(q_row(h, i), kh + int64_t(s) * a.kv_stride, hd, hd8) * a.scale;
+      }
+    }
+  }
+  // The masked softmax of every (head, row).
+  float inv[kAttnMaxGroupHeads][kAttnDirectRows];
+  for (int h = 0; h < G; ++h)
+    for (int i = 0; i < R; ++i)
+      inv[h][i] = end[i] > 0 ? 1.0f / softmax_exp_row(a, a.q_slot0 + a.r0 + i, scores(h, i), end[i], end[i]) : 0.0f;
+  // O = sum_s p_s V_s: one pass over V.
+  for (int h = 0; h < G; ++h)
+    for (int i = 0; i < R; ++i)
+      for (int d = 0; d < hd; ++d) o_row(h, i)[d] = 0.0f;
+  for (int s0 = 0; s0 < end_max; s0 += kDirectBlock) {
+    const int s1 = s0 + kDirectBlock < end_max ? s0 + kDirectBlock : end_max;
+    const bool last = s1 >= end_max;
+    for (int h = 0; h < G; ++h) {
+      for (int s = s0; s < s1; ++s)
+        if (s + kDirectAhead < end_max) prefetch_head_row(a.v + int64_t(s + kDirectAhead) * a.kv_stride + h * hd, hd);
+      for (int i = 0; i < R; ++i) {
+        const float* sc = scores(h, i);
+        float* o = o_row(h, i);
+        v8f acc[kAttnDirectMaxHd / 8];
+        for (int j = 0; j < nv; ++j) acc[j] = ld8(o + 8 * j);
+        float tail[8] = {};
+        for (int d = nv * 8; d < hd; ++d) tail[d - nv * 8] = o[d];
+        const int e = s1 < end[i] ? s1 : end[i];
+        for (int s = s0; s < e; ++s) {
+          if (sc[s] == 0.0f) continue;  // masked (or underflowed) keys add nothing
+          const v8f p = splat(sc[s]);
+          const float* v = a.v + int64_t(s) * a.kv_stride + h * hd;
+          for (int j = 0; j < nv; ++j) acc[j] += p * ld8(v + 8 * j);
+          for (int d = nv * 8; d < hd; ++d) tail[d - nv * 8] += sc[s] * v[d];
+        }
+        const float f = last ? inv[h][i] : 1.0f;
+        for (int j = 0; j < nv; ++j) st8(o + 8 * j, last ? acc[j] * splat(f) : acc[j]);
+        for (int d = nv * 8; d < hd; ++d) o[d] = last ? tail[d - nv * 8] * f : tail[d - nv * 8];
+      }
+    }
+  }
+}
+
 static void attn_rows_direct(const AttnRowsArgs& a) {
-  const int hd = a.head_dim;
-  float* sc = a.scratch;  // n_kv scores, padded to a multiple of 8
-  for (int r = a.r0; r < a.r1; ++r) {
-    const int qs = a.q_slot0 + r;
-    const int end = attn_key_end(a, qs);
-    const float* q = a.q + int64_t(r) * a.q_stride;
-    float* o = a.out + int64_t(r) * a.out_stride;
-    if (end <= 0) {
-      for (int d = 0; d < hd; ++d) o[d] = 0.0f;
-      continue;
-    }
-    const int hd8 = hd / 8 * 8;
-    int s = 0;
-    for (; s + 4 <= end; s += 4) {  // four keys at once: four independent FMA chains
-      const float* k0 = a.k + int64_t(s) * a.kv_stride;
-      const float* k1 = k0 + a.kv_stride;
-      const float* k2 = k1 + a.kv_stride;
-      const float* k3 = k2 + a.kv_stride;
-      __builtin_prefetch(k0 + 8 * a.kv_stride);
-      __builtin_prefetch(k0 + 9 * a.kv_stride);
-      __builtin_prefetch(k0 + 10 * a.kv_stride);
-      __builtin_prefetch(k0 + 11 * a.kv_stride);
-      v8f c0 = splat(0.0f), c1 = c0, c2 = c0, c3 = c0;
-      for (int d = 0; d < hd8; d += 8) {
-        const v8f qd = ld8(q + d);
-        c0 += qd * ld8(k0 + d);
-        c1 += qd * ld8(k1 + d);
-        c2 += qd * ld8(k2 + d);
-        c3 += qd * ld8(k3 + d);
-      }
-      float t0 = hsum(c0), t1 = hsum(c1), t2 = hsum(c2), t3 = hsum(c3);
-      for (int d = hd8; d < hd; ++d) {
-        t0 += q[d] * k0[d];
-        t1 += q[d] * k1[d];
-        t2 += q[d] * k2[d];
-        t3 += q[d] * k3[d];
-      }
-      sc[s] = t0 * a.scale;
-      sc[s + 1] = t1 * a.scale;
-      sc[s + 2] = t2 * a.scale;
-      sc[s + 3] = t3 * a.scale;
-    }
-    for (; s < end; ++s) {
-      const float* k = a.k + int64_t(s) * a.kv_stride;
-      v8f acc = splat(0.0f);
-      for (int d = 0; d < hd8; d += 8) acc += ld8(q + d) * ld8(k + d);
-      float t = hsum(acc);
-      for (int d = hd8; d < hd; ++d) t += q[d] * k[d];
-      sc[s] = t * a.scale;
-    }
-    const float inv = 1.0f / softmax_exp_row(a, qs, sc, end, end);
-    v8f acc[kAttnDirectMaxHd / 8];
-    float tail[8] = {};
-    const int nv = hd / 8;
-    for (int j = 0; j < nv; ++j) acc[j] = splat(0.0f);
-    for (int s = 0; s < end; ++s) {
-      if (sc[s] == 0.0f) continue;  // masked (or underflowed) keys add nothing
-      const v8f p = splat(sc[s]);
-      const float* v = a.v + int64_t(s) * a.kv_stride;
-      __builtin_prefetch(v + 8 * a.kv_stride);
-      for (int j = 0; j < nv; ++j) acc[j] += p * ld8(v + 8 * j);
-      for (int d = nv * 8; d < hd; ++d) tail[d - nv * 8] += sc[s] * v[d];
-    }
-    for (int j = 0; j < nv; ++j) st8(o + 8 * j, acc[j] * splat(inv));
-    for (int d = nv * 8; d < hd; ++d) o[d] = tail[d - nv * 8] * inv;
+  switch (a.head_dim) {
+    case 32: return attn_rows_direct_t<4>(a);
+    case 64: return attn_rows_direct_t<8>(a);
+    case 128: return attn_rows_direct_t<16>(a);
+    default: return attn_rows_direct_t<0>(a);
   }
 }
 
@@ -329,6 +466,7 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
 // (Gemm: a kernel set with its own, wider GEMM passes it; all panels in one call).
 template <void (*Gemm)(const GemmPanelArgs&) = gemm_panel_impl>
 static void attn_rows_impl(const AttnRowsArgs& a) {
+  if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   if (a.heads > 1) {  // one head at a time
     for (int h = 0; h < a.heads; ++h) {
       AttnRowsArgs one = a;
@@ -341,7 +479,6 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
     }
     return;
   }
-  if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   const int hd = a.head_dim;
   int max_end = 0;
   for (int r = a.r0; r < a.r1; ++r) {
@@ -465,7 +602,9 @@ static void attn_rows_impl(const AttnRowsArgs& a) {
 // Scratch floats attn_rows_impl needs for n_kv keys and head_dim hd.
 static inline size_t attn_scratch_floats(int n_kv, int hd) {
   const size_t ld_s = size_t((n_kv + 15) / 16) * 16, n_vp = size_t((hd + 15) / 16);
-  return ld_s * (hd + 1) + n_vp * (ld_s + 1) * 16 + 48 * (ld_s + 16) + 64;
+  const size_t packed = ld_s * (hd + 1) + n_vp * (ld_s + 1) * 16 + 48 * (ld_s + 16) + 64;
+  const size_t direct = size_t(kAttnMaxGroupHeads) * kAttnDirectRows * (ld_s + 16);  // attn_rows_direct
+  return packed > direct ? packed : direct;
 }
 
 // Machine floors (CpuKernels::fma_loop / read_sum): 12 independent accumulators keep

@@ -9,6 +9,7 @@
 #include "sampler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -18,6 +19,10 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ESOLM_SAMPLER_AVX512 1
+#include <immintrin.h>
 #endif
 
 namespace esolm {
@@ -83,11 +88,53 @@ inline bool valid_temperature(double t) { return t > 0 && t < kInf; }
 
 // ---- vector kernels (SSE2 where available; the scalar path does the same arithmetic) ----
 
+#if ESOLM_SAMPLER_AVX512
+// AVX-512 forms of the two passes over a row (scale_range, exp_and_histogram): the same
+// float64 operations per token, in the same order, as the SSE2 and scalar forms (this file
+// is built with -ffp-contract=off, so no multiply-add is fused), hence the same bits;
+// chosen at run time. They handle a row's bulk and return where the others go on.
+std::atomic<bool> g_allow_avx512{true};  // sampler_allow_avx512 (tests)
+
+bool sampler_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  return ok && g_allow_avx512.load(std::memory_order_relaxed);
+}
+
+// x[t] = logit[t] / temp (NaN -> -inf) for t in [lo, end) 16 at a time; m = max(m, those x).
+__attribute__((target("avx512f,avx512dq"))) int scale_range_avx512(const float* logits, double* x, int lo,
+                                                                     int hi, double temp, double& m) {
+  const __m512d ninf = _mm512_set1_pd(-kInf), vt = _mm512_set1_pd(temp);
+  const bool div = temp != 1.0;
+  __m512d vm = ninf;
+  int t = lo;
+  for (; t + 16 <= hi; t += 16) {
+    const __m512 f = _mm512_loadu_ps(logits + t);
+    __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(f));
+    __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)));
+    a = _mm512_mask_mov_pd(a, _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q), ninf);
+    b = _mm512_mask_mov_pd(b, _mm512_cmp_pd_mask(b, b, _CMP_UNORD_Q), ninf);
+    if (div) {
+      a = _mm512_div_pd(a, vt);
+      b = _mm512_div_pd(b, vt);
+    }
+    _mm512_storeu_pd(x + t, a);
+    _mm512_storeu_pd(x + t + 8, b);
+    vm = _mm512_max_pd(vm, _mm512_max_pd(a, b));
+  }
+  m = std::max(m, _mm512_reduce_max_pd(vm));
+  return t;
+}
+
+#endif
+
 // x[t] = logit[t] / temperature in float64 (NaN -> -inf); returns the max over [lo, hi).
 double scale_range(const float* logits, double* x, int lo, int hi, double temp) {
   double m = -kInf;
   int t = lo;
   const bool div = temp != 1.0;
+#if ESOLM_SAMPLER_AVX512
+  if (sampler_avx512()) t = scale_range_avx512(logits, x, lo, hi, temp, m);
+#endif
 #if defined(__SSE2__)
   const __m128d ninf = _mm_set1_pd(-kInf), vt = _mm_set1_pd(temp);
   __m128d vm = ninf;
@@ -107,7 +154,7 @@ double scale_range(const float* logits, double* x, int lo, int hi, double temp) 
   }
   double lanes[2];
   _mm_storeu_pd(lanes, vm);
-  m = std::max(lanes[0], lanes[1]);
+  m = std::max(m, std::max(lanes[0], lanes[1]));
 #endif
   for (; t < hi; ++t) {
     double d = double(logits[t]);
@@ -187,11 +234,90 @@ inline __m128d exp_nonpos_pd(__m128d d) {
 }
 #endif
 
+#if ESOLM_SAMPLER_AVX512
+// exp_nonpos_pd (above), 8 lanes.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512d exp_nonpos_pd8(__m512d d) {
+  const __m512d lo = _mm512_set1_pd(kExpMin), shifter = _mm512_set1_pd(kShifter);
+  const __mmask8 keep = _mm512_cmp_pd_mask(d, lo, _CMP_GE_OQ);  // false for d < -708 (and -inf)
+  d = _mm512_max_pd(d, lo);
+  __m512d kd = _mm512_add_pd(_mm512_mul_pd(d, _mm512_set1_pd(kLog2e)), shifter);
+  const __m512i ki = _mm512_castpd_si512(kd);
+  kd = _mm512_sub_pd(kd, shifter);
+  const __m512d r = _mm512_sub_pd(_mm512_sub_pd(d, _mm512_mul_pd(kd, _mm512_set1_pd(kLn2Hi))),
+                                  _mm512_mul_pd(kd, _mm512_set1_pd(kLn2Lo)));
+  __m512d lin[7];  // lin[j] = c_2j + c_2j+1 r
+  for (int j = 0; j < 7; ++j)
+    lin[j] = _mm512_add_pd(_mm512_set1_pd(kInvFact[2 * j]), _mm512_mul_pd(_mm512_set1_pd(kInvFact[2 * j + 1]), r));
+  const __m512d r2 = _mm512_mul_pd(r, r), r4 = _mm512_mul_pd(r2, r2), r8 = _mm512_mul_pd(r4, r4);
+  const __m512d s0 = _mm512_add_pd(lin[0], _mm512_mul_pd(lin[1], r2));
+  const __m512d s1 = _mm512_add_pd(lin[2], _mm512_mul_pd(lin[3], r2));
+  const __m512d s2 = _mm512_add_pd(lin[4], _mm512_mul_pd(lin[5], r2));
+  const __m512d s3 = lin[6];
+  const __m512d p = _mm512_add_pd(_mm512_add_pd(s0, _mm512_mul_pd(s1, r4)),
+                                  _mm512_mul_pd(_mm512_add_pd(s2, _mm512_mul_pd(s3, r4)), r8));
+  const __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(ki, _mm512_set1_epi64(1023)), 52);
+  return _mm512_maskz_mov_pd(keep, _mm512_mul_pd(p, _mm512_castsi512_pd(bits)));
+}
+
+__attribute__((target("avx512f,avx512dq"))) void store_exp_nonpos_pd8(const double* d, double* e) {
+  _mm512_storeu_pd(e, exp_nonpos_pd8(_mm512_loadu_pd(d)));
+}
+
+// exp_and_histogram's loop 8 tokens at a time from t = 0 (token t in histogram copy t & 3,
+// as the SSE2 loop puts it); returns the first token left.
+__attribute__((target("avx512f,avx512dq"))) int exp_and_histogram_avx512(const double* x, double m, int vocab,
+                                                                           double* e, uint8_t* bin,
+                                                                           double (*mass)[kBins],
+                                                                           int (*count)[kBins]) {
+  const __m512d vm = _mm512_set1_pd(m), scale = _mm512_set1_pd(-kBinsPerNat), top = _mm512_set1_pd(double(kBins - 1));
+  int t = 0;
+  for (; t + 8 <= vocab; t += 8) {
+    const __m512d d = _mm512_sub_pd(_mm512_loadu_pd(x + t), vm);
+    _mm512_storeu_pd(e + t, exp_nonpos_pd8(d));
+    alignas(32) int32_t b[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_mul_pd(d, scale), top)));
+    for (int j = 0; j < 8; ++j) {
+      bin[t + j] = uint8_t(b[j]);
+      mass[j & 3][b[j]] += e[t + j];
+      ++count[j & 3][b[j]];
+    }
+  }
+  return t;
+}
+
+// Pass 3 of nucleus() 16 tokens at a time from t = 0: kept ids (bin <= b*, not the mask)
+// appended in ascending order by a register compress (a compress straight to memory is
+// microcoded and slow on Zen 4), boundary candidates (bin == b*) in ascending order;
+// returns the first token left.
+__attribute__((target("avx512f,avx512dq"))) int keep_pass_avx512(const uint8_t* bin, const double* x, const double* e,
+                                                                   int vocab, int bstar, int mask, int32_t* kept,
+                                                                   int& n, Cand* cand, int& nc) {
+  const __m512i vb = _mm512_set1_epi32(bstar), step = _mm512_set1_epi32(16);
+  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int t = 0;
+  for (; t + 16 <= vocab; t += 16, ids = _mm512_add_epi32(ids, step)) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bin + t)));
+    __mmask16 keep = _mm512_cmple_epu32_mask(b, vb);
+    if (mask >= t && mask < t + 16) keep &= __mmask16(~(1u << (mask - t)));
+    _mm512_storeu_si512(kept + n, _mm512_maskz_compress_epi32(keep, ids));  // n + 16 <= t + 16 <= vocab
+    n += __builtin_popcount(keep);
+    for (unsigned on = keep & _mm512_cmpeq_epu32_mask(b, vb); on; on &= on - 1) {
+      const int j = t + __builtin_ctz(on);
+      cand[nc++] = Cand{x[j], e[j]};
+    }
+  }
+  return t;
+}
+#endif
+
 // e[t] = exp(x[t] - m), bin[t] = min(floor((m - x[t]) * 8), 255), and per-bin masses and
 // counts (4 interleaved histogram copies break the store-to-load chains).
 void exp_and_histogram(const double* x, double m, int vocab, double* e, uint8_t* bin,
                        double (*mass)[kBins], int (*count)[kBins]) {
   int t = 0;
+#if ESOLM_SAMPLER_AVX512
+  if (sampler_avx512()) t = exp_and_histogram_avx512(x, m, vocab, e, bin, mass, count);
+#endif
 #if defined(__SSE2__)
   const __m128d vm = _mm_set1_pd(m), scale = _mm_set1_pd(-kBinsPerNat),
                 top = _mm_set1_pd(double(kBins - 1));
@@ -346,7 +472,11 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
   int n = 0, nc = 0;
   // Branch-free: in a flat row kept and cut tokens alternate at random, and the branches
   // mispredicted about half the time (this loop was a third of the filter's time).
-  for (int t = 0; t < vocab; ++t) {
+  int t0 = 0;
+#if ESOLM_SAMPLER_AVX512
+  if (sampler_avx512()) t0 = keep_pass_avx512(bin, x, e, vocab, bstar, mask, kept, n, cand, nc);
+#endif
+  for (int t = t0; t < vocab; ++t) {
     const int keep = int(bin[t] <= bstar) & int(t != mask);
     kept[n] = t;
     n += keep;
@@ -491,6 +621,28 @@ int32_t sample_row_with_uniforms(const float* logits, int vocab, const SamplePar
                                  const double* uniforms) {
   ArrayNoise noise{uniforms};
   return sample_impl(logits, vocab, p, noise);
+}
+
+void sampler_allow_avx512(bool allow) {
+#if ESOLM_SAMPLER_AVX512
+  g_allow_avx512.store(allow);
+#else
+  (void)allow;
+#endif
+}
+
+void sampler_exp_for_test(const double* d, double* e, int n, bool avx512) {
+  int i = 0;
+#if ESOLM_SAMPLER_AVX512
+  if (avx512 && sampler_avx512())
+    for (; i + 8 <= n; i += 8) store_exp_nonpos_pd8(d + i, e + i);
+#else
+  (void)avx512;
+#endif
+#if defined(__SSE2__)
+  for (; i + 2 <= n; i += 2) _mm_storeu_pd(e + i, exp_nonpos_pd(_mm_loadu_pd(d + i)));
+#endif
+  for (; i < n; ++i) e[i] = exp_nonpos(d[i]);
 }
 
 bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r) {

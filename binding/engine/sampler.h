@@ -57,4 +57,12 @@ int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, d
                         const DrawKey& key);
 bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r);
 
+// For tests (test/native/sampler_test.cpp): the row passes run AVX-512 where the CPU has it
+// and SSE2 / scalar code otherwise, and must give the same bits either way.
+// sampler_allow_avx512(false) makes this process use the SSE2 / scalar passes only.
+void sampler_allow_avx512(bool allow);
+// e[i] = the nucleus pass's exp(d[i]) for d[i] <= 0, on the AVX-512 path (avx512 = true,
+// where the CPU has it) or the SSE2 / scalar one.
+void sampler_exp_for_test(const double* d, double* e, int n, bool avx512);
+
 }  // namespace esolm

@@ -327,7 +327,9 @@ static void test_linear_bf16_math(Backend& fast, Backend& ref, int rows, int n, 
     scale = std::max(scale, double(std::fabs(exact[i])));
     moved = std::max(moved, double(std::fabs(got[i] - exact[i])));
   }
-  if (moved <= 10 * 2e-5 * scale && k >= 8) {
+  // k >= 24: with fewer terms the rounding's expected move is close to this bound, and the
+  // check failed on some random draws (k = 8, 2026-12-03).
+  if (moved <= 10 * 2e-5 * scale && k >= 24) {
     std::printf("FAIL   the activations were not rounded (max diff to F32 activations %.3g)\n", moved);
     ++failures;
   }
@@ -490,7 +492,9 @@ static void test_linear_int8_math(Backend& fast, Backend& ref, int rows, int n, 
     scale = std::max(scale, double(std::fabs(exact[i])));
     moved = std::max(moved, double(std::fabs(got[i] - exact[i])));
   }
-  if (moved <= 10 * 2e-5 * scale && k >= 8) {
+  // k >= 24: with fewer terms the rounding's expected move is close to this bound, and the
+  // check failed on some random draws (k = 8, 2026-12-03).
+  if (moved <= 10 * 2e-5 * scale && k >= 24) {
     std::printf("FAIL   the activations were not quantized (max diff to F32 activations %.3g)\n", moved);
     ++failures;
   }
@@ -638,6 +642,7 @@ int main() {
         test_attention(*fast, *ref, 1, 1, hd, 3, 100, 103, 130, mode);
         test_attention(*fast, *ref, 2, 2, hd, 8, 60, 68, 70, mode);   // the most rows read directly
         test_attention(*fast, *ref, 1, 2, hd, 9, 60, 69, 70, mode);   // the fewest rows packed
+        test_attention(*fast, *ref, 2, 9, hd, 3, 97, 100, 120, mode);  // groups of 4 (and 1) heads, 4 slot blocks
       }
     // Many heads: a few-row task takes a group of heads (backend_cpu.cpp), over several
     // slot blocks of the AVX-512 kernel; 13 heads leave a short last group.

@@ -40,9 +40,14 @@ static inline __m512 load_row16(const int8_t* p) {
 
 // Bytes ahead of the current panel row that the streaming kernel prefetches: far enough
 // to cover a memory access at the rate a few-row step streams (8 KiB gave a generation
-// about 10% more than 1 KiB on the 2-core EPYC; 16 KiB was slower again). Past a panel's
-// end it fetches the next panel's start, which the next call reads.
-constexpr int kPrefetchBytes = 8192;
+// about 10% more than 1 KiB on the 2-core EPYC; 16 KiB was slower again; on the Intel VM
+// 2 KiB streamed 3-5% faster, on Zen 4 2, 4 and 8 KiB were within the noise, 2026-12-03).
+// Past a panel's end it fetches the next panel's start, which the next call reads.
+// -DESOLM_PREFETCH_BYTES=N rebuilds with another distance.
+#ifndef ESOLM_PREFETCH_BYTES
+#define ESOLM_PREFETCH_BYTES 8192
+#endif
+constexpr int kPrefetchBytes = ESOLM_PREFETCH_BYTES;
 
 // acc[r] = sum_k a[r, k] * panel[k][0..15] for MR rows. Every tile accumulates each output
 // in the same order (k ascending, one FMA chain per output from zero), so a row's result
@@ -374,11 +379,17 @@ static void gemm_panel16(const GemmPanelArgs& g) {
 // page per slot and defeat the hardware prefetcher: the kernel walks the slots in blocks
 // of kAttnBlock, every head of the task in turn inside a block (the block's pages stay in
 // the TLB), and prefetches each head's rows kAttnAheadSlots slots ahead itself (into L2:
-// sixteen slots of four lines each would overrun L1's miss buffers). Per row
+// that many slots of four lines each would overrun L1's miss buffers). Per row
 // the arithmetic is that of one row alone (q.k over hd/16 lanes in order, the masked
 // softmax, O = sum_s p_s V_s in slot order), so a row's output does not depend on the
 // rows or heads beside it.
-constexpr int kAttnAheadSlots = 16;
+// 32 slots ahead: on the 2-vCPU Zen 4 VM the few-row attention ran ~35% faster than with
+// 16 (build-native/cpu_step_profile --micro, interleaved builds; 48 and 64 were no better),
+// and a generation ~6% faster. -DESOLM_ATTN_AHEAD=N rebuilds with another distance.
+#ifndef ESOLM_ATTN_AHEAD
+#define ESOLM_ATTN_AHEAD 32
+#endif
+constexpr int kAttnAheadSlots = ESOLM_ATTN_AHEAD;
 constexpr int kAttnBlock = 32;
 constexpr int kAttnFewRows = 4;  // rows per pass: NV * kAttnFewRows accumulators for O
 
