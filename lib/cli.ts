@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import { EsolmError } from './errors.js';
-import { Model, readModelFolder, weightsFileFormat, type StepEvent } from './model.js';
+import { Model, readModelFolder, weightsFileFormat, type LoadOptions, type StepEvent } from './model.js';
 import { Sampler, type NamedOrder, type Prepend, type SamplerMethod } from './sampler.js';
 import { addonReport, cudaUnavailableReason, defaultModelDir, loadCpuAddon, loadCudaAddon, packageVersion } from './loader.js';
 import { registerEvalCommand } from './eval-command.js';
@@ -46,7 +46,7 @@ function onSigint(): void {
 const FLAGS: Record<string, string> = {
   topP: '--top-p', temperature: '--temperature', alpha0: '--alpha0', steps: '--steps', seed: '--seed',
   batch: '--batch', length: '--length', blocks: '--blocks', method: '--method', greedy: '--greedy',
-  backend: '--backend', 'options.backend': '--backend', estimator: '--estimator', samples: '--samples', orders: '--orders',
+  backend: '--backend', 'options.backend': '--backend', 'options.weights': '--weights', 'options.math': '--math', estimator: '--estimator', samples: '--samples', orders: '--orders',
   order: '--order', prepend: '--prepend',
 };
 
@@ -75,12 +75,30 @@ function backendOpt(v: string): BackendOpt {
   return v;
 }
 
-async function openModel(dir: string | undefined, backend: BackendOpt): Promise<Model> {
+type WeightsOpt = NonNullable<LoadOptions['weights']>;
+type MathOpt = NonNullable<LoadOptions['math']>;
+function weightsOpt(v: string): WeightsOpt {
+  if (v !== 'auto' && v !== 'f32' && v !== 'bf16' && v !== 'q8') throw new InvalidArgumentError('Expected auto, f32, bf16 or q8.');
+  return v;
+}
+function mathOpt(v: string): MathOpt {
+  if (v !== 'f32' && v !== 'bf16' && v !== 'int8') throw new InvalidArgumentError('Expected f32, bf16 or int8.');
+  return v;
+}
+/** How the CPU holds and multiplies the weights (Model.load `weights` and `math`). */
+interface StorageCli { weights?: WeightsOpt; math?: MathOpt }
+function addStorageOptions(c: Command): Command {
+  return c
+    .option('--weights <w>', 'how the CPU holds the matrices: auto | f32 | bf16 | q8 (default: auto, the file\'s own precision)', weightsOpt)
+    .option('--math <m>', 'CPU matrix products: f32 | bf16 (BF16 weights, AVX512_BF16) | int8 (q8 weights, AVX512_VNNI); default f32', mathOpt);
+}
+
+async function openModel(dir: string | undefined, backend: BackendOpt, storage: StorageCli = {}): Promise<Model> {
   const d = dir ?? defaultModelDir();
   if (!dir && !existsSync(path.join(d, 'config.json'))) {
     throw new EsolmError('ERR_IO', `the default model is missing from this installation (${d}); pass --model <dir>`);
   }
-  return Model.load(d, { backend });
+  return Model.load(d, { backend, ...(storage.weights ? { weights: storage.weights } : {}), ...(storage.math ? { math: storage.math } : {}) });
 }
 
 /**
@@ -121,10 +139,11 @@ interface GenerateCli {
   model?: string; infill?: string; length?: number; steps?: number; alpha0?: number; topP?: number;
   temperature?: number; seed: number; batch: number; method?: SamplerMethod; backend: BackendOpt;
   greedy?: boolean; stream?: boolean; json?: boolean; blocks?: number; record?: string; order?: NamedOrder; prepend?: Prepend;
+  weights?: WeightsOpt; math?: MathOpt;
 }
 
 async function generateCommand(prompt: string | undefined, o0: GenerateCli): Promise<void> {
-  const model = await openModel(o0.model, o0.backend);
+  const model = await openModel(o0.model, o0.backend, o0);
   try {
     // Without --method a model samples the way it was trained: esolm-a, mdlm and ar models
     // with their own sampler, everything else with Eso-LM (B).
@@ -265,8 +284,8 @@ async function generateCommand(prompt: string | undefined, o0: GenerateCli): Pro
   }
 }
 
-async function infoCommand(o: { model?: string; backend: BackendOpt; json?: boolean }): Promise<void> {
-  const model = await openModel(o.model, o.backend);
+async function infoCommand(o: { model?: string; backend: BackendOpt; json?: boolean } & StorageCli): Promise<void> {
+  const model = await openModel(o.model, o.backend, o);
   try {
     const c = model.config;
     const d = c.hidden_size;
@@ -350,10 +369,10 @@ function doctorCommand(o: { json?: boolean }): void {
   console.log(`default    ${report.defaultModel ?? 'missing'}`);
 }
 
-async function benchCommand(o: { model?: string; backend: BackendOpt; length: number; steps: string; alpha0: number; repeat: number; json?: boolean; svg?: string }): Promise<void> {
+async function benchCommand(o: { model?: string; backend: BackendOpt; length: number; steps: string; alpha0: number; repeat: number; json?: boolean; svg?: string } & StorageCli): Promise<void> {
   if (o.repeat < 1) throw new EsolmError('ERR_INVALID_ARG', `Expected a positive integer for --repeat but received ${o.repeat}`);
   interruptible = true;
-  const model = await openModel(o.model, o.backend);
+  const model = await openModel(o.model, o.backend, o);
   try {
     const rows: { method: string; T: number | null; nfe: number; seconds: number; tokensPerS: number }[] = [];
     const L = Math.min(o.length, model.config.length);
@@ -448,7 +467,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program.name('esolm').description('Esoteric Language Models (Eso-LMs), MDLM and AR from Node.js').showHelpAfterError()
     .version(packageVersion(), '-V, --version', 'print the esolm version');
-  program.command('generate')
+  addStorageOptions(program.command('generate')
     .description('generate text (default: Eso-LM (B) with the default model)')
     .argument('[prompt]', 'text the sequences start with')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
@@ -465,7 +484,7 @@ export function buildProgram(): Command {
     .option('--order <name>', 'named order: ar (use_ar_order) | block-ar (use_block_ar_order)')
     .option('--prepend <p>', 'AR prepend_token: none | bos | mask (default: the model\'s training setting, else none)')
     .option('--greedy', 'take the most likely token')
-    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto'))
     .option('--stream', 'show the denoising live (NDJSON step events when stdout is not a terminal)')
     .option('--record <file.svg>', 'write an animated SVG of sequence 0 being denoised')
     .option('--json', 'print JSON')
@@ -508,20 +527,20 @@ export function buildProgram(): Command {
       console.log(`wrote ${out}: ${r.config.arch}, hidden ${r.config.hidden_size}, ${r.config.n_blocks} blocks, vocab ${r.config.vocab_size}, mask ${r.config.mask_index}, ${r.tensors} tensors (from ${r.source})`);
       if (r.config.training) console.log(`training: ${describeTraining(r.config.training)}`);
     });
-  program.command('info')
+  addStorageOptions(program.command('info')
     .description('model, backend and memory')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
-    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto'))
     .option('--json', 'print JSON')
     .action(infoCommand);
   program.command('doctor')
     .description('which backends load here, and why not')
     .option('--json', 'print JSON')
     .action(doctorCommand);
-  program.command('bench')
+  addStorageOptions(program.command('bench')
     .description('time Eso-LM vs MDLM vs AR generation on a model')
     .option('-m, --model <dir>', 'model folder (default: the model shipped in the package)')
-    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto')
+    .option('--backend <name>', 'cpu | cuda | auto', backendOpt, 'auto'))
     .option('-n, --length <n>', 'tokens per sequence', posInt, 256)
     .option('--steps <list>', 'comma-separated T values', '16,64')
     .option('--alpha0 <x>', 'Eso-LM alpha0', num, 1)

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildProgram, parseInfill } from '../lib/cli.js';
 import { createBytesTokenizer } from '../lib/tokenizers/index.js';
+import { loadCpuAddon } from '../lib/loader.js';
 import { makeRandomModel } from './helpers/random-model.js';
 
 let dir: string;
@@ -52,6 +53,32 @@ describe('esolm CLI', () => {
     expect(toks.every((t) => t >= 0 && t < 256)).toBe(true);
     expect(typeof out.sequences[0].text).toBe('string');
     expect(out.nfe).toBeGreaterThan(0);
+  });
+
+  it('--weights and --math choose how the CPU holds and multiplies the weights', async () => {
+    const storage = async (...o: string[]) => JSON.parse(await run('info', '-m', modelDir, '--json', '--backend', 'cpu', ...o)).weights.storage;
+    expect(await storage()).toBe('f32');  // the random model's file is F32
+    expect(await storage('--weights', 'q8')).toBe('q8');
+    expect(await storage('--weights', 'bf16')).toBe('bf16');
+    const q8 = JSON.parse(await run('generate', 'Hi', '-m', modelDir, '-n', '16', '-T', '4', '--weights', 'q8', '--json', '--backend', 'cpu'));
+    expect(q8.sequences[0].tokens).toHaveLength(16);
+    expect(q8.sequences[0].tokens.slice(0, 2)).toEqual([72, 105]);
+    // int8 math runs where the CPU has AVX512_VNNI, and is refused clearly where it has not.
+    const int8 = run('generate', 'Hi', '-m', modelDir, '-n', '16', '-T', '4', '--weights', 'q8', '--math', 'int8', '--json', '--backend', 'cpu');
+    if (loadCpuAddon().backendInfo().cpuInt8MathError) await expect(int8).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    else expect(JSON.parse(await int8).sequences[0].tokens).toHaveLength(16);
+    await expect(run('generate', 'x', '-m', modelDir, '--weights', 'bf16', '--math', 'int8', '--backend', 'cpu'))
+      .rejects.toMatchObject({ code: 'ERR_INVALID_ARG', message: expect.stringMatching(/q8/) });
+    // A value outside the lists is an option error of the command line itself (exit code 1).
+    const { spawnSync } = await import('node:child_process');
+    const bin = path.resolve(import.meta.dirname, '..', 'dist', 'bin.js');
+    const bad = (...argv: string[]) => spawnSync(process.execPath, [bin, ...argv, '-m', modelDir, '--backend', 'cpu'], { encoding: 'utf8' });
+    const math = bad('generate', 'x', '--math', 'f16');
+    expect(math.status).toBe(1);
+    expect(math.stderr).toMatch(/--math.*f16.*f32, bf16 or int8/s);
+    const weights = bad('info', '--weights', 'int4');
+    expect(weights.status).toBe(1);
+    expect(weights.stderr).toMatch(/--weights.*int4.*auto, f32, bf16 or q8/s);
   });
 
   it('generate --infill fixes the text around the blanks', async () => {
