@@ -79,22 +79,22 @@ for (const kernels of kernelsList) {
     const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
     // The paired floor's read (header), of the bytes the untimed run's NFE implies.
     const pairedBytes = cached ? slotCounts.get(key).nfe * wBytes + kvBytes : 0;
-    const pairs = paired && floors && cached && floorMs(floors, pairedBytes, flops, math).bound === 'bandwidth';
-    const readBefore = pairs ? streamingReadMs(threads, pairedBytes) : null;
+    const withPaired = paired && floors && cached && floorMs(floors, pairedBytes, flops, math).bound === 'bandwidth';
+    const readBefore = withPaired ? streamingReadMs(threads, pairedBytes) : null;
     const sampler = newSampler(method, T);
     const t0 = performance.now();
     const r = await model.generate({ sampler, length: L, batch });
     const ms = performance.now() - t0;
-    const readAfter = pairs ? streamingReadMs(threads, pairedBytes) : null;
+    const readAfter = withPaired ? streamingReadMs(threads, pairedBytes) : null;
     const f = floors ? floorMs(floors, r.nfe * wBytes + kvBytes, flops, math) : null;
-    const pairedMs = pairs ? (readBefore + readAfter) / 2 : null;
+    const pairedMs = withPaired ? (readBefore + readAfter) / 2 : null;
     const row = { kernels: kname, math, round, method, L, T: method === 'ar' ? null : T, batch, nfe: r.nfe, ms, tokensPerS: (batch * L / ms) * 1e3,
       forwardMs: r.timings.forwardMs, sampleMs: r.timings.sampleMs, kvBytes, floorMs: f?.ms ?? null, bound: f?.bound ?? null, fraction: f ? f.ms / ms : null,
-      pairedReadMs: pairs ? [readBefore, readAfter] : null, pairedFloorMs: pairedMs, pairedFraction: pairs ? pairedMs / ms : null };
+      pairedReadMs: withPaired ? [readBefore, readAfter] : null, pairedFloorMs: pairedMs, pairedFraction: withPaired ? pairedMs / ms : null };
     rows.push(row);
     console.log(`${kname.padEnd(16)} ${method.padEnd(5)} T=${String(row.T ?? '-').padEnd(5)} batch ${String(batch).padEnd(3)} NFE ${String(r.nfe).padEnd(5)} ${(ms / 1e3).toFixed(2)} s  ${row.tokensPerS.toFixed(1)} tokens/s` +
       (f ? `  floor ${(f.ms / 1e3).toFixed(2)} s (${f.bound}), ${(row.fraction * 100).toFixed(0)}% of floor` : '') +
-      (pairs ? `; paired read ${(readBefore / 1e3).toFixed(2)} / ${(readAfter / 1e3).toFixed(2)} s, ${(row.pairedFraction * 100).toFixed(0)}% of it` : '') + `  [${loadLine()}]`);
+      (withPaired ? `; paired read ${(readBefore / 1e3).toFixed(2)} / ${(readAfter / 1e3).toFixed(2)} s, ${(row.pairedFraction * 100).toFixed(0)}% of it` : '') + `  [${loadLine()}]`);
   }
 
   for (round = 0; round < repeat; round++) {

@@ -3,22 +3,15 @@
 // other processes then count less): one row block x 4 panels, as linear() hands it a task.
 // Build: cmake -S . -B build-native -DESOLM_NATIVE_TESTS=ON && cmake --build build-native --target cpu_bf16_gemm
 // Usage: build-native/cpu_bf16_gemm [rows 120] [k 768] [reps 2000]
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "thread_cpu_time.h"
 
 using namespace esolm;
-
-static double cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
 
 int main(int argc, char** argv) {
   const CpuBf16MathKernels* m = cpu_bf16_math_kernels();
@@ -30,17 +23,17 @@ int main(int argc, char** argv) {
   const int reps = argc > 3 ? std::atoi(argv[3]) : 2000, n_panels = 4, k2 = (k + 1) / 2 * 2;
   double best_peak = 0;
   for (int i = 0; i < 3; ++i) {
-    const double t0 = cpu_seconds(), flops = m->dot_loop(20000000);
-    best_peak = std::max(best_peak, flops / (cpu_seconds() - t0) / 1e9);
+    const double t0 = thread_cpu_seconds(), flops = m->dot_loop(20000000);
+    best_peak = std::max(best_peak, flops / (thread_cpu_seconds() - t0) / 1e9);
   }
   std::vector<uint16_t> a(size_t(rows) * k2, 0x3f80), w(size_t(n_panels) * k2 * kPanel, 0x3c00);  // 1, 2^-7
   std::vector<float> c(size_t(rows) * n_panels * kPanel);
   GemmBf16Args g{a.data(), k2, rows, w.data(), int64_t(k2) * kPanel, n_panels, k, c.data(),
                  n_panels * kPanel, n_panels * kPanel, nullptr, EpilogueKind::store};
   for (int i = 0; i < 10; ++i) m->gemm(g);
-  const double t0 = cpu_seconds();
+  const double t0 = thread_cpu_seconds();
   for (int i = 0; i < reps; ++i) m->gemm(g);
-  const double gflops = 2.0 * rows * k * n_panels * kPanel * reps / (cpu_seconds() - t0) / 1e9;
+  const double gflops = 2.0 * rows * k * n_panels * kPanel * reps / (thread_cpu_seconds() - t0) / 1e9;
   const bool right = c[0] == float(k) / 128.0f;
   std::printf("%s: %d rows x %d columns x k = %d: %.1f GFLOP/s, %.0f%% of the vdpbf16ps peak (%.1f GFLOP/s)%s\n",
               m->name, rows, n_panels * kPanel, k, gflops, 100 * gflops / best_peak, best_peak,

@@ -42,6 +42,41 @@ std::vector<const CpuKernels*> read_kernel_sets() {
   return sets;
 }
 
+// A buffer of ones on huge pages as tensors are, each thread's slice first touched by that
+// thread, read in timed passes split over the threads.
+class ReadBuffer {
+ public:
+  ReadBuffer(int64_t n, int threads)
+      : n_(n), threads_(threads), buf_(static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)))),
+        sums_(size_t(threads), 0.0f) {
+    if (buf_) timed_on_threads(threads_, [&](int t) { std::fill(buf_ + slice(n_, t), buf_ + slice(n_, t + 1), 1.0f); });
+  }
+  ~ReadBuffer() { host_free(buf_); }
+  ReadBuffer(const ReadBuffer&) = delete;
+  ReadBuffer& operator=(const ReadBuffer&) = delete;
+  bool ok() const { return buf_ != nullptr; }
+  int64_t size() const { return n_; }
+  // Seconds for the threads to read the first len floats with rk's read loop; false in
+  // summed_right when the loop did not see every one of them.
+  double pass(const CpuKernels* rk, int64_t len) {
+    return timed_on_threads(threads_, [&](int t) {
+      sums_[size_t(t)] = rk->read_sum(buf_ + slice(len, t), slice(len, t + 1) - slice(len, t));
+    });
+  }
+  bool summed_right(int64_t len) const {
+    double total = 0;
+    for (float s : sums_) total += s;
+    return total == double(len);
+  }
+
+ private:
+  int64_t slice(int64_t len, int t) const { return len * t / threads_; }
+  int64_t n_;
+  int threads_;
+  float* buf_;
+  std::vector<float> sums_;
+};
+
 }  // namespace
 
 Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
@@ -55,31 +90,17 @@ Status measure_cpu_floors(int threads, CpuFloors& out, double effort) {
 
   // Streaming read: 512 MiB, far past any cache, each thread its own contiguous slice.
   const int64_t n = std::max<int64_t>(int64_t(1) << 16, int64_t(double(int64_t(128) << 20) * effort));
-  float* buf = static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)));  // as tensors are
-  if (!buf) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
-  timed_on_threads(threads, [&](int t) {  // first touch by the reading thread
-    const int64_t a = n * t / threads, b = n * (t + 1) / threads;
-    std::fill(buf + a, buf + b, 1.0f);
-  });
+  ReadBuffer rb(n, threads);
+  if (!rb.ok()) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
   // The machine's bandwidth, not one loop's: the best read loop of every kernel set here
   // (on Zen 5 the 256-bit loop streams faster than the 512-bit one).
-  std::vector<float> sums(static_cast<size_t>(threads), 0.0f);
   double best = 1e30;
   for (const CpuKernels* rk : read_kernel_sets()) {
     for (int rep = 0; rep < 3; ++rep) {
-      best = std::min(best, timed_on_threads(threads, [&](int t) {
-        const int64_t a = n * t / threads, b = n * (t + 1) / threads;
-        sums[size_t(t)] = rk->read_sum(buf + a, b - a);
-      }));
-      double total = 0;
-      for (float s : sums) total += s;
-      if (total != double(n)) {
-        host_free(buf);
-        return Status::error(Code::internal, "bandwidth read summed wrong");
-      }
+      best = std::min(best, rb.pass(rk, n));
+      if (!rb.summed_right(n)) return Status::error(Code::internal, "bandwidth read summed wrong");
     }
   }
-  host_free(buf);
   out.read_gbps = double(n) * sizeof(float) / best / 1e9;
 
   // Peak FMA: 0.05-0.5 s of independent FMAs per repetition (widest to portable).
@@ -121,35 +142,23 @@ Status time_streaming_read(int threads, double bytes, double& seconds) {
   if (threads <= 0) threads = int(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   // 512 MiB, far past any cache (less only when fewer bytes are asked for, as in tests).
-  const int64_t n = std::clamp<int64_t>(int64_t(bytes / sizeof(float)), int64_t(1) << 18, int64_t(128) << 20);
-  float* buf = static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)));
-  if (!buf) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
-  timed_on_threads(threads, [&](int t) {  // first touch by the reading thread
-    const int64_t a = n * t / threads, b = n * (t + 1) / threads;
-    std::fill(buf + a, buf + b, 1.0f);
-  });
-  std::vector<float> sums(static_cast<size_t>(threads), 0.0f);
-  auto pass = [&](const CpuKernels* rk, int64_t len) {  // len floats, split over the threads
-    return timed_on_threads(threads, [&](int t) {
-      const int64_t a = len * t / threads, b = len * (t + 1) / threads;
-      sums[size_t(t)] = rk->read_sum(buf + a, b - a);
-    });
-  };
+  ReadBuffer rb(std::clamp<int64_t>(int64_t(bytes / sizeof(float)), int64_t(1) << 18, int64_t(128) << 20), threads);
+  if (!rb.ok()) return Status::error(Code::out_of_memory, "cannot allocate the bandwidth buffer");
   // One untimed pass per read loop picks the fastest now; then the timed passes.
   const CpuKernels* fastest = nullptr;
   double best = 1e30;
   for (const CpuKernels* rk : read_kernel_sets()) {
-    const double s = pass(rk, n);
+    const double s = rb.pass(rk, rb.size());
     if (s < best) best = s, fastest = rk;
   }
   double left = bytes / sizeof(float);
   seconds = 0;
   while (left >= 1.0) {
-    const int64_t len = std::min<int64_t>(n, std::max<int64_t>(int64_t(left), int64_t(threads)));
-    seconds += pass(fastest, len);
+    const int64_t len = std::min<int64_t>(rb.size(), std::max<int64_t>(int64_t(left), int64_t(threads)));
+    seconds += rb.pass(fastest, len);
+    if (!rb.summed_right(len)) return Status::error(Code::internal, "bandwidth read summed wrong");
     left -= double(len);
   }
-  host_free(buf);
   return Status::ok();
 }
 

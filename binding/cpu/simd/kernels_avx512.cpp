@@ -150,16 +150,8 @@ static void gemm_panel_typed16(const GemmPanelArgs& g, const W* panel, int col0)
   }
 }
 
-// A two-panel call reads panels p and p + 1 side by side, and the next call p + 2 and
-// p + 3. Prefetching kPrefetchBytes past offset x of each: within the panel while that
-// stays inside it, else in the panel two further on (the next call's), at the place that
-// call will read first. (Running straight on past panel p's end would land in panel p + 1,
-// already being read, and leave the next call's second panel cold: ~10% of the stream
-// rate at k = 768.)
-static inline int64_t next_call_ahead(int64_t x, int64_t stride) {
-  const int64_t ahead = x + kPrefetchBytes;
-  return ahead < stride ? ahead : ahead + stride;
-}
+// A two-panel call's prefetch kPrefetchBytes ahead (kernels_impl.h pair_prefetch_offset).
+static inline int64_t next_call_ahead(int64_t x, int64_t stride) { return pair_prefetch_offset(x, stride, kPrefetchBytes); }
 
 // Two panels (32 columns) x MR rows: 2*MR accumulators; per k two panel loads and MR
 // broadcasts feed 2*MR FMAs, and only MR row pointers are live (they fit in registers).
@@ -176,7 +168,8 @@ static inline void run_tile2_pairs(const GemmPanelArgs& g, const uint16_t* p0, c
   int kk = 0;
   for (; kk + 2 <= k; kk += 2) {
     // Few rows: the weight stream is the bound (up to 8 rows; prefetching for 5-8 rows
-    // too made a 12-row batched step ~10% faster, Zen 4, bench/forward.mjs --batches 3).
+    // too: a 12-row batched step 20.4-20.9 ms against 21.0-24.0 ms, 3 interleaved rounds,
+    // Zen 4, bench/forward.mjs --batches 3 --ns 4).
     if (MR <= 8) {
       const int64_t ahead = next_call_ahead(int64_t(kk) * 32, stride);
       _mm_prefetch(c0 + ahead, _MM_HINT_T0);
