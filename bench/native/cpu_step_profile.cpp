@@ -7,7 +7,11 @@
 //        cmake --build build-native --target cpu_step_profile
 // Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--math f32|int8 (int8: with q8)]
 //        [--length 1024] [--steps 1024]
-//        [--batch 1] [--threads 0] [--micro (last: the ops alone at the step shapes)]
+//        [--batch 1] [--threads 0] [--head-std 0.036] [--micro (last: the ops alone at the step shapes)]
+// --head-std: the std of the output layer's random weights. The default is that of the
+// bench's model (lib/random-model.ts: 1/sqrt(768)): its logits have std ~1, so top-p 0.9
+// keeps most of the vocabulary and each step draws Gumbel noise for ~40k tokens. A trained
+// model's rows are far peakier (try 0.1).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -318,6 +322,7 @@ int main(int argc, char** argv) {
   const int batch = std::atoi(arg(argc, argv, "--batch", "1"));
   const int threads = std::atoi(arg(argc, argv, "--threads", "0"));
   const bool int8_math = std::strcmp(arg(argc, argv, "--math", "f32"), "int8") == 0;
+  const double head_std = std::atof(arg(argc, argv, "--head-std", "0.036084"));
   if (int8_math && (weights != "q8" || cpu_int8_math_error())) {
     std::fprintf(stderr, "--math int8: needs --weights q8 and AVX512_VNNI\n");
     return 1;
@@ -348,7 +353,13 @@ int main(int argc, char** argv) {
   TimingBackend be(cpu.get());
   be.weight_elem_bytes_ = q8 ? 1 : weights == "bf16" ? 2 : 4;
   std::unique_ptr<Model> model;
-  s = Model::create(cfg, test::random_weights(cfg, 7), &be, model);
+  HostWeights w = test::random_weights(cfg, 7);
+  {
+    std::mt19937_64 rng(11);
+    std::normal_distribution<float> dist(0.f, float(head_std));
+    for (float& x : w["output_layer.linear.weight"].data) x = dist(rng);
+  }
+  s = Model::create(cfg, std::move(w), &be, model);
   if (!s) {
     std::fprintf(stderr, "Model::create: %s\n", s.message.c_str());
     return 1;

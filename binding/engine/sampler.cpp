@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "philox.h"
 
@@ -520,8 +521,17 @@ struct PhiloxNoise {
     return table.v;
   }
 
-  bool operator()(int32_t token, double gap, double& g) {
-    if (gap > kGumbelMax) return false;  // also catches +inf; NaN / -inf fall through
+  // The noise of uniform u against the gap, once gap <= kGumbelMax is known (or NaN / -inf).
+  static bool from_uniform(double u, double gap, double& g) {
+    if (gap >= 2.0 / kGapSteps) {
+      const int k = int(gap * kGapSteps) - 1;  // one step of slack against rounding in b + g
+      if (u < u_bounds()[k]) return false;
+    }
+    g = gumbel(u);
+    return true;
+  }
+
+  double uniform(int32_t token) {
     uint32_t t = uint32_t(token);
     if ((t >> 1) != cached) {
       cached = t >> 1;
@@ -529,13 +539,12 @@ struct PhiloxNoise {
       block = philox4x32_10(c, uint32_t(seed), uint32_t(seed >> 32));
     }
     // Same words as draw_uniform() (philox.h).
-    const double u = (t & 1u) ? philox_u53(block.v[2], block.v[3]) : philox_u53(block.v[0], block.v[1]);
-    if (gap >= 2.0 / kGapSteps) {
-      const int k = int(gap * kGapSteps) - 1;  // one step of slack against rounding in b + g
-      if (u < u_bounds()[k]) return false;
-    }
-    g = gumbel(u);
-    return true;
+    return (t & 1u) ? philox_u53(block.v[2], block.v[3]) : philox_u53(block.v[0], block.v[1]);
+  }
+
+  bool operator()(int32_t token, double gap, double& g) {
+    if (gap > kGumbelMax) return false;  // also catches +inf; NaN / -inf fall through
+    return from_uniform(uniform(token), gap, g);
   }
 };
 
@@ -547,21 +556,22 @@ struct ArrayNoise {
   }
 };
 
-// argmax over kept t of base(t) + noise(t); ties go to the lowest id. The top token is
-// scored first so that pruning bites from the start.
-template <class Base, class Noise>
-int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise) {
-  int32_t best = -1;
-  double best_score = -kInf;
-  auto offer = [&](int32_t t, double b) {
-    double g;
-    if (!noise(t, best >= 0 ? best_score - b : -kInf, g)) return;
-    const double score = b + g;
-    if (best < 0 || score > best_score || (score == best_score && t < best)) {
-      best = t;
-      best_score = score;
+// The running argmax of base(t) + noise(t); ties go to the lowest id.
+struct Best {
+  int32_t token = -1;
+  double score = -kInf;
+  double gap(double b) const { return token >= 0 ? score - b : -kInf; }
+  void offer(int32_t t, double score_t) {
+    if (token < 0 || score_t > score || (score_t == score && t < token)) {
+      token = t;
+      score = score_t;
     }
-  };
+  }
+};
+
+// The token scored first, so that pruning bites from the start: the first kept token at
+// the row's max (normal rows), else the first kept one; -1 when none is kept.
+int32_t first_scored(const Nucleus& nu) {
   int32_t top = -1;
   if (nu.kind == Nucleus::normal) {
     nu.for_each([&](int32_t t) {
@@ -570,12 +580,145 @@ int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise) {
   } else if (nu.n_kept > 0) {
     top = nu.kept[0];
   }
+  return top;
+}
+
+// argmax over kept t of base(t) + noise(t).
+template <class Base, class Noise>
+int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise) {
+  Best best;
+  auto offer = [&](int32_t t, double b) {
+    double g;
+    if (noise(t, best.gap(b), g)) best.offer(t, b + g);
+  };
+  const int32_t top = first_scored(nu);
   if (top >= 0) offer(top, base(top));
   nu.for_each([&](int32_t t) {
     if (t != top) offer(t, base(t));
   });
-  return best;
+  return best.token;
 }
+
+#if ESOLM_SAMPLER_AVX512
+// Philox4x32-10 (philox.h) on 16 counters at once, with the same 32-bit operations, so the
+// same words. The products of 32-bit lanes come from two 32x32->64 multiplies (even lanes,
+// then odd lanes shifted down); hi/lo are picked back into 32-bit lanes by blends.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline void philox16(__m512i& c0, __m512i& c1, __m512i& c2,
+                                                                               __m512i& c3, uint32_t k0, uint32_t k1) {
+  const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
+  const __mmask16 odd = 0xAAAA;
+  for (int i = 0; i < 10; ++i) {
+    const __m512i e0 = _mm512_mul_epu32(c0, m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c0, 32), m0);
+    const __m512i e1 = _mm512_mul_epu32(c2, m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c2, 32), m1);
+    const __m512i hi0 = _mm512_mask_blend_epi32(odd, _mm512_srli_epi64(e0, 32), o0);
+    const __m512i lo0 = _mm512_mask_blend_epi32(odd, e0, _mm512_slli_epi64(o0, 32));
+    const __m512i hi1 = _mm512_mask_blend_epi32(odd, _mm512_srli_epi64(e1, 32), o1);
+    const __m512i lo1 = _mm512_mask_blend_epi32(odd, e1, _mm512_slli_epi64(o1, 32));
+    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
+    c1 = lo1;
+    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// philox_u53 on 8 (hi, lo) word pairs.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512d philox_u53_pd8(__m256i hi, __m256i lo) {
+  __m512i bits = _mm512_xor_si512(_mm512_slli_epi64(_mm512_cvtepu32_epi64(hi), 21),
+                                  _mm512_srli_epi64(_mm512_cvtepu32_epi64(lo), 11));
+  bits = _mm512_and_si512(bits, _mm512_set1_epi64((int64_t(1) << 53) - 1));
+  bits = _mm512_min_epu64(bits, _mm512_set1_epi64((int64_t(1) << 53) - 2));
+  return _mm512_mul_pd(_mm512_add_pd(_mm512_cvtepu64_pd(bits), _mm512_set1_pd(0.5)),
+                       _mm512_set1_pd(1.0 / 9007199254740992.0));
+}
+
+// The uniforms draw_uniform(seed, key, ids[j]) of 16 token ids, as two halves of 8.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline void philox_uniforms16(__m512i ids, uint64_t seed,
+                                                                                        const DrawKey& key,
+                                                                                        __m512d& u_lo, __m512d& u_hi) {
+  __m512i c0 = _mm512_srli_epi32(ids, 1), c1 = _mm512_set1_epi32(int(key.position));
+  __m512i c2 = _mm512_set1_epi32(int(key.round)), c3 = _mm512_set1_epi32(int(key.sequence));
+  philox16(c0, c1, c2, c3, uint32_t(seed), uint32_t(seed >> 32));
+  const __mmask16 second = _mm512_test_epi32_mask(ids, _mm512_set1_epi32(1));  // odd id: words 2, 3
+  const __m512i hi = _mm512_mask_blend_epi32(second, c0, c2), lo = _mm512_mask_blend_epi32(second, c1, c3);
+  u_lo = philox_u53_pd8(_mm512_castsi512_si256(hi), _mm512_castsi512_si256(lo));
+  u_hi = philox_u53_pd8(_mm512_extracti64x4_epi64(hi, 1), _mm512_extracti64x4_epi64(lo, 1));
+}
+
+__attribute__((target("avx512f,avx512dq"))) void uniforms16_for_test(const int32_t* ids, uint64_t seed,
+                                                                      const DrawKey& key, double* u) {
+  __m512d u_lo, u_hi;
+  philox_uniforms16(_mm512_loadu_si512(ids), seed, key, u_lo, u_hi);
+  _mm512_storeu_pd(u, u_lo);
+  _mm512_storeu_pd(u + 8, u_hi);
+}
+
+// Lanes of `valid` that PhiloxNoise would not prune against the running best (gap = best -
+// base, the same float64 operations and table): the rest cannot win. The best only rises
+// while a block is offered, and pruning only grows with the gap, so testing a whole block
+// against the best it started with drops nothing that the one-by-one test keeps.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __mmask8 may_win_pd8(__mmask8 valid, __m512d u,
+                                                                                      __m512d base, double best) {
+  const __m512d gap = _mm512_sub_pd(_mm512_set1_pd(best), base);
+  const __mmask8 beyond = _mm512_cmp_pd_mask(gap, _mm512_set1_pd(kGumbelMax), _CMP_GT_OQ);
+  const __mmask8 bounded = _mm512_mask_cmp_pd_mask(valid & ~beyond, gap, _mm512_set1_pd(2.0 / kGapSteps), _CMP_GE_OQ);
+  const __m256i k = _mm256_sub_epi32(_mm512_cvttpd_epi32(_mm512_mul_pd(gap, _mm512_set1_pd(double(kGapSteps)))),
+                                     _mm256_set1_epi32(1));
+  const __m512d bound = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), bounded, k, PhiloxNoise::u_bounds(), 8);
+  const __mmask8 below = _mm512_mask_cmp_pd_mask(bounded, u, bound, _CMP_LT_OQ);
+  return valid & ~beyond & ~below;
+}
+
+// gumbel_argmax with Philox noise, 16 kept tokens at a time: their uniforms in vector
+// registers, the pruning test on the block, and only the survivors scored one by one
+// (with the same PhiloxNoise arithmetic), so the same token. x = null: every base is 0.
+__attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_avx512(const Nucleus& nu, const double* x,
+                                                                           PhiloxNoise& noise) {
+  Best best;
+  auto base = [x](int32_t t) { return x ? x[t] : 0.0; };
+  const int32_t top = first_scored(nu);
+  if (top >= 0) {
+    double g;
+    if (noise(top, best.gap(base(top)), g)) best.offer(top, base(top) + g);
+  }
+  const int n = nu.all ? nu.vocab : nu.n_kept;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  alignas(64) int32_t id[16];
+  alignas(64) double u[16], b[16];
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 valid = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512i ids = nu.all ? _mm512_add_epi32(_mm512_set1_epi32(i), lane) : _mm512_maskz_loadu_epi32(valid, nu.kept + i);
+    valid &= _mm512_cmpneq_epi32_mask(ids, _mm512_set1_epi32(top));
+    if (nu.all) valid &= _mm512_cmpneq_epi32_mask(ids, _mm512_set1_epi32(nu.mask));
+    if (!valid) continue;
+    __m512d u_lo, u_hi;
+    philox_uniforms16(ids, noise.seed, noise.key, u_lo, u_hi);
+    __m512d b_lo = _mm512_setzero_pd(), b_hi = _mm512_setzero_pd();
+    if (x) {
+      b_lo = _mm512_mask_i32gather_pd(b_lo, __mmask8(valid), _mm512_castsi512_si256(ids), x, 8);
+      b_hi = _mm512_mask_i32gather_pd(b_hi, __mmask8(valid >> 8), _mm512_extracti64x4_epi64(ids, 1), x, 8);
+    }
+    if (best.token >= 0)
+      valid = __mmask16(may_win_pd8(__mmask8(valid), u_lo, b_lo, best.score) |
+                        (unsigned(may_win_pd8(__mmask8(valid >> 8), u_hi, b_hi, best.score)) << 8));
+    if (!valid) continue;
+    _mm512_store_si512(id, ids);
+    _mm512_store_pd(u, u_lo);
+    _mm512_store_pd(u + 8, u_hi);
+    _mm512_store_pd(b, b_lo);
+    _mm512_store_pd(b + 8, b_hi);
+    for (unsigned on = valid; on; on &= on - 1) {
+      const int j = __builtin_ctz(on);
+      const double gap = best.gap(b[j]);
+      double g;
+      if (gap > kGumbelMax || !PhiloxNoise::from_uniform(u[j], gap, g)) continue;
+      best.offer(id[j], b[j] + g);
+    }
+  }
+  return best.token;
+}
+#endif
 
 int32_t greedy_row(const float* logits, int vocab, int mask) {
   int32_t best = -1;
@@ -597,6 +740,10 @@ int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise
   if (p.greedy || !valid_temperature(p.temperature)) return greedy_row(logits, vocab, p.mask_index);
   Nucleus nu = nucleus(logits, vocab, p, false);
   if (nu.kind == Nucleus::empty) return -1;
+#if ESOLM_SAMPLER_AVX512
+  if constexpr (std::is_same_v<Noise, PhiloxNoise>)
+    if (sampler_avx512()) return philox_argmax_avx512(nu, nu.kind == Nucleus::normal ? nu.x : nullptr, noise);
+#endif
   if (nu.kind != Nucleus::normal)  // uniform over the kept set
     return gumbel_argmax(nu, [](int32_t) { return 0.0; }, noise);
   const double* x = nu.x;
@@ -643,6 +790,23 @@ void sampler_exp_for_test(const double* d, double* e, int n, bool avx512) {
   for (; i + 2 <= n; i += 2) _mm_storeu_pd(e + i, exp_nonpos_pd(_mm_loadu_pd(d + i)));
 #endif
   for (; i < n; ++i) e[i] = exp_nonpos(d[i]);
+}
+
+bool sampler_uniforms_avx512_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u) {
+#if ESOLM_SAMPLER_AVX512
+  if (!sampler_avx512()) return false;
+  for (int i = 0; i < n; i += 16) {
+    int32_t ids[16] = {};
+    double out[16];
+    std::copy(tokens + i, tokens + std::min(n, i + 16), ids);
+    uniforms16_for_test(ids, seed, key, out);
+    std::copy(out, out + std::min(16, n - i), u + i);
+  }
+  return true;
+#else
+  (void)seed, (void)key, (void)tokens, (void)n, (void)u;
+  return false;
+#endif
 }
 
 bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r) {

@@ -64,5 +64,8 @@ void sampler_allow_avx512(bool allow);
 // e[i] = the nucleus pass's exp(d[i]) for d[i] <= 0, on the AVX-512 path (avx512 = true,
 // where the CPU has it) or the SSE2 / scalar one.
 void sampler_exp_for_test(const double* d, double* e, int n, bool avx512);
+// u[i] = draw_uniform(seed, key, tokens[i]) as the Gumbel pass draws it: 16 tokens at a
+// time on the AVX-512 path (false when this CPU has none), else nothing is written.
+bool sampler_uniforms_avx512_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u);
 
 }  // namespace esolm

@@ -638,6 +638,71 @@ static void test_avx512_passes_match() {
   CHECK(row_mismatch == 0, "AVX-512 row passes differ from SSE2/scalar on %d of %d rows", row_mismatch, rows);
 }
 
+// The AVX-512 Gumbel pass: Philox words of 16 tokens at once, and a whole block of tokens
+// tested for pruning against the best it started with, must draw exactly what the scalar
+// pass draws, and pick the same token.
+static void test_avx512_gumbel_pass_matches() {
+  std::mt19937_64 rng(23);
+  std::vector<int32_t> ids;
+  for (int32_t t : {0, 1, 2, 3, 15, 16, 17, 50257, 0x7FFFFFFE, 0x7FFFFFFF}) ids.push_back(t);
+  while (ids.size() < 1000) ids.push_back(int32_t(rng() & 0x7FFFFFFF));
+  int word_mismatch = 0, draws = 0;
+  std::vector<double> u(ids.size());
+  for (int rep = 0; rep < 40; ++rep) {
+    const uint64_t seed = rep == 0 ? 0 : rep == 1 ? ~uint64_t(0) : rng();
+    const DrawKey key{uint32_t(rng()), uint32_t(rng()), uint32_t(rep % 3 == 0 ? 0 : rng())};
+    if (!sampler_uniforms_avx512_for_test(seed, key, ids.data(), int(ids.size()), u.data())) {
+      std::printf("  (no AVX-512: the vector Gumbel pass is not run on this CPU)\n");
+      return;
+    }
+    for (size_t i = 0; i < ids.size(); ++i, ++draws) {
+      const double want = draw_uniform(seed, key.sequence, key.position, key.round, uint32_t(ids[i]));
+      word_mismatch += std::memcmp(&want, &u[i], sizeof(double)) != 0;
+    }
+  }
+  CHECK(word_mismatch == 0, "AVX-512 Philox uniforms differ from draw_uniform on %d of %d draws", word_mismatch, draws);
+
+  // Tokens: flat rows (most of the vocabulary kept: the block test matters most), peaky
+  // rows, rows of exact ties (the lowest id must win), degenerate rows, top_p = 1 (no list).
+  const float finf = std::numeric_limits<float>::infinity();
+  int token_mismatch = 0, rows = 0;
+  for (int V : {5, 16, 33, 1000, 50258}) {
+    for (int kind = 0; kind < 6; ++kind) {
+      std::vector<float> row;
+      if (kind < 4) row = make_row(kind == 0 ? Dist::normal1 : kind == 1 ? Dist::peaky : kind == 2 ? Dist::bf16 : Dist::quantised, V, rng);
+      if (kind == 4) row.assign(size_t(V), 0.25f);  // every token tied
+      if (kind == 5) {                              // two +inf tokens take all the mass
+        row.assign(size_t(V), -finf);
+        row[size_t(V) / 3] = finf;
+        row[size_t(V) - 2] = finf;
+      }
+      for (double top_p : {0.9, 1.0, 0.3}) {
+        for (int mask : {-1, V - 1, V / 2}) {
+          SampleParams p;
+          p.top_p = top_p;
+          p.temperature = kind == 0 && top_p == 0.3 ? 1.7 : 1.0;
+          p.mask_index = mask;
+          for (int k = 0; k < (V > 1000 ? 12 : 40); ++k) {
+            p.seed = rng();
+            const DrawKey key{uint32_t(k), uint32_t(rng() % 4096), 0};
+            sampler_allow_avx512(true);
+            const int32_t wide = sample_row(row.data(), V, p, key);
+            sampler_allow_avx512(false);
+            const int32_t narrow = sample_row(row.data(), V, p, key);
+            sampler_allow_avx512(true);
+            ++rows;
+            if (wide != narrow && token_mismatch++ < 3)
+              std::printf("  AVX-512 Gumbel pass differs: V=%d kind %d top_p=%g mask=%d key %d: token %d vs %d\n", V,
+                          kind, top_p, mask, k, wide, narrow);
+          }
+        }
+      }
+    }
+  }
+  CHECK(token_mismatch == 0, "AVX-512 Gumbel pass picks another token than the scalar pass on %d of %d rows",
+        token_mismatch, rows);
+}
+
 static void timing() {
   std::mt19937_64 rng(1);
   const int V = 50258, rows = 300;
@@ -678,6 +743,7 @@ int main() {
   test_sample_row_statistics();
   test_mdlm();
   test_avx512_passes_match();
+  test_avx512_gumbel_pass_matches();
   timing();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("sampler_test: %d passed, %d failed (%.2f s)\n", g_pass, g_fail, s);
