@@ -7,7 +7,8 @@
 //        cmake --build build-native --target cpu_step_profile
 // Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--math f32|int8 (int8: with q8)]
 //        [--length 1024] [--steps 1024]
-//        [--batch 1] [--threads 0] [--head-std 0.036] [--micro (last: the ops alone at the step shapes)]
+//        [--batch 1] [--threads 0] [--head-std 0.036] [--attn-layers 12]
+//        [--micro (last: the ops alone at the step shapes)]
 // --head-std: the std of the output layer's random weights. The default is that of the
 // bench's model (lib/random-model.ts: 1/sqrt(768)): its logits have std ~1, so top-p 0.9
 // keeps most of the vocabulary and each step draws Gumbel noise for ~40k tokens. A trained
@@ -163,7 +164,7 @@ void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads,
 
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
 // call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
-int micro(const std::string& weights, bool int8_math, int threads, const CpuFloors& floors) {
+int micro(const std::string& weights, bool int8_math, int threads, const CpuFloors& floors, int attn_layers) {
   const bool q8 = weights == "q8";
   std::unique_ptr<Backend> be =
       create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8, false, int8_math);
@@ -276,15 +277,16 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
   }
   // Attention: 12 heads x 64, `n` query rows after 512 committed slots, as in a step, over
   // the K/V of 12 layers in turn (75 MB: from memory, not from cache, as in a generation).
-  const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = 12;
-  Tensor q, o, k[layers], v[layers];
+  const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = std::getenv("ATTN_LAYERS") ? std::atoi(std::getenv("ATTN_LAYERS")) : 12;
+  Tensor q, o, k[12], v[12];
   fill(q, DType::f32, 16, d);
   for (int l = 0; l < layers; ++l) {
     fill(k[l], DType::f32, cap, d);
     fill(v[l], DType::f32, cap, d);
   }
   be->alloc(o, DType::f32, 16, d);
-  std::printf("%-28s %5s %9s %8s %8s\n", "attention (c = 512, 12 layers)", "rows", "ms/layer", "GB/s", "of read");
+  std::printf("%-28s %5s %9s %8s %8s\n", ("attention (c = 512, " + std::to_string(layers) + " layers)").c_str(), "rows",
+              "ms/layer", "GB/s", "of read");
   for (int n : {1, 2, 3, 4, 8, 16}) {
     AttnParams p;
     p.batch = 1;
@@ -337,7 +339,8 @@ int main(int argc, char** argv) {
   std::printf("floors (%s, %d threads): streaming read %.1f GB/s, peak FMA %.0f GFLOP/s\n", floors.kernels,
               floors.threads, floors.read_gbps, floors.fma_gflops);
 
-  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, int8_math, threads, floors);
+  const int attn_layers = std::max(1, std::atoi(arg(argc, argv, "--attn-layers", "12")));
+  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, int8_math, threads, floors, attn_layers);
 
   ModelConfig cfg = test::tiny_config();
   cfg.hidden_size = 768;
