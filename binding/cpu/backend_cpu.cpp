@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu/host_memory.h"
+#include "cpu/rope_rows.h"
 #include "cpu/kernels.h"
 #include "cpu/loop_ops.h"
 #include "cpu/ops_reference.h"
@@ -322,20 +323,47 @@ class CpuBackend : public Backend {
   Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n, int n_heads,
                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
                         Tensor& v_cache) override {
-    RopeAnglesFn angles = reference_ ? nullptr : &CpuBackend::cached_angles;
-    if (reference_ || int64_t(batch) * n <= kRopeRows)
-      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out,
-                                      k_cache, v_cache, angles, this);
+    if (reference_)
+      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache,
+                                      nullptr, this);
     if (slot0 < 0 || slot0 + n > capacity) return Status::error(Code::internal, "rope_qkv_store: slots out of range");
-    // Many rows (a full forward): the reference computation, on blocks of rows in parallel
-    // (each row's result is the same whatever block it falls in).
+    const int64_t d = qkv.cols / 3;
+    const int hd = int(d / n_heads);
+    const float* src = static_cast<const float*>(qkv.data);
+    const int32_t* pos = static_cast<const int32_t*>(positions.data);
+    float* qo = static_cast<float*>(q_out.data);
+    float* kc = static_cast<float*>(k_cache.data);
+    float* vc = static_cast<float*>(v_cache.data);
+    if (hd / 2 > kRopeMaxHalf)
+      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache,
+                                      &CpuBackend::cached_angles, this);
+    // Angles from the cached table (grown first, so that the rows below read it without
+    // the lock), or computed for positions past it.
+    int32_t max_pos = -1;
+    for (int64_t i = 0; i < int64_t(batch) * n; ++i)
+      if (pos[i] < kRopeTablePositions) max_pos = std::max(max_pos, pos[i]);
+    const double* table = max_pos >= 0 ? rope_table_through(max_pos, hd) : nullptr;
+    // Rows [i0, i1) of sequence b: the reference's arithmetic (rope_rows.h). Each row's
+    // result is the same whatever block it falls in.
+    auto rows = [&](int64_t b, int64_t i0, int64_t i1) {
+      double angles[2 * kRopeMaxHalf];
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t row = b * n + i, slot = b * capacity + slot0 + i;
+        const double* a = angles;
+        if (pos[row] >= 0 && pos[row] < kRopeTablePositions) a = table + size_t(pos[row]) * hd;
+        else rope_angles(pos[row], hd, angles, angles + hd / 2);
+        rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kc + slot * d, vc + slot * d);
+      }
+    };
+    if (int64_t(batch) * n <= kRopeRows) {
+      for (int64_t b = 0; b < batch; ++b) rows(b, 0, n);
+      return Status::ok();
+    }
+    // Many rows (a full forward): blocks of rows in parallel.
     const int64_t blocks = (n + kRopeRows - 1) / kRopeRows;
     pool_.parallel_for(int64_t(batch) * blocks, [&](int64_t t) {
-      const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows, m = std::min<int64_t>(kRopeRows, n - i0);
-      Tensor qv = row_slice(qkv, b * n + i0, m), pv = row_slice(positions, b * n + i0, m),
-             qo = row_slice(q_out, b * n + i0, m), kc = row_slice(k_cache, b * capacity, capacity),
-             vc = row_slice(v_cache, b * capacity, capacity);
-      (void)rope_qkv_store_reference(qv, pv, 1, int(m), n_heads, slot0 + int(i0), capacity, qo, kc, vc, angles, this);
+      const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows;
+      rows(b, i0, std::min<int64_t>(n, i0 + kRopeRows));
     });
     return Status::ok();
   }
@@ -344,6 +372,14 @@ class CpuBackend : public Backend {
                    const AttnParams& p, Tensor& out) override {
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
+    attention_rows(q, k_cache, v_cache, p, p.n_q, out);
+    return Status::ok();
+  }
+
+  // attention() for p.n_q query rows of each sequence, whose rows in q and out start
+  // seq_rows apart (p.n_q, or a batched loop step's padded window), in one pool call.
+  void attention_rows(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttnParams& p,
+                      int64_t seq_rows, Tensor& out) {
     const int d = p.n_heads * p.head_dim;
     // One task per (sequence, head): K and V are packed once and reused by every row. A
     // few rows (a cached step) take a group of heads per task instead, one task per thread:
@@ -366,12 +402,12 @@ class CpuBackend : public Backend {
       const int b = int(t / groups);
       AttnRowsArgs a;
       a.heads = std::min(group, p.n_heads - h);
-      a.q = qp + (int64_t(b) * p.n_q) * d + h * p.head_dim;
+      a.q = qp + (int64_t(b) * seq_rows) * d + h * p.head_dim;
       a.q_stride = d;
       a.k = kp + int64_t(b) * p.capacity * d + h * p.head_dim;
       a.v = vp + int64_t(b) * p.capacity * d + h * p.head_dim;
       a.kv_stride = d;
-      a.out = op + (int64_t(b) * p.n_q) * d + h * p.head_dim;
+      a.out = op + (int64_t(b) * seq_rows) * d + h * p.head_dim;
       a.out_stride = d;
       a.head_dim = p.head_dim;
       a.r0 = 0;
@@ -384,7 +420,6 @@ class CpuBackend : public Backend {
       a.scratch = buf.data();
       kernels_.attn_rows(a);
     });
-    return Status::ok();
   }
 
   Status sample_rows(const Tensor& logits, int64_t rows, const SampleParams& p, const DrawKey* keys,
@@ -414,14 +449,24 @@ class CpuBackend : public Backend {
         q_out.rows < int64_t(batch) * n_pad || k_cache.rows < int64_t(batch) * capacity ||
         v_cache.rows < int64_t(batch) * capacity)
       return Status::error(Code::invalid_arg, "rope_qkv_store_loop: shapes");
-    // Sequence by sequence: the window rows of sequence b start at row b * n_pad.
-    for (int b = 0; b < batch; ++b) {
+    // Sequence by sequence (the window rows of sequence b start at row b * n_pad), the
+    // sequences of a batch in parallel: a step's few rows per sequence are below the
+    // threaded rope's kRopeRows, and one thread doing a batch-4 step's rows alone took ~4%
+    // of the generation.
+    auto one = [&](int b) {
       Tensor qv = row_slice(q_out, int64_t(b) * n_pad, n_pad);
       Tensor kv = row_slice(k_cache, int64_t(b) * capacity, capacity);
       Tensor vv = row_slice(v_cache, int64_t(b) * capacity, capacity);
-      ESOLM_TRY(rope_qkv_store(row_slice(qkv, int64_t(b) * n_pad, n), row_slice(positions, int64_t(b) * n_pad, n),
-                               1, n, n_heads, slot0, capacity, qv, kv, vv));
+      return rope_qkv_store(row_slice(qkv, int64_t(b) * n_pad, n), row_slice(positions, int64_t(b) * n_pad, n), 1, n,
+                            n_heads, slot0, capacity, qv, kv, vv);
+    };
+    if (batch == 1 || reference_ || int64_t(n) > kRopeRows) {
+      for (int b = 0; b < batch; ++b) ESOLM_TRY(one(b));
+      return Status::ok();
     }
+    std::vector<Status> status(static_cast<size_t>(batch));
+    pool_.parallel_for(batch, [&](int64_t b) { status[size_t(b)] = one(int(b)); });
+    for (const Status& st : status) ESOLM_TRY(st);
     return Status::ok();
   }
   Status sample_rows_to(const Tensor& logits, int64_t rows, const SampleParams& p, const Tensor& keys,
@@ -450,6 +495,7 @@ class CpuBackend : public Backend {
 
  private:
   static constexpr int64_t kRopeRows = 32;  // rows per rope_qkv_store task
+  static constexpr int kRopeMaxHalf = 256;   // head sizes up to 512 take rope_row's path
 
   static Status read_loop_state(const Tensor& state, int n_pad, int capacity, int& slot0, int& n) {
     if (state.dtype != DType::i32 || state.numel() < kLoopFields)
@@ -472,45 +518,57 @@ class CpuBackend : public Backend {
         out.dtype != DType::f32 || k_cache.rows < int64_t(p.batch) * p.capacity ||
         v_cache.rows < int64_t(p.batch) * p.capacity)
       return Status::error(Code::invalid_arg, "attention: shapes");
-    AttnParams one = p;
-    one.loop_state = nullptr;
-    one.batch = 1;
-    one.n_q = n;
-    one.q_slot0 = slot0;
-    one.n_kv = slot0 + n;
-    for (int b = 0; b < p.batch; ++b) {
-      Tensor ov = row_slice(out, int64_t(b) * p.n_q, p.n_q);
-      Tensor on = row_slice(ov, 0, n);
-      ESOLM_TRY(attention(row_slice(q, int64_t(b) * p.n_q, n), row_slice(k_cache, int64_t(b) * p.capacity, p.capacity),
-                          row_slice(v_cache, int64_t(b) * p.capacity, p.capacity), one, on));
-      std::memset(static_cast<float*>(ov.data) + int64_t(n) * d, 0, size_t(p.n_q - n) * size_t(d) * sizeof(float));
+    // The n live rows of every sequence's window in one pool call (a call per sequence
+    // left a batch-4 step's threads waiting on each other four times per layer); the
+    // window's padding rows get zeros.
+    AttnParams live = p;
+    live.loop_state = nullptr;
+    live.n_q = n;
+    live.q_slot0 = slot0;
+    live.n_kv = slot0 + n;
+    if (reference_) {
+      for (int b = 0; b < p.batch; ++b) {
+        live.batch = 1;
+        Tensor on = row_slice(out, int64_t(b) * p.n_q, n);
+        ESOLM_TRY(attention_reference(row_slice(q, int64_t(b) * p.n_q, n), row_slice(k_cache, int64_t(b) * p.capacity, p.capacity),
+                                      row_slice(v_cache, int64_t(b) * p.capacity, p.capacity), live, on));
+      }
+    } else {
+      attention_rows(q, k_cache, v_cache, live, p.n_q, out);
     }
+    for (int b = 0; b < p.batch; ++b)
+      std::memset(static_cast<float*>(out.data) + (int64_t(b) * p.n_q + n) * d, 0, size_t(p.n_q - n) * size_t(d) * sizeof(float));
     return Status::ok();
   }
   // rope_angles() of positions [0, kRopeTablePositions), computed once per head size: a
   // step would otherwise evaluate pow, cos and sin for every row of every block.
   static constexpr int kRopeTablePositions = 1 << 16;
+  // The table for head size hd, grown (to a power of two) past position max_pos, which
+  // must be below kRopeTablePositions: rows [0, max_pos] may then be read without the lock
+  // until the next call (the backend's ops never run concurrently).
+  const double* rope_table_through(int32_t max_pos, int hd) {
+    std::lock_guard<std::mutex> lk(rope_mutex_);
+    if (rope_hd_ != hd) {
+      rope_hd_ = hd;
+      rope_rows_ = 0;
+      rope_table_.clear();
+    }
+    if (max_pos >= rope_rows_) {
+      int rows = std::max(rope_rows_, 1024);
+      while (rows <= max_pos) rows *= 2;
+      rope_table_.resize(size_t(rows) * hd);
+      for (int r = rope_rows_; r < rows; ++r)
+        rope_angles(r, hd, &rope_table_[size_t(r) * hd], &rope_table_[size_t(r) * hd + hd / 2]);
+      rope_rows_ = rows;
+    }
+    return rope_table_.data();
+  }
   static void cached_angles(void* ctx, int32_t pos, int hd, double* cs, double* sn) {
     auto* self = static_cast<CpuBackend*>(ctx);
-    const int half = hd / 2;
     if (pos < 0 || pos >= kRopeTablePositions) return rope_angles(pos, hd, cs, sn);
-    std::lock_guard<std::mutex> lk(self->rope_mutex_);
-    if (self->rope_hd_ != hd) {
-      self->rope_hd_ = hd;
-      self->rope_rows_ = 0;
-      self->rope_table_.clear();
-    }
-    if (pos >= self->rope_rows_) {  // grow to a power of two past pos
-      int rows = std::max(self->rope_rows_, 1024);
-      while (rows <= pos) rows *= 2;
-      self->rope_table_.resize(size_t(rows) * hd);
-      for (int r = self->rope_rows_; r < rows; ++r)
-        rope_angles(r, hd, &self->rope_table_[size_t(r) * hd], &self->rope_table_[size_t(r) * hd + half]);
-      self->rope_rows_ = rows;
-    }
-    const double* row = &self->rope_table_[size_t(pos) * hd];
-    std::copy(row, row + half, cs);
-    std::copy(row + half, row + hd, sn);
+    const double* row = self->rope_table_through(pos, hd) + size_t(pos) * hd;
+    std::copy(row, row + hd / 2, cs);
+    std::copy(row + hd / 2, row + hd, sn);
   }
 
   // linear() with BF16 math (kernels.h): the input rows rounded to BF16 pairs once, then

@@ -18,6 +18,7 @@
 #include "cpu/floors.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
+#include "cpu/rope_rows.h"
 #include "engine/backend.h"
 #include "engine/q8.h"
 
@@ -194,7 +195,17 @@ static void test_attention(Backend& fast, Backend& ref, int batch, int heads, in
 
 // The CPU backend's rotary angles come from a cached table: they must equal the
 // reference's (bit for bit), for positions inside and past the first table size.
+static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512);
+
+// Both of rope_row's paths (AVX-512 where this CPU has it, and the scalar loop).
 static void test_rope(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0) {
+  test_rope_once(fast, ref, batch, n, heads, hd, pos0, true);
+  rope_rows_allow_avx512(false);
+  test_rope_once(fast, ref, batch, n, heads, hd, pos0, false);
+  rope_rows_allow_avx512(true);
+}
+
+static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512) {
   const int d = heads * hd, capacity = n + 3, slot0 = 2;
   auto qkv = randn(size_t(batch) * n * 3 * d);
   std::vector<int32_t> pos(size_t(batch) * n);
@@ -216,8 +227,8 @@ static void test_rope(Backend& fast, Backend& ref, int batch, int n, int heads, 
   }
   bool same = true;
   for (int j = 0; j < 3; ++j) same = same && outs[0][j] == outs[1][j];
-  std::printf("%s rope_qkv_store b=%d n=%d h=%d hd=%d positions from %d: equal to the reference\n",
-              same ? "ok  " : "FAIL", batch, n, heads, hd, pos0);
+  std::printf("%s rope_qkv_store b=%d n=%d h=%d hd=%d positions from %d (%s): equal to the reference\n",
+              same ? "ok  " : "FAIL", batch, n, heads, hd, pos0, avx512 ? "AVX-512 where present" : "scalar");
   if (!same) ++failures;
 }
 
@@ -663,6 +674,8 @@ int main() {
     test_rope(*fast, *ref, 2, 5, 3, 16, 0);
     test_rope(*fast, *ref, 1, 9, 2, 64, 1000);   // grows the table past its first 1024 rows
     test_rope(*fast, *ref, 1, 4, 2, 8, 70000);   // positions past the table
+    test_rope(*fast, *ref, 3, 2, 12, 64, 500);   // a batched step's rows (hd 64: eight pairs at a time)
+    test_rope(*fast, *ref, 1, 3, 2, 36, 10);     // half = 18: eight at a time, then a scalar tail
     test_layernorm(*fast, *ref, 5, 53, true);  // d not a multiple of 8
     test_rope(*fast, *ref, 2, 300, 2, 16, 900);  // many rows: blocks of rows on all threads
     test_floors(kernels);
