@@ -569,14 +569,31 @@ struct Best {
   }
 };
 
+#if ESOLM_SAMPLER_AVX512
+// The first t with x[t] == m, 8 at a time; where the scalar scan goes on when none of the
+// whole blocks has it.
+__attribute__((target("avx512f,avx512dq"))) int first_at_max_avx512(const double* x, int vocab, double m) {
+  const __m512d vm = _mm512_set1_pd(m);
+  int t = 0;
+  for (; t + 8 <= vocab; t += 8)
+    if (const __mmask8 at = _mm512_cmp_pd_mask(_mm512_loadu_pd(x + t), vm, _CMP_EQ_OQ)) return t + __builtin_ctz(at);
+  return t;
+}
+#endif
+
 // The token scored first, so that pruning bites from the start: the first kept token at
 // the row's max (normal rows), else the first kept one; -1 when none is kept.
 int32_t first_scored(const Nucleus& nu) {
   int32_t top = -1;
   if (nu.kind == Nucleus::normal) {
-    nu.for_each([&](int32_t t) {
-      if (top < 0 && nu.x[t] == nu.max) top = t;
-    });
+    // The max is finite here and every token at it is kept (bin 0; the mask's x is -inf):
+    // the first kept token at the max is the first token at the max.
+    int t = 0;
+#if ESOLM_SAMPLER_AVX512
+    if (sampler_avx512()) t = first_at_max_avx512(nu.x, nu.vocab, nu.max);
+#endif
+    for (; t < nu.vocab; ++t)
+      if (nu.x[t] == nu.max) return t;
   } else if (nu.n_kept > 0) {
     top = nu.kept[0];
   }
@@ -670,6 +687,81 @@ __attribute__((target("avx512f,avx512dq"), always_inline)) inline __mmask8 may_w
   return valid & ~beyond & ~below;
 }
 
+// gumbel_argmax with Philox noise over a dense nucleus (most of the vocabulary kept, as in
+// the flat rows of an untrained or high-temperature model), 32 consecutive tokens at a
+// time: one Philox block per token pair (as the scalar pass draws them), x read in order
+// instead of gathered, kept = x >= threshold and not the mask (the nucleus' kept set:
+// bins are monotone in x), and the pruning test against one bound per 32 tokens, that of
+// their largest x (a lane's own gap is at least that one, so its own bound is at least as
+// high: nothing the one-by-one test keeps is dropped). Survivors are scored one by one.
+__attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_dense_avx512(const Nucleus& nu, PhiloxNoise& noise) {
+  Best best;
+  const double* x = nu.x;
+  const int32_t top = first_scored(nu);
+  if (top >= 0) {
+    double g;
+    if (noise(top, best.gap(x[top]), g)) best.offer(top, x[top] + g);
+  }
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+  const __m512d thr = _mm512_set1_pd(nu.all ? -kInf : nu.threshold), ninf = _mm512_set1_pd(-kInf);
+  const double* bounds = PhiloxNoise::u_bounds();
+  alignas(64) double u[32], b[32];
+  for (int t0 = 0; t0 < nu.vocab; t0 += 32) {
+    // x of tokens t0 .. t0 + 31 (-inf past the vocabulary), split into even and odd tokens.
+    __m512d xs[4];
+    for (int q = 0; q < 4; ++q) {
+      const int n = nu.vocab - (t0 + 8 * q);
+      const __mmask8 in = n >= 8 ? __mmask8(0xFF) : n <= 0 ? __mmask8(0) : __mmask8((1u << n) - 1);
+      xs[q] = _mm512_mask_loadu_pd(ninf, in, x + t0 + 8 * q);
+    }
+    // Groups: 0 = even tokens t0 + 2k (k < 8), 1 = odd t0 + 2k + 1, 2 and 3 the same from t0 + 16.
+    __m512d xg[4] = {_mm512_permutex2var_pd(xs[0], even, xs[1]), _mm512_permutex2var_pd(xs[0], odd, xs[1]),
+                     _mm512_permutex2var_pd(xs[2], even, xs[3]), _mm512_permutex2var_pd(xs[2], odd, xs[3])};
+    __mmask8 kept[4];
+    __m512d xmax = ninf;
+    for (int g = 0; g < 4; ++g) {
+      kept[g] = _mm512_cmp_pd_mask(xg[g], thr, _CMP_GE_OQ) & _mm512_cmp_pd_mask(xg[g], ninf, _CMP_NEQ_OQ);
+      xmax = _mm512_mask_max_pd(xmax, kept[g], xmax, xg[g]);
+    }
+    const auto token_of = [t0](int g, int k) { return t0 + 16 * (g >> 1) + 2 * k + (g & 1); };
+    for (int g = 0; g < 4; ++g)
+      for (const int32_t t : {top, nu.mask})
+        if (t >= 0 && t >= t0 && t < t0 + 32 && ((t - t0) & 1) == (g & 1) && ((t - t0) >> 4) == (g >> 1))
+          kept[g] &= __mmask8(~(1u << (((t - t0) & 15) >> 1)));
+    if (!(kept[0] | kept[1] | kept[2] | kept[3])) continue;
+    // One Philox block per pair t0 / 2 + lane: words 0, 1 for the even token, 2, 3 for the odd.
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(t0 >> 1), lane), c1 = _mm512_set1_epi32(int(noise.key.position));
+    __m512i c2 = _mm512_set1_epi32(int(noise.key.round)), c3 = _mm512_set1_epi32(int(noise.key.sequence));
+    philox16(c0, c1, c2, c3, uint32_t(noise.seed), uint32_t(noise.seed >> 32));
+    __m512d ug[4] = {philox_u53_pd8(_mm512_castsi512_si256(c0), _mm512_castsi512_si256(c1)),
+                     philox_u53_pd8(_mm512_castsi512_si256(c2), _mm512_castsi512_si256(c3)),
+                     philox_u53_pd8(_mm512_extracti64x4_epi64(c0, 1), _mm512_extracti64x4_epi64(c1, 1)),
+                     philox_u53_pd8(_mm512_extracti64x4_epi64(c2, 1), _mm512_extracti64x4_epi64(c3, 1))};
+    if (best.token >= 0) {
+      const double gap_min = best.score - _mm512_reduce_max_pd(xmax);
+      if (gap_min > kGumbelMax) continue;  // no token here can win
+      if (gap_min >= 2.0 / kGapSteps) {
+        const __m512d bound = _mm512_set1_pd(bounds[int(gap_min * kGapSteps) - 1]);
+        for (int g = 0; g < 4; ++g) kept[g] &= __mmask8(~_mm512_cmp_pd_mask(ug[g], bound, _CMP_LT_OQ));
+      }
+    }
+    for (int g = 0; g < 4; ++g) {
+      if (!kept[g]) continue;
+      _mm512_store_pd(u + 8 * g, ug[g]);
+      _mm512_store_pd(b + 8 * g, xg[g]);
+      for (unsigned on = kept[g]; on; on &= on - 1) {
+        const int k = __builtin_ctz(on);
+        const double gap = best.gap(b[8 * g + k]);
+        double gn;
+        if (gap > kGumbelMax || !PhiloxNoise::from_uniform(u[8 * g + k], gap, gn)) continue;
+        best.offer(token_of(g, k), b[8 * g + k] + gn);
+      }
+    }
+  }
+  return best.token;
+}
+
 // gumbel_argmax with Philox noise, 16 kept tokens at a time: their uniforms in vector
 // registers, the pruning test on the block, and only the survivors scored one by one
 // (with the same PhiloxNoise arithmetic), so the same token. x = null: every base is 0.
@@ -741,8 +833,14 @@ int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise
   Nucleus nu = nucleus(logits, vocab, p, false);
   if (nu.kind == Nucleus::empty) return -1;
 #if ESOLM_SAMPLER_AVX512
-  if constexpr (std::is_same_v<Noise, PhiloxNoise>)
-    if (sampler_avx512()) return philox_argmax_avx512(nu, nu.kind == Nucleus::normal ? nu.x : nullptr, noise);
+  if constexpr (std::is_same_v<Noise, PhiloxNoise>) {
+    if (sampler_avx512()) {
+      // Dense: a quarter of the vocabulary or more kept (a Philox block per pair then costs
+      // less than gathering the kept ones' x and bounds).
+      if (nu.kind == Nucleus::normal && int64_t(nu.n_kept) * 4 >= vocab) return philox_argmax_dense_avx512(nu, noise);
+      return philox_argmax_avx512(nu, nu.kind == Nucleus::normal ? nu.x : nullptr, noise);
+    }
+  }
 #endif
   if (nu.kind != Nucleus::normal)  // uniform over the kept set
     return gumbel_argmax(nu, [](int32_t) { return 0.0; }, noise);
