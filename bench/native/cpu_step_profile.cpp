@@ -276,9 +276,11 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     for (Tensor* t : {&W, &x, &y}) be->release(*t);
   }
   // Attention: 12 heads x 64, `n` query rows after 512 committed slots, as in a step, over
-  // the K/V of 12 layers in turn (75 MB: from memory, not from cache, as in a generation).
-  const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = std::getenv("ATTN_LAYERS") ? std::atoi(std::getenv("ATTN_LAYERS")) : 12;
-  Tensor q, o, k[12], v[12];
+  // the K/V of 12 layers in turn (38 MB read: from memory, not from cache, as in a
+  // generation). --attn-layers 1 keeps one layer's 3 MB in cache: the kernel's compute alone.
+  const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = attn_layers;
+  std::vector<Tensor> k(static_cast<size_t>(layers)), v(static_cast<size_t>(layers));
+  Tensor q, o;
   fill(q, DType::f32, 16, d);
   for (int l = 0; l < layers; ++l) {
     fill(k[l], DType::f32, cap, d);
