@@ -670,6 +670,11 @@ static void test_avx512_gumbel_pass_matches() {
     for (int kind = 0; kind < 6; ++kind) {
       std::vector<float> row;
       if (kind < 4) row = make_row(kind == 0 ? Dist::normal1 : kind == 1 ? Dist::peaky : kind == 2 ? Dist::bf16 : Dist::quantised, V, rng);
+      if (kind == 2 && V > 20) {  // NaN and -inf logits (x = -inf: kept at top_p = 1, never winning)
+        row[3] = std::numeric_limits<float>::quiet_NaN();
+        row[5] = -finf;
+        row[V - 3] = -finf;
+      }
       if (kind == 4) row.assign(size_t(V), 0.25f);  // every token tied
       if (kind == 5) {                              // two +inf tokens take all the mass
         row.assign(size_t(V), -finf);
