@@ -574,7 +574,7 @@ class CpuBackend : public Backend {
   // linear() with BF16 math (kernels.h): the input rows rounded to BF16 pairs once, then
   // tasks of (a group of panels x a block of rows) as in linear(), each one kernel call.
   Status linear_bf16_math(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out, Epilogue ep) {
-    if (!math_ || !kernels_.bf16_pair_panels)
+    if (!math_ || std::strcmp(kernels_.name, "avx512") != 0)
       return Status::error(Code::invalid_arg, cpu_bf16_math_error() ? cpu_bf16_math_error() : "BF16 math is unavailable");
     const PackedInfo* pk = packed_info(W);
     void* tmp = nullptr;
@@ -858,7 +858,8 @@ const char* cpu_bf16_math_error() {
   const char* why = nullptr;
   const CpuKernels* k = cpu_kernels_choice(&why);
   if (!k) return why;
-  if (!k->bf16_pair_panels) return "BF16 math (math: 'bf16') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
+  if (std::strcmp(k->name, "avx512") != 0)
+    return "BF16 math (math: 'bf16') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
   return nullptr;
 }
 

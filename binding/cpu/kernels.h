@@ -12,9 +12,9 @@
 // F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel), or
 // Q8: int8 values with one F32 scale per output column (a quarter of the traffic; the
 // kernel accumulates q in F32 and multiplies by the column's scale once, at the end).
-// A kernel set with bf16_pair_panels (AVX-512) stores BF16 panels with rows kk, kk+1
-// interleaved: [ceil(k/2)][16][2], element (kk, j) at (kk / 2) * 32 + 2 * j + kk % 2, a
-// zero row past an odd k. One 64-byte load then holds two panel rows, widened to F32 by a
+// A kernel set with bf16_pair_panels (all three sets now) stores BF16 panels with rows
+// kk, kk+1 interleaved: [ceil(k/2)][16][2], element (kk, j) at (kk / 2) * 32 + 2 * j + kk % 2,
+// a zero row past an odd k. One 64-byte load then holds two panel rows, widened to F32 by a
 // shift and a mask instead of a zero-extend per row.
 #pragma once
 #include <cstddef>

@@ -101,6 +101,35 @@ static inline void load_panel_row(const int8_t* p, v8f& b0, v8f& b1) {
   b1 = __builtin_convertvector(__builtin_convertvector(hi, v8i), v8f);
 }
 
+// BF16 panels are stored in pairs of rows ([k/2][16][2], kernels.h): one 32-bit lane holds
+// a column's rows kk (low half) and kk + 1 (high half), so a row is widened by one shift
+// (even) or one mask (odd) per 8 values, each folded with its load (the [k][16] layout
+// took a zero-extend and a shift: twice the work, which bound the AVX2 steps of few rows).
+static inline void load_panel_even(const uint16_t* p, v8f& b0, v8f& b1) {
+  v8u lo, hi;
+  std::memcpy(&lo, p, 32);       // columns 0..7
+  std::memcpy(&hi, p + 16, 32);  // columns 8..15
+  lo <<= 16;                     // bf16 -> f32 is exact: the bits move up 16 places
+  hi <<= 16;
+  std::memcpy(&b0, &lo, 32);
+  std::memcpy(&b1, &hi, 32);
+}
+// The odd row of the pair at p. The pointer goes through an empty asm first, so that the
+// compiler loads the pair again (from L1) instead of keeping it in two registers across
+// the even row's FMAs: with 12-16 sums in AVX2's 16 registers that spilled.
+static inline void load_panel_odd(const uint16_t* p, v8f& b0, v8f& b1) {
+  __asm__("" : "+r"(p));
+  v8u lo, hi;
+  std::memcpy(&lo, p, 32);
+  std::memcpy(&hi, p + 16, 32);
+  const v8u mask = {0xFFFF0000u, 0xFFFF0000u, 0xFFFF0000u, 0xFFFF0000u,
+                    0xFFFF0000u, 0xFFFF0000u, 0xFFFF0000u, 0xFFFF0000u};
+  lo &= mask;
+  hi &= mask;
+  std::memcpy(&b0, &lo, 32);
+  std::memcpy(&b1, &hi, 32);
+}
+
 template <int MR, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
@@ -110,6 +139,31 @@ static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       v8f av = splat(a[r * lda + kk]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+}
+
+// gemm_block on a BF16 pair panel: the same FMAs in the same order (kk ascending), two
+// panel rows per load; an odd k's last row is the even half of a pair padded with zeros.
+template <int MR>
+static inline void gemm_block(const float* a, int64_t lda, const uint16_t* panel, int k, v8f acc[][2]) {
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
+  for (int kk = 0; kk < k; kk += 2) {
+    v8f b0, b1;
+    load_panel_even(panel + kk * 16, b0, b1);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const v8f av = splat(a[r * lda + kk]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+    if (kk + 1 == k) break;
+    load_panel_odd(panel + kk * 16, b0, b1);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const v8f av = splat(a[r * lda + kk + 1]);
       acc[r][0] += av * b0;
       acc[r][1] += av * b1;
     }
@@ -235,6 +289,42 @@ static inline void gemm_block2(const float* a, int64_t lda, const W* p0, const W
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) {
       const v8f av = splat(a[r * lda + kk]);
+      acc0[r][0] += av * b0;
+      acc0[r][1] += av * b1;
+      acc1[r][0] += av * d0;
+      acc1[r][1] += av * d1;
+    }
+  }
+}
+
+// gemm_block2 on BF16 pair panels (see gemm_block's BF16 form).
+template <int MR>
+static inline void gemm_block2(const float* a, int64_t lda, const uint16_t* p0, const uint16_t* p1, int k,
+                               int64_t stride_bytes, v8f acc0[][2], v8f acc1[][2]) {
+  for (int r = 0; r < MR; ++r) acc0[r][0] = acc0[r][1] = acc1[r][0] = acc1[r][1] = splat(0.0f);
+  const char* c0 = reinterpret_cast<const char*>(p0);
+  const char* c1 = reinterpret_cast<const char*>(p1);
+  for (int kk = 0; kk < k; kk += 2) {  // one 64-byte line of each panel per pair
+    const int64_t ahead = pair_prefetch_offset(int64_t(kk) * 16 * int64_t(sizeof(uint16_t)), stride_bytes, kFewPrefetchBytes);
+    __builtin_prefetch(c0 + ahead);
+    __builtin_prefetch(c1 + ahead);
+    v8f b0, b1, d0, d1;
+    load_panel_even(p0 + kk * 16, b0, b1);
+    load_panel_even(p1 + kk * 16, d0, d1);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const v8f av = splat(a[r * lda + kk]);
+      acc0[r][0] += av * b0;
+      acc0[r][1] += av * b1;
+      acc1[r][0] += av * d0;
+      acc1[r][1] += av * d1;
+    }
+    if (kk + 1 == k) break;
+    load_panel_odd(p0 + kk * 16, b0, b1);
+    load_panel_odd(p1 + kk * 16, d0, d1);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const v8f av = splat(a[r * lda + kk + 1]);
       acc0[r][0] += av * b0;
       acc0[r][1] += av * b1;
       acc1[r][0] += av * d0;
