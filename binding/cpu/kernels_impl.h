@@ -130,18 +130,38 @@ static inline void load_panel_odd(const uint16_t* p, v8f& b0, v8f& b1) {
   std::memcpy(&b1, &hi, 32);
 }
 
+// acc[r] += a[r, kk] * (panel row kk = b0 | b1) for the MR rows.
+template <int MR>
+static inline void fma_panel_row(const float* a, int64_t lda, int kk, v8f b0, v8f b1, v8f acc[][2]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    const v8f av = splat(a[r * lda + kk]);
+    acc[r][0] += av * b0;
+    acc[r][1] += av * b1;
+  }
+}
+
+// The same for two panels side by side (rows kk of both: b0 | b1 and d0 | d1).
+template <int MR>
+static inline void fma_panel_rows2(const float* a, int64_t lda, int kk, v8f b0, v8f b1, v8f d0, v8f d1,
+                                   v8f acc0[][2], v8f acc1[][2]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+    const v8f av = splat(a[r * lda + kk]);
+    acc0[r][0] += av * b0;
+    acc0[r][1] += av * b1;
+    acc1[r][0] += av * d0;
+    acc1[r][1] += av * d1;
+  }
+}
+
 template <int MR, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
   for (int kk = 0; kk < k; ++kk) {
     v8f b0, b1;
     load_panel_row(panel + kk * 16, b0, b1);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      v8f av = splat(a[r * lda + kk]);
-      acc[r][0] += av * b0;
-      acc[r][1] += av * b1;
-    }
+    fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
   }
 }
 
@@ -153,20 +173,10 @@ static inline void gemm_block(const float* a, int64_t lda, const uint16_t* panel
   for (int kk = 0; kk < k; kk += 2) {
     v8f b0, b1;
     load_panel_even(panel + kk * 16, b0, b1);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const v8f av = splat(a[r * lda + kk]);
-      acc[r][0] += av * b0;
-      acc[r][1] += av * b1;
-    }
+    fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
     if (kk + 1 == k) break;
     load_panel_odd(panel + kk * 16, b0, b1);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const v8f av = splat(a[r * lda + kk + 1]);
-      acc[r][0] += av * b0;
-      acc[r][1] += av * b1;
-    }
+    fma_panel_row<MR>(a, lda, kk + 1, b0, b1, acc);
   }
 }
 
@@ -286,14 +296,7 @@ static inline void gemm_block2(const float* a, int64_t lda, const W* p0, const W
     v8f b0, b1, d0, d1;
     load_panel_row(p0 + kk * 16, b0, b1);
     load_panel_row(p1 + kk * 16, d0, d1);
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      const v8f av = splat(a[r * lda + kk]);
-      acc0[r][0] += av * b0;
-      acc0[r][1] += av * b1;
-      acc1[r][0] += av * d0;
-      acc1[r][1] += av * d1;
-    }
+    fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
   }
 }
 
@@ -311,25 +314,11 @@ static inline void gemm_block2(const float* a, int64_t lda, const uint16_t* p0, 
     v8f b0, b1, d0, d1;
     load_panel_even(p0 + kk * 16, b0, b1);
     load_panel_even(p1 + kk * 16, d0, d1);
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      const v8f av = splat(a[r * lda + kk]);
-      acc0[r][0] += av * b0;
-      acc0[r][1] += av * b1;
-      acc1[r][0] += av * d0;
-      acc1[r][1] += av * d1;
-    }
+    fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
     if (kk + 1 == k) break;
     load_panel_odd(p0 + kk * 16, b0, b1);
     load_panel_odd(p1 + kk * 16, d0, d1);
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      const v8f av = splat(a[r * lda + kk + 1]);
-      acc0[r][0] += av * b0;
-      acc0[r][1] += av * b1;
-      acc1[r][0] += av * d0;
-      acc1[r][1] += av * d1;
-    }
+    fma_panel_rows2<MR>(a, lda, kk + 1, b0, b1, d0, d1, acc0, acc1);
   }
 }
 
