@@ -133,7 +133,7 @@ class CpuBackend : public Backend {
     auto index = [&](int64_t r, int64_t c) {
       if (!packed) return r * t.cols + c;
       if (t.dtype == DType::bf16)
-        return (r / kPanel) * bf16_panel_values(kernels_, t.cols) + bf16_panel_index(kernels_, c, int(r % kPanel));
+        return (r / kPanel) * bf16_panel_values(t.cols) + bf16_panel_index(c, int(r % kPanel));
       return (r / kPanel) * kPanel * t.cols + c * kPanel + r % kPanel;
     };
     if (pk && pk->vnni) {
@@ -293,7 +293,7 @@ class CpuBackend : public Backend {
       for (int64_t p = p_begin; p < p_end; p += panels_per_call) {
         GemmPanelArgs args;
         args.n_panels = int(std::min(panels_per_call, p_end - p));  // see GemmPanelArgs
-        args.panel_stride = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
+        args.panel_stride = bf16 ? bf16_panel_values(k) : kPanel * k;
         args.a = a + r0 * k;
         args.lda = k;
         args.rows = r1 - r0;
@@ -324,48 +324,8 @@ class CpuBackend : public Backend {
                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
                         Tensor& v_cache) override {
     if (reference_)
-      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache,
-                                      nullptr, this);
-    if (slot0 < 0 || slot0 + n > capacity) return Status::error(Code::internal, "rope_qkv_store: slots out of range");
-    const int64_t d = qkv.cols / 3;
-    const int hd = int(d / n_heads);
-    const float* src = static_cast<const float*>(qkv.data);
-    const int32_t* pos = static_cast<const int32_t*>(positions.data);
-    float* qo = static_cast<float*>(q_out.data);
-    float* kc = static_cast<float*>(k_cache.data);
-    float* vc = static_cast<float*>(v_cache.data);
-    if (hd / 2 > kRopeMaxHalf)
-      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache,
-                                      &CpuBackend::cached_angles, this);
-    // Angles from the cached table (grown first, so that the rows below read it without
-    // the lock), or computed for positions past it.
-    int32_t max_pos = -1;
-    for (int64_t i = 0; i < int64_t(batch) * n; ++i)
-      if (pos[i] < kRopeTablePositions) max_pos = std::max(max_pos, pos[i]);
-    const double* table = max_pos >= 0 ? rope_table_through(max_pos, hd) : nullptr;
-    // Rows [i0, i1) of sequence b: the reference's arithmetic (rope_rows.h). Each row's
-    // result is the same whatever block it falls in.
-    auto rows = [&](int64_t b, int64_t i0, int64_t i1) {
-      double angles[2 * kRopeMaxHalf];
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t row = b * n + i, slot = b * capacity + slot0 + i;
-        const double* a = angles;
-        if (pos[row] >= 0 && pos[row] < kRopeTablePositions) a = table + size_t(pos[row]) * hd;
-        else rope_angles(pos[row], hd, angles, angles + hd / 2);
-        rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kc + slot * d, vc + slot * d);
-      }
-    };
-    if (int64_t(batch) * n <= kRopeRows) {
-      for (int64_t b = 0; b < batch; ++b) rows(b, 0, n);
-      return Status::ok();
-    }
-    // Many rows (a full forward): blocks of rows in parallel.
-    const int64_t blocks = (n + kRopeRows - 1) / kRopeRows;
-    pool_.parallel_for(int64_t(batch) * blocks, [&](int64_t t) {
-      const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows;
-      rows(b, i0, std::min<int64_t>(n, i0 + kRopeRows));
-    });
-    return Status::ok();
+      return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache);
+    return rope_store_rows(qkv, positions, batch, n, n, n_heads, slot0, capacity, q_out, k_cache, v_cache);
   }
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -449,25 +409,17 @@ class CpuBackend : public Backend {
         q_out.rows < int64_t(batch) * n_pad || k_cache.rows < int64_t(batch) * capacity ||
         v_cache.rows < int64_t(batch) * capacity)
       return Status::error(Code::invalid_arg, "rope_qkv_store_loop: shapes");
-    // Sequence by sequence (the window rows of sequence b start at row b * n_pad), the
-    // sequences of a batch in parallel: a step's few rows per sequence are below the
-    // threaded rope's kRopeRows, and one thread doing a batch-4 step's rows alone took ~4%
-    // of the generation.
-    auto one = [&](int b) {
-      Tensor qv = row_slice(q_out, int64_t(b) * n_pad, n_pad);
-      Tensor kv = row_slice(k_cache, int64_t(b) * capacity, capacity);
-      Tensor vv = row_slice(v_cache, int64_t(b) * capacity, capacity);
-      return rope_qkv_store(row_slice(qkv, int64_t(b) * n_pad, n), row_slice(positions, int64_t(b) * n_pad, n), 1, n,
-                            n_heads, slot0, capacity, qv, kv, vv);
-    };
-    if (batch == 1 || reference_ || int64_t(n) > kRopeRows) {
-      for (int b = 0; b < batch; ++b) ESOLM_TRY(one(b));
+    if (reference_) {  // sequence by sequence: the window rows of sequence b start at row b * n_pad
+      for (int b = 0; b < batch; ++b) {
+        Tensor qv = row_slice(q_out, int64_t(b) * n_pad, n_pad);
+        Tensor kv = row_slice(k_cache, int64_t(b) * capacity, capacity);
+        Tensor vv = row_slice(v_cache, int64_t(b) * capacity, capacity);
+        ESOLM_TRY(rope_qkv_store(row_slice(qkv, int64_t(b) * n_pad, n), row_slice(positions, int64_t(b) * n_pad, n),
+                                 1, n, n_heads, slot0, capacity, qv, kv, vv));
+      }
       return Status::ok();
     }
-    std::vector<Status> status(static_cast<size_t>(batch));
-    pool_.parallel_for(batch, [&](int64_t b) { status[size_t(b)] = one(int(b)); });
-    for (const Status& st : status) ESOLM_TRY(st);
-    return Status::ok();
+    return rope_store_rows(qkv, positions, batch, n, n_pad, n_heads, slot0, capacity, q_out, k_cache, v_cache);
   }
   Status sample_rows_to(const Tensor& logits, int64_t rows, const SampleParams& p, const Tensor& keys,
                         Tensor& out) override {
@@ -495,7 +447,47 @@ class CpuBackend : public Backend {
 
  private:
   static constexpr int64_t kRopeRows = 32;  // rows per rope_qkv_store task
-  static constexpr int kRopeMaxHalf = 256;   // head sizes up to 512 take rope_row's path
+
+  // rope_qkv_store of the n rows of each of `batch` sequences whose rows in qkv, positions and
+  // q_out start seq_rows apart (n, or a loop step's padded window n_pad): the reference's
+  // arithmetic (rope_rows.h), blocks of at most kRopeRows rows of one sequence in parallel
+  // (each row's result is the same whatever block it falls in). The angle table is grown
+  // here, before any task reads it without the lock.
+  Status rope_store_rows(const Tensor& qkv, const Tensor& positions, int batch, int n, int64_t seq_rows, int n_heads,
+                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache, Tensor& v_cache) {
+    if (slot0 < 0 || slot0 + n > capacity) return Status::error(Code::internal, "rope_qkv_store: slots out of range");
+    const int64_t d = qkv.cols / 3;
+    const int hd = int(d / n_heads);
+    const float* src = static_cast<const float*>(qkv.data);
+    const int32_t* pos = static_cast<const int32_t*>(positions.data);
+    float* qo = static_cast<float*>(q_out.data);
+    float* kc = static_cast<float*>(k_cache.data);
+    float* vc = static_cast<float*>(v_cache.data);
+    int32_t max_pos = -1;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < n; ++i)
+        if (pos[b * seq_rows + i] < kRopeTablePositions) max_pos = std::max(max_pos, pos[b * seq_rows + i]);
+    const double* table = max_pos >= 0 ? rope_table_through(max_pos, hd) : nullptr;
+    const int64_t blocks = (n + kRopeRows - 1) / kRopeRows;
+    auto task = [&](int64_t t) {
+      const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows, i1 = std::min<int64_t>(n, i0 + kRopeRows);
+      std::vector<double> angles;  // for positions outside the table
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t row = b * seq_rows + i, slot = b * capacity + slot0 + i;
+        const double* a;
+        if (pos[row] >= 0 && pos[row] < kRopeTablePositions) {
+          a = table + size_t(pos[row]) * hd;
+        } else {
+          angles.resize(size_t(hd));
+          rope_angles(pos[row], hd, angles.data(), angles.data() + hd / 2);
+          a = angles.data();
+        }
+        rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kc + slot * d, vc + slot * d);
+      }
+    };
+    pool_.parallel_for(int64_t(batch) * blocks, task);  // one task (a single step's rows) runs here
+    return Status::ok();
+  }
 
   static Status read_loop_state(const Tensor& state, int n_pad, int capacity, int& slot0, int& n) {
     if (state.dtype != DType::i32 || state.numel() < kLoopFields)
@@ -544,8 +536,8 @@ class CpuBackend : public Backend {
   // step would otherwise evaluate pow, cos and sin for every row of every block.
   static constexpr int kRopeTablePositions = 1 << 16;
   // The table for head size hd, grown (to a power of two) past position max_pos, which
-  // must be below kRopeTablePositions: rows [0, max_pos] may then be read without the lock
-  // until the next call (the backend's ops never run concurrently).
+  // must be below kRopeTablePositions. Called by the op's own thread before its tasks read
+  // rows [0, max_pos] without the lock (the addon runs one op of a model at a time).
   const double* rope_table_through(int32_t max_pos, int hd) {
     std::lock_guard<std::mutex> lk(rope_mutex_);
     if (rope_hd_ != hd) {
@@ -563,18 +555,11 @@ class CpuBackend : public Backend {
     }
     return rope_table_.data();
   }
-  static void cached_angles(void* ctx, int32_t pos, int hd, double* cs, double* sn) {
-    auto* self = static_cast<CpuBackend*>(ctx);
-    if (pos < 0 || pos >= kRopeTablePositions) return rope_angles(pos, hd, cs, sn);
-    const double* row = self->rope_table_through(pos, hd) + size_t(pos) * hd;
-    std::copy(row, row + hd / 2, cs);
-    std::copy(row + hd / 2, row + hd, sn);
-  }
 
   // linear() with BF16 math (kernels.h): the input rows rounded to BF16 pairs once, then
   // tasks of (a group of panels x a block of rows) as in linear(), each one kernel call.
   Status linear_bf16_math(const Tensor& in, const Tensor& W, const Tensor& bias, Tensor& out, Epilogue ep) {
-    if (!math_ || std::strcmp(kernels_.name, "avx512") != 0)
+    if (!math_ || &kernels_ != cpu_kernels_avx512())
       return Status::error(Code::invalid_arg, cpu_bf16_math_error() ? cpu_bf16_math_error() : "BF16 math is unavailable");
     const PackedInfo* pk = packed_info(W);
     void* tmp = nullptr;
@@ -595,7 +580,7 @@ class CpuBackend : public Backend {
       for (int64_t r = t * kConvertRows; r < std::min(rows, (t + 1) * kConvertRows); ++r)
         math_->to_bf16_pairs(a + r * k, int(k), a16 + r * k2);
     });
-    const int64_t panel_values = bf16_panel_values(kernels_, k);
+    const int64_t panel_values = bf16_panel_values(k);
     const int64_t n_panels = (n + kPanel - 1) / kPanel;
     constexpr int64_t kTileRows = 8;  // row blocks of whole kernel tiles
     float* c = static_cast<float*>(out.data);
@@ -720,14 +705,14 @@ class CpuBackend : public Backend {
   void pack_into(const Tensor& W, T* out) {
     const int64_t n = W.rows, k = W.cols, n_panels = (n + kPanel - 1) / kPanel;
     const bool bf16 = W.dtype == DType::bf16;
-    const int64_t panel_values = bf16 ? bf16_panel_values(kernels_, k) : kPanel * k;
+    const int64_t panel_values = bf16 ? bf16_panel_values(k) : kPanel * k;
     const T* w = static_cast<const T*>(W.data);
     pool_.parallel_for(n_panels, [&](int64_t p) {
       T* dst = out + p * panel_values;
       for (int j = 0; j < kPanel && p * kPanel + j < n; ++j) {
         const T* src = w + (p * kPanel + j) * k;
         if (bf16)
-          for (int64_t kk = 0; kk < k; ++kk) dst[bf16_panel_index(kernels_, kk, j)] = src[kk];
+          for (int64_t kk = 0; kk < k; ++kk) dst[bf16_panel_index(kk, j)] = src[kk];
         else
           for (int64_t kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = src[kk];
       }
@@ -796,7 +781,7 @@ class CpuBackend : public Backend {
   }
   void* pack(const Tensor& W) {
     const int64_t n_panels = (W.rows + kPanel - 1) / kPanel;
-    const int64_t panel_values = W.dtype == DType::bf16 ? bf16_panel_values(kernels_, W.cols) : kPanel * W.cols;
+    const int64_t panel_values = W.dtype == DType::bf16 ? bf16_panel_values(W.cols) : kPanel * W.cols;
     void* out = host_alloc_zeroed(size_t(n_panels * panel_values) * dtype_size(W.dtype));
     if (!out) return nullptr;
     if (W.dtype == DType::bf16) pack_into(W, static_cast<uint16_t*>(out));
@@ -858,7 +843,7 @@ const char* cpu_bf16_math_error() {
   const char* why = nullptr;
   const CpuKernels* k = cpu_kernels_choice(&why);
   if (!k) return why;
-  if (std::strcmp(k->name, "avx512") != 0)
+  if (k != cpu_kernels_avx512())
     return "BF16 math (math: 'bf16') runs with the avx512 kernel set; ESOLM_CPU_KERNELS forces another";
   return nullptr;
 }

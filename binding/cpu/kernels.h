@@ -12,10 +12,9 @@
 // F32, or BF16 (half the memory traffic; widened exactly to F32 inside the kernel), or
 // Q8: int8 values with one F32 scale per output column (a quarter of the traffic; the
 // kernel accumulates q in F32 and multiplies by the column's scale once, at the end).
-// A kernel set with bf16_pair_panels (all three sets now) stores BF16 panels with rows
-// kk, kk+1 interleaved: [ceil(k/2)][16][2], element (kk, j) at (kk / 2) * 32 + 2 * j + kk % 2,
-// a zero row past an odd k. One 64-byte load then holds two panel rows, widened to F32 by a
-// shift and a mask instead of a zero-extend per row.
+// BF16 panels (every kernel set) store rows kk, kk+1 interleaved: [ceil(k/2)][16][2],
+// element (kk, j) at (kk / 2) * 32 + 2 * j + kk % 2, a zero row past an odd k. A 32-bit lane
+// then holds one column's two rows, each widened to F32 by a shift or a mask.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -82,17 +81,12 @@ struct CpuKernels {
   // read of n floats (returns their sum, so the reads cannot be elided).
   double (*fma_loop)(int64_t iters);
   float (*read_sum)(const float* p, int64_t n);
-  bool bf16_pair_panels = false;  // BF16 panels in the pair layout (above), else [k][16]
 };
 
-// Values in one packed BF16 panel of reduction length k for this kernel set.
-inline int64_t bf16_panel_values(const CpuKernels& kn, int64_t k) {
-  return kn.bf16_pair_panels ? (k + 1) / 2 * 2 * kPanel : k * kPanel;
-}
+// Values in one packed BF16 panel of reduction length k.
+inline int64_t bf16_panel_values(int64_t k) { return (k + 1) / 2 * 2 * kPanel; }
 // Offset of element (kk, j) inside a packed BF16 panel.
-inline int64_t bf16_panel_index(const CpuKernels& kn, int64_t kk, int j) {
-  return kn.bf16_pair_panels ? (kk / 2) * 2 * kPanel + 2 * j + kk % 2 : kk * kPanel + j;
-}
+inline int64_t bf16_panel_index(int64_t kk, int j) { return (kk / 2) * 2 * kPanel + 2 * j + kk % 2; }
 
 // Does this CPU have AVX-512F, BW, VL and DQ (what the avx512 set needs; the BF16 and
 // int8 math kernels check their extension on top)?

@@ -75,21 +75,12 @@ static inline V gelu_v(V u) {
 static inline v8f gelu8(v8f u) { return gelu_v<v8f, v8i>(u); }
 static inline v16f gelu16v(v16f u) { return gelu_v<v16f, v16i>(u); }
 
-typedef uint16_t v8h __attribute__((vector_size(16)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
 
 // One panel row: 16 weights as two 8-float vectors.
 static inline void load_panel_row(const float* p, v8f& b0, v8f& b1) {
   b0 = ld8(p);
   b1 = ld8(p + 8);
-}
-static inline void load_panel_row(const uint16_t* p, v8f& b0, v8f& b1) {
-  v8h lo, hi;
-  std::memcpy(&lo, p, 16);
-  std::memcpy(&hi, p + 8, 16);
-  v8u l = __builtin_convertvector(lo, v8u) << 16, h = __builtin_convertvector(hi, v8u) << 16;
-  std::memcpy(&b0, &l, 32);  // bf16 -> f32 is exact: the bits move up 16 places
-  std::memcpy(&b1, &h, 32);
 }
 
 typedef int8_t v8c __attribute__((vector_size(8)));
@@ -155,28 +146,26 @@ static inline void fma_panel_rows2(const float* a, int64_t lda, int kk, v8f b0, 
   }
 }
 
+// BF16 panels hold pairs of rows (load_panel_even / load_panel_odd); F32 and q8 ones single
+// rows. Either way each output takes its FMAs in the order kk = 0, 1, ..., one chain.
+template <class W>
+constexpr bool kPairPanel = sizeof(W) == 2;
+
 template <int MR, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
-  for (int kk = 0; kk < k; ++kk) {
+  for (int kk = 0; kk < k; kk += kPairPanel<W> ? 2 : 1) {
     v8f b0, b1;
-    load_panel_row(panel + kk * 16, b0, b1);
-    fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
-  }
-}
-
-// gemm_block on a BF16 pair panel: the same FMAs in the same order (kk ascending), two
-// panel rows per load; an odd k's last row is the even half of a pair padded with zeros.
-template <int MR>
-static inline void gemm_block(const float* a, int64_t lda, const uint16_t* panel, int k, v8f acc[][2]) {
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
-  for (int kk = 0; kk < k; kk += 2) {
-    v8f b0, b1;
-    load_panel_even(panel + kk * 16, b0, b1);
-    fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
-    if (kk + 1 == k) break;
-    load_panel_odd(panel + kk * 16, b0, b1);
-    fma_panel_row<MR>(a, lda, kk + 1, b0, b1, acc);
+    if constexpr (kPairPanel<W>) {
+      load_panel_even(panel + kk * 16, b0, b1);
+      fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
+      if (kk + 1 == k) break;  // an odd k: the pair's other row is padding
+      load_panel_odd(panel + kk * 16, b0, b1);
+      fma_panel_row<MR>(a, lda, kk + 1, b0, b1, acc);
+    } else {
+      load_panel_row(panel + kk * 16, b0, b1);
+      fma_panel_row<MR>(a, lda, kk, b0, b1, acc);
+    }
   }
 }
 
@@ -287,38 +276,26 @@ static inline void gemm_block2(const float* a, int64_t lda, const W* p0, const W
   const char* c0 = reinterpret_cast<const char*>(p0);
   const char* c1 = reinterpret_cast<const char*>(p1);
   constexpr int kRowsPerLine = 64 / (16 * int(sizeof(W)));  // panel rows per 64-byte line
-  for (int kk = 0; kk < k; ++kk) {
+  for (int kk = 0; kk < k; kk += kPairPanel<W> ? 2 : 1) {
     if (kk % kRowsPerLine == 0) {
       const int64_t ahead = pair_prefetch_offset(int64_t(kk) * 16 * int64_t(sizeof(W)), stride_bytes, kFewPrefetchBytes);
       __builtin_prefetch(c0 + ahead);
       __builtin_prefetch(c1 + ahead);
     }
     v8f b0, b1, d0, d1;
-    load_panel_row(p0 + kk * 16, b0, b1);
-    load_panel_row(p1 + kk * 16, d0, d1);
-    fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
-  }
-}
-
-// gemm_block2 on BF16 pair panels (see gemm_block's BF16 form).
-template <int MR>
-static inline void gemm_block2(const float* a, int64_t lda, const uint16_t* p0, const uint16_t* p1, int k,
-                               int64_t stride_bytes, v8f acc0[][2], v8f acc1[][2]) {
-  for (int r = 0; r < MR; ++r) acc0[r][0] = acc0[r][1] = acc1[r][0] = acc1[r][1] = splat(0.0f);
-  const char* c0 = reinterpret_cast<const char*>(p0);
-  const char* c1 = reinterpret_cast<const char*>(p1);
-  for (int kk = 0; kk < k; kk += 2) {  // one 64-byte line of each panel per pair
-    const int64_t ahead = pair_prefetch_offset(int64_t(kk) * 16 * int64_t(sizeof(uint16_t)), stride_bytes, kFewPrefetchBytes);
-    __builtin_prefetch(c0 + ahead);
-    __builtin_prefetch(c1 + ahead);
-    v8f b0, b1, d0, d1;
-    load_panel_even(p0 + kk * 16, b0, b1);
-    load_panel_even(p1 + kk * 16, d0, d1);
-    fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
-    if (kk + 1 == k) break;
-    load_panel_odd(p0 + kk * 16, b0, b1);
-    load_panel_odd(p1 + kk * 16, d0, d1);
-    fma_panel_rows2<MR>(a, lda, kk + 1, b0, b1, d0, d1, acc0, acc1);
+    if constexpr (kPairPanel<W>) {
+      load_panel_even(p0 + kk * 16, b0, b1);
+      load_panel_even(p1 + kk * 16, d0, d1);
+      fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
+      if (kk + 1 == k) break;
+      load_panel_odd(p0 + kk * 16, b0, b1);
+      load_panel_odd(p1 + kk * 16, d0, d1);
+      fma_panel_rows2<MR>(a, lda, kk + 1, b0, b1, d0, d1, acc0, acc1);
+    } else {
+      load_panel_row(p0 + kk * 16, b0, b1);
+      load_panel_row(p1 + kk * 16, d0, d1);
+      fma_panel_rows2<MR>(a, lda, kk, b0, b1, d0, d1, acc0, acc1);
+    }
   }
 }
 

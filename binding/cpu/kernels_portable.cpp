@@ -19,7 +19,7 @@ const CpuKernels& cpu_kernels_portable() {
                             esolm_portable::attn_rows_impl,
                             esolm_portable::attn_scratch_floats,
                             esolm_portable::fma_loop_impl,
-                            esolm_portable::read_sum_impl, /*bf16_pair_panels=*/true};
+                            esolm_portable::read_sum_impl};
   return k;
 }
 

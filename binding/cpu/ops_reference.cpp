@@ -148,7 +148,7 @@ void rope_angles(int32_t pos, int hd, double* cs, double* sn) {
 
 Status rope_qkv_store_reference(const Tensor& qkv, const Tensor& positions, int batch, int n,
                                 int n_heads, int slot0, int capacity, Tensor& q_out,
-                                Tensor& k_cache, Tensor& v_cache, RopeAnglesFn angles, void* angles_ctx) {
+                                Tensor& k_cache, Tensor& v_cache) {
   const int64_t d = qkv.cols / 3;
   const int hd = int(d / n_heads), half = hd / 2;
   if (slot0 < 0 || slot0 + n > capacity)
@@ -163,8 +163,7 @@ Status rope_qkv_store_reference(const Tensor& qkv, const Tensor& positions, int 
     for (int i = 0; i < n; ++i) {
       const int64_t row = int64_t(b) * n + i;
       const int64_t slot = int64_t(b) * capacity + slot0 + i;
-      if (angles) angles(angles_ctx, pos[row], hd, cs.data(), sn.data());
-      else rope_angles(pos[row], hd, cs.data(), sn.data());
+      rope_angles(pos[row], hd, cs.data(), sn.data());
       const float* r = src + row * 3 * d;
       for (int h = 0; h < n_heads; ++h) {
         const int o = h * hd;

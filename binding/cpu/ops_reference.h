@@ -33,12 +33,9 @@ Status linear_int8_math_reference(const Tensor& in, const Tensor& Wq, const Tens
                                   Tensor& out, Epilogue ep);
 // cos and sin of the rotary angles pos * 10000^(-2j/hd), j < hd/2, in float64.
 void rope_angles(int32_t pos, int hd, double* cs, double* sn);
-// angles (optional): fills cs/sn for a position as rope_angles does (a cached table).
-using RopeAnglesFn = void (*)(void* ctx, int32_t pos, int hd, double* cs, double* sn);
 Status rope_qkv_store_reference(const Tensor& qkv, const Tensor& positions, int batch, int n,
                                 int n_heads, int slot0, int capacity, Tensor& q_out,
-                                Tensor& k_cache, Tensor& v_cache, RopeAnglesFn angles = nullptr,
-                                void* angles_ctx = nullptr);
+                                Tensor& k_cache, Tensor& v_cache);
 Status attention_reference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const AttnParams& p, Tensor& out);
 // Is key slot s visible from query slot qs under p (backend.h AttnMode)?

@@ -567,6 +567,13 @@ struct Best {
       score = score_t;
     }
   }
+  // Token t of base b whose Philox uniform is u: PhiloxNoise's test and noise.
+  void offer_uniform(int32_t t, double b, double u) {
+    const double margin = gap(b);
+    double g;
+    if (margin > kGumbelMax || !PhiloxNoise::from_uniform(u, margin, g)) return;
+    offer(t, b + g);
+  }
 };
 
 #if ESOLM_SAMPLER_AVX512
@@ -698,10 +705,7 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_dense_avx512(c
   Best best;
   const double* x = nu.x;
   const int32_t top = first_scored(nu);
-  if (top >= 0) {
-    double g;
-    if (noise(top, best.gap(x[top]), g)) best.offer(top, x[top] + g);
-  }
+  if (top >= 0) best.offer_uniform(top, x[top], noise.uniform(top));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
   const __m512d thr = _mm512_set1_pd(nu.all ? -kInf : nu.threshold), ninf = _mm512_set1_pd(-kInf);
@@ -724,11 +728,10 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_dense_avx512(c
       kept[g] = _mm512_cmp_pd_mask(xg[g], thr, _CMP_GE_OQ) & _mm512_cmp_pd_mask(xg[g], ninf, _CMP_NEQ_OQ);
       xmax = _mm512_mask_max_pd(xmax, kept[g], xmax, xg[g]);
     }
+    // Token t0 + 16 h + 2 k + o is lane k of group 2 h + o.
     const auto token_of = [t0](int g, int k) { return t0 + 16 * (g >> 1) + 2 * k + (g & 1); };
-    for (int g = 0; g < 4; ++g)
-      for (const int32_t t : {top, nu.mask})
-        if (t >= 0 && t >= t0 && t < t0 + 32 && ((t - t0) & 1) == (g & 1) && ((t - t0) >> 4) == (g >> 1))
-          kept[g] &= __mmask8(~(1u << (((t - t0) & 15) >> 1)));
+    for (const int32_t t : {top, nu.mask})  // scored first / never kept
+      if (t >= t0 && t < t0 + 32) kept[2 * ((t - t0) >> 4) + ((t - t0) & 1)] &= __mmask8(~(1u << (((t - t0) & 15) >> 1)));
     if (!(kept[0] | kept[1] | kept[2] | kept[3])) continue;
     // One Philox block per pair t0 / 2 + lane: words 0, 1 for the even token, 2, 3 for the odd.
     __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(t0 >> 1), lane), c1 = _mm512_set1_epi32(int(noise.key.position));
@@ -752,10 +755,7 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_dense_avx512(c
       _mm512_store_pd(b + 8 * g, xg[g]);
       for (unsigned on = kept[g]; on; on &= on - 1) {
         const int k = __builtin_ctz(on);
-        const double gap = best.gap(b[8 * g + k]);
-        double gn;
-        if (gap > kGumbelMax || !PhiloxNoise::from_uniform(u[8 * g + k], gap, gn)) continue;
-        best.offer(token_of(g, k), b[8 * g + k] + gn);
+        best.offer_uniform(token_of(g, k), b[8 * g + k], u[8 * g + k]);
       }
     }
   }
@@ -770,10 +770,7 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_avx512(const N
   Best best;
   auto base = [x](int32_t t) { return x ? x[t] : 0.0; };
   const int32_t top = first_scored(nu);
-  if (top >= 0) {
-    double g;
-    if (noise(top, best.gap(base(top)), g)) best.offer(top, base(top) + g);
-  }
+  if (top >= 0) best.offer_uniform(top, base(top), noise.uniform(top));
   const int n = nu.all ? nu.vocab : nu.n_kept;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   alignas(64) int32_t id[16];
@@ -802,10 +799,7 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_avx512(const N
     _mm512_store_pd(b + 8, b_hi);
     for (unsigned on = valid; on; on &= on - 1) {
       const int j = __builtin_ctz(on);
-      const double gap = best.gap(b[j]);
-      double g;
-      if (gap > kGumbelMax || !PhiloxNoise::from_uniform(u[j], gap, g)) continue;
-      best.offer(id[j], b[j] + g);
+      best.offer_uniform(id[j], b[j], u[j]);
     }
   }
   return best.token;

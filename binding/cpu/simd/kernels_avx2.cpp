@@ -20,7 +20,7 @@ const CpuKernels* cpu_kernels_avx2() {
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
   static const CpuKernels k{"avx2+fma", esolm_avx2::gemm_panel_impl, esolm_avx2::attn_rows_impl,
                             esolm_avx2::attn_scratch_floats, esolm_avx2::fma_loop_impl,
-                            esolm_avx2::read_sum_impl, /*bf16_pair_panels=*/true};
+                            esolm_avx2::read_sum_impl};
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return nullptr;
   return &k;

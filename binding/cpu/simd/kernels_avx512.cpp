@@ -533,7 +533,7 @@ const CpuKernels* cpu_kernels_avx512() {
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
   static const CpuKernels k{"avx512", esolm_avx512::gemm_panel16, esolm_avx512::attn_rows16,
                             esolm_avx512::attn_scratch_floats, esolm_avx512::fma_loop16,
-                            esolm_avx512::read_sum16, /*bf16_pair_panels=*/true};
+                            esolm_avx512::read_sum16};
   if (!cpu_has_avx512_base()) return nullptr;
   return &k;
 #else
