@@ -27,6 +27,7 @@
 
 #include "../../test/native/tiny_model.h"
 #include "cpu/floors.h"
+#include "cpu/host_memory.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
 #include "engine/generate.h"
@@ -162,6 +163,18 @@ void parallel_read(const CpuKernels& kn, const float* p, int64_t n, int threads,
   for (auto& t : ts) t.join();
 }
 
+// n floats of 1 in huge pages where the OS gives them (host_memory.h), as the weights and
+// the floors' read buffer: a std::vector's 4 KiB pages made the paired reads below ~20%
+// slower than the matvecs they were paired with (Zen 5 VM).
+struct ReadFloats {
+  explicit ReadFloats(int64_t n) : p(static_cast<float*>(host_alloc_zeroed(size_t(n) * sizeof(float)))) {
+    std::fill(p, p + n, 1.0f);
+  }
+  ~ReadFloats() { host_free(p); }
+  float* data() const { return p; }
+  float* p;
+};
+
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
 // call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
 int micro(const std::string& weights, bool int8_math, int threads, const CpuFloors& floors, int attn_layers) {
@@ -186,7 +199,7 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     fill(x, DType::f32, 4, 768);
     be->alloc(y, DType::f32, 4, 50258);
     const int64_t n = int64_t(double(50258) * 768 * eb / 4);
-    std::vector<float> buf(size_t(n), 1.0f);
+    ReadFloats buf(n);
     const CpuKernels& kn = cpu_kernels();
     for (int rows : {1, 2, 3, 4}) {
       Tensor xv = x, yv = y;
@@ -227,22 +240,26 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     fill(x, DType::f32, 8, 3072);
     be->alloc(y, DType::f32, 8, 3072);
     const int64_t n = int64_t(bytes / 4);
-    std::vector<float> buf(size_t(n), 1.0f);
+    ReadFloats buf(n);
     const CpuKernels& kn = cpu_kernels();
     for (int rows : {1, 3}) {
       std::vector<double> ratios, gbps;
+      double shape_ms[4] = {0, 0, 0, 0};  // summed over the 7 rounds
       for (int rep = 0; rep < 7; ++rep) {
         const double t_read = best_ms(1, [&] {
           std::vector<float> part(size_t(floors.threads), 0.0f);
           parallel_read(kn, buf.data(), n, int(part.size()), part.data());
         });
         const double t_lin = best_ms(1, [&] {
-          for (Tensor& W : Ws) {
+          for (size_t i = 0; i < Ws.size(); ++i) {
+            Tensor& W = Ws[i];
             Tensor xv = x, yv = y;
             xv.rows = yv.rows = rows;
             xv.cols = W.cols;
             yv.cols = W.rows;
+            const auto t0 = Clock::now();
             be->linear(xv, W, bias, yv, Epilogue::store);
+            shape_ms[i % 4] += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
           }
         });
         ratios.push_back(t_lin / t_read);
@@ -252,12 +269,17 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
       std::sort(gbps.begin(), gbps.end());
       std::printf("step sweep (48 block linears, %.0f MB), %d rows: %.1f GB/s; time / streaming read of its bytes, median of 7 pairs: %.2f\n",
                   bytes / 1e6, rows, gbps[3], ratios[3]);
+      std::printf("  by shape:");
+      for (int i = 0; i < 4; ++i)
+        std::printf(" %lldx%lld %.1f GB/s;", (long long)blk[i][0], (long long)blk[i][1],
+                    7 * 12 * double(blk[i][0] * blk[i][1]) * eb / (shape_ms[i] * 1e6));
+      std::printf("\n");
     }
     for (Tensor& W : Ws) be->release(W);
     be->release(x);
     be->release(y);
   }
-  const int64_t shapes[][2] = {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
+  const int64_t shapes[][2] = {{512, 64}, {2304, 768}, {768, 768}, {3072, 768}, {768, 3072}, {50258, 768}};
   std::printf("%-28s %5s %9s %8s %8s\n", "linear", "rows", "ms", "GB/s", "of read");
   for (const auto& sh : shapes) {
     Tensor W, x, y, bias;
@@ -287,8 +309,11 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     fill(v[l], DType::f32, cap, d);
   }
   be->alloc(o, DType::f32, 16, d);
-  std::printf("%-28s %5s %9s %8s %8s\n", ("attention (c = 512, " + std::to_string(layers) + " layers)").c_str(), "rows",
-              "ms/layer", "GB/s", "of read");
+  // Paired with a streaming read of as many bytes right before it (as the step sweep).
+  const int64_t n_read = int64_t(2) * 513 * d * layers;
+  ReadFloats rbuf(n_read);
+  std::printf("%-28s %5s %9s %8s %8s %s\n", ("attention (c = 512, " + std::to_string(layers) + " layers)").c_str(), "rows",
+              "ms/layer", "GB/s", "of read", "time / streaming read, median of 9 pairs");
   for (int n : {1, 2, 3, 4, 8, 16}) {
     AttnParams p;
     p.batch = 1;
@@ -301,11 +326,22 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     p.mode = AttnMode::causal;
     Tensor qv = q, ov = o;
     qv.rows = ov.rows = n;
-    const double ms = best_ms(7, [&] {
+    auto run = [&] {
       for (int l = 0; l < layers; ++l) be->attention(qv, k[l], v[l], p, ov);
-    }) / layers;
+    };
+    const double ms = best_ms(7, run) / layers;
+    std::vector<double> ratios;
+    for (int rep = 0; rep < 9; ++rep) {
+      const double t_read = best_ms(1, [&] {
+        std::vector<float> part(size_t(floors.threads), 0.0f);
+        parallel_read(cpu_kernels(), rbuf.data(), n_read, int(part.size()), part.data());
+      });
+      ratios.push_back(best_ms(1, run) / t_read);
+    }
+    std::sort(ratios.begin(), ratios.end());
     const double gbps = 2.0 * (512 + n) * d * 4 / (ms * 1e6);
-    std::printf("%-28s %5d %9.3f %8.1f %7.0f%%\n", "12 heads x 64", n, ms, gbps, 100.0 * gbps / floors.read_gbps);
+    std::printf("%-28s %5d %9.3f %8.1f %7.0f%% %.2f\n", "12 heads x 64", n, ms, gbps, 100.0 * gbps / floors.read_gbps,
+                ratios[4]);
   }
   for (Tensor* t : {&q, &o}) be->release(*t);
   for (int l = 0; l < layers; ++l) {

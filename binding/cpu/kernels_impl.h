@@ -151,10 +151,17 @@ static inline void fma_panel_rows2(const float* a, int64_t lda, int kk, v8f b0, 
 template <class W>
 constexpr bool kPairPanel = sizeof(W) == 2;
 
-template <int MR, class W>
+// Few rows (the cached steps of a generation) are bound by the weight stream: there the
+// kernels prefetch each panel kFewPrefetchBytes ahead (Stream), on into the next panel.
+constexpr int64_t kFewPrefetchBytes = 4096;
+
+template <int MR, bool Stream, class W>
 static inline void gemm_block(const float* a, int64_t lda, const W* panel, int k, v8f acc[][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = splat(0.0f);
+  const char* c = reinterpret_cast<const char*>(panel);
+  constexpr int kRowsPerLine = 64 / (16 * int(sizeof(W)));  // panel rows per 64-byte line
   for (int kk = 0; kk < k; kk += kPairPanel<W> ? 2 : 1) {
+    if (Stream && kk % kRowsPerLine == 0) __builtin_prefetch(c + int64_t(kk) * 16 * int64_t(sizeof(W)) + kFewPrefetchBytes);
     v8f b0, b1;
     if constexpr (kPairPanel<W>) {
       load_panel_even(panel + kk * 16, b0, b1);
@@ -211,29 +218,39 @@ static inline void gemm_store(const GemmPanelArgs& g, int64_t r0, v8f acc[][2]) 
   }
 }
 
-template <class W>
+template <int MR, bool Stream, class W>
+static inline void gemm_tile(const GemmPanelArgs& g, const W* panel, int64_t r) {
+  v8f acc[MR][2];
+  gemm_block<MR, Stream>(g.a + r * g.lda, g.lda, panel, g.k, acc);
+  gemm_store<MR>(g, r, acc);
+}
+
+template <bool Stream, class W>
 static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
   constexpr int MR = 6;
-  v8f acc[MR][2];
   int64_t r = 0;
-  for (; r + MR <= g.rows; r += MR) {
-    gemm_block<MR>(g.a + r * g.lda, g.lda, panel, g.k, acc);
-    gemm_store<MR>(g, r, acc);
-  }
+  for (; r + MR <= g.rows; r += MR) gemm_tile<MR, Stream>(g, panel, r);
   switch (g.rows - r) {
-    case 5: gemm_block<5>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<5>(g, r, acc); break;
-    case 4: gemm_block<4>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<4>(g, r, acc); break;
-    case 3: gemm_block<3>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<3>(g, r, acc); break;
-    case 2: gemm_block<2>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<2>(g, r, acc); break;
-    case 1: gemm_block<1>(g.a + r * g.lda, g.lda, panel, g.k, acc); gemm_store<1>(g, r, acc); break;
+    case 5: gemm_tile<5, Stream>(g, panel, r); break;
+    case 4: gemm_tile<4, Stream>(g, panel, r); break;
+    case 3: gemm_tile<3, Stream>(g, panel, r); break;
+    case 2: gemm_tile<2, Stream>(g, panel, r); break;
+    case 1: gemm_tile<1, Stream>(g, panel, r); break;
     default: break;
   }
 }
 
-static void gemm_one_panel(const GemmPanelArgs& g) {
-  if (g.panel_bf16) gemm_panel_typed(g, g.panel_bf16);
-  else if (g.panel_q8) gemm_panel_typed(g, g.panel_q8);
-  else gemm_panel_typed(g, g.panel);
+// One panel; `stream`: few rows, prefetching the panel.
+static void gemm_one_panel(const GemmPanelArgs& g, bool stream) {
+  if (stream) {
+    if (g.panel_bf16) gemm_panel_typed<true>(g, g.panel_bf16);
+    else if (g.panel_q8) gemm_panel_typed<true>(g, g.panel_q8);
+    else gemm_panel_typed<true>(g, g.panel);
+  } else {
+    if (g.panel_bf16) gemm_panel_typed<false>(g, g.panel_bf16);
+    else if (g.panel_q8) gemm_panel_typed<false>(g, g.panel_q8);
+    else gemm_panel_typed<false>(g, g.panel);
+  }
 }
 
 // Panel p of a call of several, as a one-panel call.
@@ -261,13 +278,17 @@ static inline int64_t pair_prefetch_offset(int64_t x, int64_t stride, int64_t di
   return ahead < stride ? ahead : ahead + stride;
 }
 
-// Few rows (the cached steps of a generation) are bound by the weight stream, as in the
-// AVX-512 set: two panels side by side, each prefetched kFewPrefetchBytes ahead
-// (pair_prefetch_offset). On the Zen 4 VM this took the AVX2 set's BF16 generation from
-// 10.2 to 8.6-9.6 s (alternating runs). Each output keeps gemm_block's FMA order (k
-// ascending, one chain from zero), so the bits do not change.
-constexpr int kFewRows = 4;
-constexpr int64_t kFewPrefetchBytes = 4096;
+// Few rows (the cached steps of a generation), up to kFewRows, stream the weights. One or
+// two rows take two panels side by side (gemm_block2, each prefetched kFewPrefetchBytes
+// ahead, pair_prefetch_offset): four independent FMA chains a row. Three to eight take one
+// panel at a time (gemm_block with Stream): two panels' sums for three rows (12 of AVX2's
+// 16 registers) and four panel halves spilled, and a three-row step ran 2.4x slower than a
+// two-row one (Zen 5, build-native/cpu_step_profile --micro with ESOLM_CPU_KERNELS=avx2).
+// On the Zen 4 VM the pairs took the AVX2 set's BF16 generation from 10.2 to 8.6-9.6 s
+// (alternating runs). Each output keeps gemm_block's FMA order (k ascending, one chain
+// from zero), so the bits do not depend on the path.
+constexpr int kPairRows = 2;
+constexpr int kFewRows = 8;
 
 template <int MR, class W>
 static inline void gemm_block2(const float* a, int64_t lda, const W* p0, const W* p1, int k, int64_t stride_bytes,
@@ -311,8 +332,6 @@ template <class W>
 static void gemm_pair_few(const GemmPanelArgs& h0, const GemmPanelArgs& h1, const W* p0, const W* p1, int64_t stride) {
   const int64_t stride_bytes = stride * int64_t(sizeof(W));
   switch (h0.rows) {
-    case 4: return gemm_pair_rows<4>(h0, h1, p0, p1, stride_bytes);
-    case 3: return gemm_pair_rows<3>(h0, h1, p0, p1, stride_bytes);
     case 2: return gemm_pair_rows<2>(h0, h1, p0, p1, stride_bytes);
     case 1: return gemm_pair_rows<1>(h0, h1, p0, p1, stride_bytes);
     default: return;
@@ -320,26 +339,17 @@ static void gemm_pair_few(const GemmPanelArgs& h0, const GemmPanelArgs& h1, cons
 }
 
 static void gemm_panel_impl(const GemmPanelArgs& g) {
-  if (g.n_panels < 2) return gemm_one_panel(g);
+  const bool few = g.rows >= 1 && g.rows <= kFewRows;
   int p = 0;
-  if (g.rows >= 1 && g.rows <= 2 * kFewRows) {
+  if (few && g.rows <= kPairRows) {
     for (; p + 2 <= g.n_panels; p += 2) {
-      // 5..8 rows: two passes of at most kFewRows over the pair (the second from cache).
-      for (int64_t r0 = 0; r0 < g.rows; r0 += kFewRows) {
-        GemmPanelArgs h0 = one_panel_args(g, p), h1 = one_panel_args(g, p + 1);
-        GemmPanelArgs* both[2] = {&h0, &h1};
-        for (GemmPanelArgs* h : both) {
-          h->a += r0 * g.lda;
-          h->c += r0 * g.ldc;
-          h->rows = g.rows - r0 < kFewRows ? g.rows - r0 : kFewRows;
-        }
-        if (g.panel_bf16) gemm_pair_few(h0, h1, h0.panel_bf16, h1.panel_bf16, g.panel_stride);
-        else if (g.panel_q8) gemm_pair_few(h0, h1, h0.panel_q8, h1.panel_q8, g.panel_stride);
-        else gemm_pair_few(h0, h1, h0.panel, h1.panel, g.panel_stride);
-      }
+      const GemmPanelArgs h0 = one_panel_args(g, p), h1 = one_panel_args(g, p + 1);
+      if (g.panel_bf16) gemm_pair_few(h0, h1, h0.panel_bf16, h1.panel_bf16, g.panel_stride);
+      else if (g.panel_q8) gemm_pair_few(h0, h1, h0.panel_q8, h1.panel_q8, g.panel_stride);
+      else gemm_pair_few(h0, h1, h0.panel, h1.panel, g.panel_stride);
     }
   }
-  for (; p < g.n_panels; ++p) gemm_one_panel(one_panel_args(g, p));  // the rest one after the other
+  for (; p < g.n_panels; ++p) gemm_one_panel(one_panel_args(g, p), few);  // the rest one after the other
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)

@@ -32,6 +32,14 @@ using esolm::kPanel;
 
 constexpr int kGroupsPerBlock = kInt8Block / 4;  // vpdpbusd steps per block
 
+// Few rows (the cached steps of a generation) are bound by the weight stream: each panel
+// is prefetched this many bytes ahead, past its end into the next call's panel (as the
+// AVX-512 set's BF16 and F32 panels, kernels_avx512.cpp kPrefetchBytes).
+#ifndef ESOLM_INT8_PREFETCH_BYTES
+#define ESOLM_INT8_PREFETCH_BYTES 8192
+#endif
+constexpr int64_t kPrefetchBytes = ESOLM_INT8_PREFETCH_BYTES;
+
 // One row of k floats -> ceil(k/32) blocks; bit for bit int8_quantize_block (ops_reference.cpp):
 // the same F32 division, round half to even (roundscale), clamp and sum.
 static void quantize_row(const float* a, int k, int8_t* q, float* scale, int32_t* corr) {
@@ -116,6 +124,13 @@ static inline void tile(const GemmInt8Args& g, const uint8_t* p0, int64_t r0, in
     }
     const int g0 = b * kGroupsPerBlock, g1 = std::min(groups, g0 + kGroupsPerBlock);
     auto step = [&](int gi) __attribute__((always_inline)) {
+      if (MR <= 8) {
+        const int64_t x = int64_t(gi) * 4 * kPanel;
+        for (int j = 0; j < NP; ++j)
+          _mm_prefetch(reinterpret_cast<const char*>(p0 + j * g.panel_stride) +
+                           (NP == 2 ? pair_prefetch_offset(x, g.panel_stride, kPrefetchBytes) : x + kPrefetchBytes),
+                       _MM_HINT_T0);
+      }
       __m512i w[NP];
       for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_si512(p0 + j * g.panel_stride + gi * 4 * kPanel);
       for (int r = 0; r < MR; ++r) {
