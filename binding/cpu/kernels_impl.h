@@ -478,14 +478,29 @@ static void attn_rows_direct_t(const AttnRowsArgs& a) {
     const int s1 = s0 + kDirectBlock < end_max ? s0 + kDirectBlock : end_max;
     for (int h = 0; h < G; ++h) {
       const float* kh = a.k + h * hd;
-      for (int s = s0; s < s1; ++s)
+      // The first row's pass prefetches, a slot at a time between its dot products, not
+      // the block's kDirectBlock slots in one burst ahead of them, which held the core
+      // while the miss buffers drained: on the Zen 5 VM the AVX2 set's attention of 1-2
+      // rows over cold K and V took 1.5-2.3x the time of a streaming read of them in a
+      // burst, 1.3-1.6x interleaved (cpu_step_profile --attn-layers 60 --micro; in a
+      // generation the per-call medians moved by 0-10%, within the host's noise).
+      auto ahead = [&](int s) {
         if (s + kDirectAhead < end_max) prefetch_head_row(kh + int64_t(s + kDirectAhead) * a.kv_stride, hd);
+      };
       for (int i = 0; i < R; ++i) {
         const int e = s1 < end[i] ? s1 : end[i];
         int s = s0;
-        for (; s + 4 <= e; s += 4)
+        for (; s + 4 <= e; s += 4) {
+          if (i == 0)
+            for (int u = 0; u < 4; ++u) ahead(s + u);
           direct_dot4(q_row(h, i), kh + int64_t(s) * a.kv_stride, a.kv_stride, hd, hd8, a.scale, scores(h, i) + s);
-        for (; s < e; ++s) scores(h, i)[s] = direct_dot(q_row(h, i), kh + int64_t(s) * a.kv_stride, hd, hd8) * a.scale;
+        }
+        for (; s < e; ++s) {
+          if (i == 0) ahead(s);
+          scores(h, i)[s] = direct_dot(q_row(h, i), kh + int64_t(s) * a.kv_stride, hd, hd8) * a.scale;
+        }
+        if (i == 0)
+          for (; s < s1; ++s) ahead(s);  // slots the first row does not see
       }
     }
   }
@@ -502,8 +517,9 @@ static void attn_rows_direct_t(const AttnRowsArgs& a) {
     const int s1 = s0 + kDirectBlock < end_max ? s0 + kDirectBlock : end_max;
     const bool last = s1 >= end_max;
     for (int h = 0; h < G; ++h) {
-      for (int s = s0; s < s1; ++s)
+      auto ahead = [&](int s) {  // as in the K pass
         if (s + kDirectAhead < end_max) prefetch_head_row(a.v + int64_t(s + kDirectAhead) * a.kv_stride + h * hd, hd);
+      };
       for (int i = 0; i < R; ++i) {
         const float* sc = scores(h, i);
         float* o = o_row(h, i);
@@ -513,6 +529,7 @@ static void attn_rows_direct_t(const AttnRowsArgs& a) {
         for (int d = nv * 8; d < hd; ++d) tail[d - nv * 8] = o[d];
         const int e = s1 < end[i] ? s1 : end[i];
         for (int s = s0; s < e; ++s) {
+          if (i == 0) ahead(s);
           if (sc[s] == 0.0f) continue;  // masked (or underflowed) keys add nothing
           const v8f p = splat(sc[s]);
           const float* v = a.v + int64_t(s) * a.kv_stride + h * hd;
@@ -522,6 +539,8 @@ static void attn_rows_direct_t(const AttnRowsArgs& a) {
         const float f = last ? inv[h][i] : 1.0f;
         for (int j = 0; j < nv; ++j) st8(o + 8 * j, last ? acc[j] * splat(f) : acc[j]);
         for (int d = nv * 8; d < hd; ++d) o[d] = last ? tail[d - nv * 8] * f : tail[d - nv * 8];
+        if (i == 0)
+          for (int s = e > s0 ? e : s0; s < s1; ++s) ahead(s);  // slots the first row does not see
       }
     }
   }
