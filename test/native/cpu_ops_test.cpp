@@ -612,7 +612,8 @@ int main() {
     auto fast = create_cpu_backend(2);
     std::printf("== kernels: %s (%s)\n", kernels, cpu_backend_kernels(*fast));
     if (std::string(cpu_backend_kernels(*fast)).rfind(kernels, 0) != 0) ++failures;
-    for (int rows : {1, 2, 5, 6, 7, 8, 13, 16, 17, 100})
+    // 1-2 rows: pairs of panels; 3-8: one streamed panel at a time (AVX2, portable).
+    for (int rows : {1, 2, 3, 4, 5, 6, 7, 8, 13, 16, 17, 100})
       for (auto nk : {std::pair<int, int>{16, 8}, {37, 24}, {130, 64}, {3, 96}, {20, 37}})
         for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
           test_linear(*fast, *ref, rows, nk.first, nk.second, ep, rows % 2 == 1);
@@ -640,7 +641,7 @@ int main() {
     auto fast_q8 = create_cpu_backend(2, DType::f32, true, true);
     test_linear_row_invariance(*fast_q8, DType::f32, 23, 50, 33);
     test_linear_row_invariance(*fast_q8, DType::f32, 70, 110, 33);
-    for (int rows : {1, 2, 9, 16, 30, 70})
+    for (int rows : {1, 2, 3, 4, 6, 9, 16, 30, 70})
       for (Epilogue ep : {Epilogue::store, Epilogue::gelu, Epilogue::add_to})
         test_linear_q8(*fast_q8, *ref, rows, 37, 64, ep, rows % 2 == 0);
     test_linear_q8(*fast_q8, *ref, 3, 16, 37, Epilogue::store, true);
