@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu/host_memory.h"
+#include "cpu/layernorm_rows.h"
 #include "cpu/rope_rows.h"
 #include "cpu/kernels.h"
 #include "cpu/loop_ops.h"
@@ -227,36 +228,7 @@ class CpuBackend : public Backend {
     float* yp = static_cast<float*>(y.data);
     const int64_t chunk = 16;
     pool_.parallel_for((rows + chunk - 1) / chunk, [&](int64_t c) {
-      for (int64_t r = c * chunk; r < std::min(rows, (c + 1) * chunk); ++r) {
-        const float* xr = xp + r * d;
-        float* yr = yp + r * d;
-        // Sums in double over 8 interleaved partial sums: not one long dependent chain.
-        double part[8] = {};
-        int64_t i8 = d / 8 * 8;
-        for (int64_t i = 0; i < i8; i += 8)
-          for (int j = 0; j < 8; ++j) part[j] += xr[i + j];
-        double mean = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-        for (int64_t i = i8; i < d; ++i) mean += xr[i];
-        mean /= double(d);
-        for (double& p : part) p = 0;
-        for (int64_t i = 0; i < i8; i += 8)
-          for (int j = 0; j < 8; ++j) {
-            const double t = xr[i + j] - mean;
-            part[j] += t * t;
-          }
-        double var = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-        for (int64_t i = i8; i < d; ++i) {
-          const double t = xr[i] - mean;
-          var += t * t;
-        }
-        var /= double(d);
-        const float rstd = float(1.0 / std::sqrt(var + 1e-5));
-        const float m = float(mean);
-        for (int64_t i = 0; i < d; ++i) {
-          float v = (xr[i] - m) * rstd * wp[i];
-          yr[i] = bp ? v + bp[i] : v;
-        }
-      }
+      for (int64_t r = c * chunk; r < std::min(rows, (c + 1) * chunk); ++r) layernorm_row(xp + r * d, d, wp, bp, yp + r * d);
     });
     return Status::ok();
   }

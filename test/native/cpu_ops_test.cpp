@@ -18,6 +18,7 @@
 #include "cpu/floors.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_reference.h"
+#include "cpu/layernorm_rows.h"
 #include "cpu/rope_rows.h"
 #include "engine/backend.h"
 #include "engine/q8.h"
@@ -241,7 +242,18 @@ static void test_layernorm(Backend& fast, Backend& ref, int rows, int d, bool bi
          br = bias ? make(ref, DType::f32, 1, d, &b) : Tensor{}, yr = make(ref, DType::f32, rows, d, nullptr);
   fast.layernorm(xf, wf, bf, yf);
   ref.layernorm(xr, wr, br, yr);
-  check("layernorm rows=" + std::to_string(rows) + " d=" + std::to_string(d), get(fast, yf), get(ref, yr));
+  const std::vector<float> wide = get(fast, yf);
+  check("layernorm rows=" + std::to_string(rows) + " d=" + std::to_string(d), wide, get(ref, yr));
+  // Both of layernorm_row's paths (AVX-512 where this CPU has it, and the scalar loop): the same bits.
+  layernorm_rows_allow_avx512(false);
+  fast.layernorm(xf, wf, bf, yf);
+  layernorm_rows_allow_avx512(true);
+  const bool same = get(fast, yf) == wide;
+  std::printf("%s layernorm rows=%d d=%d: AVX-512 (where present) and scalar loops give the same bits\n",
+              same ? "ok  " : "FAIL", rows, d);
+  if (!same) ++failures;
+  for (Tensor* t : {&xf, &wf, &bf, &yf}) fast.release(*t);
+  for (Tensor* t : {&xr, &wr, &br, &yr}) ref.release(*t);
 }
 
 // The floors' loops of the kernel set in use: the read sums what it reads, the FMA loop
@@ -678,6 +690,7 @@ int main() {
     test_rope(*fast, *ref, 3, 2, 12, 64, 500);   // a batched step's rows (hd 64: eight pairs at a time)
     test_rope(*fast, *ref, 1, 3, 2, 36, 10);     // half = 18: eight at a time, then a scalar tail
     test_layernorm(*fast, *ref, 5, 53, true);  // d not a multiple of 8
+    test_layernorm(*fast, *ref, 2, 100, true);  // six 16-float blocks, then a tail of 4
     test_rope(*fast, *ref, 2, 300, 2, 16, 900);  // many rows: blocks of rows on all threads
     test_floors(kernels);
   }
