@@ -29,7 +29,8 @@ const stepNs = opt('--ns', '2,16,128').split(',').map(Number);  // step window s
 const cfg = SMALL_CONFIG;
 const V = cfg.vocab_size;
 const wBytes = weightBytes(cfg, { f32: 4, bf16: 2, q8: 1 }[weights]);
-const kvBytes = (slots) => 2 * slots * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
+// K and V: BF16 under BF16 math (the CPU backend's kv_dtype), else F32.
+const kvBytes = (slots, math) => 2 * slots * cfg.hidden_size * (math === 'bf16' ? 2 : 4) * cfg.n_blocks;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rand = (n) => Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % (V - 1));
 console.log(`CPU: ${cpuLine()}; weights ${weights}; Node ${process.versions.node}; ${loadLine()}`);
@@ -96,7 +97,7 @@ for (const kernels of kernelsList) for (const math of mathList) {
       const tokens = rand(batch * n);
       const t = await time(() => model.step(cache, { tokens, commit: 0, logitsFrom: n - k }));
       const pairs = batch * (n * c + (n * (n + 1)) / 2);
-      add(`step n=${n} (c=${c}, logits for ${k})${batch > 1 ? ` batch ${batch}` : ''}`, t, batch * n, wBytes + batch * kvBytes(c + n), forwardFlops(cfg, batch * n, batch * k, pairs));
+      add(`step n=${n} (c=${c}, logits for ${k})${batch > 1 ? ` batch ${batch}` : ''}`, t, batch * n, wBytes + batch * kvBytes(c + n, math), forwardFlops(cfg, batch * n, batch * k, pairs));
       cache.dispose();
     }
   }

@@ -76,7 +76,8 @@ for (const kernels of kernelsList) {
     const slotsRead = cached ? slotCounts.get(key).slotsRead : 0;
     const passes = method === 'ar' ? 1 : 2;  // see the floor in the header
     const flops = batch * (forwardFlops(cfg, passes * L, L, (L * (L + 1)) / 2));
-    const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * 4 * cfg.n_blocks;  // F32 K and V
+    // K and V: BF16 under BF16 math (the CPU backend's kv_dtype), else F32.
+    const kvBytes = batch * slotsRead * 2 * cfg.hidden_size * (math === 'bf16' ? 2 : 4) * cfg.n_blocks;
     // The paired floor's read (header), of the bytes the untimed run's NFE implies.
     const pairedBytes = cached ? slotCounts.get(key).nfe * wBytes + kvBytes : 0;
     const withPaired = paired && floors && cached && floorMs(floors, pairedBytes, flops, math).bound === 'bandwidth';

@@ -56,6 +56,7 @@ class TimingBackend final : public Backend {
   DType activation_dtype() const override { return in_->activation_dtype(); }
   DType weight_dtype() const override { return in_->weight_dtype(); }
   DType folded_weight_dtype() const override { return in_->folded_weight_dtype(); }
+  DType kv_dtype() const override { return in_->kv_dtype(); }
   Status upload_f32(Tensor& t, const float* h, int64_t n) override { return in_->upload_f32(t, h, n); }
   Status upload_i32(Tensor& t, const int32_t* h, int64_t n) override { return timed("upload_i32", 0, [&] { return in_->upload_i32(t, h, n); }); }
   Status download_f32(const Tensor& t, int64_t r0, int64_t n, float* h) override { return in_->download_f32(t, r0, n, h); }
@@ -88,7 +89,7 @@ class TimingBackend final : public Backend {
       const int32_t* st = static_cast<const int32_t*>(p.loop_state->data);
       n_kv = st[kLoopSlot0] + st[kLoopN];
     }
-    const double bytes = 2.0 * p.batch * n_kv * p.n_heads * p.head_dim * 4;
+    const double bytes = 2.0 * p.batch * n_kv * p.n_heads * p.head_dim * (kc.dtype == DType::bf16 ? 2 : 4);
     return timed("attention rows " + std::to_string(p.n_q), bytes, [&] { return in_->attention(q, kc, vc, p, out); });
   }
   Status gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override {

@@ -79,6 +79,9 @@ class CpuBackend : public Backend {
   }
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
+  // BF16 math keeps K and V as BF16 (half the bytes its attention reads), rounded as the
+  // linears round their inputs; otherwise F32.
+  DType kv_dtype() const override { return bf16_math_ ? DType::bf16 : DType::f32; }
   DType weight_dtype() const override { return weights_; }
   // exact_folded: keep gate-scaled matrices F32 so a BF16 file still runs exactly.
   DType folded_weight_dtype() const override { return exact_folded_ ? DType::f32 : weights_; }
@@ -302,6 +305,9 @@ class CpuBackend : public Backend {
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                    const AttnParams& p, Tensor& out) override {
+    const bool kv16 = k_cache.dtype == DType::bf16;
+    if (kv16 != (v_cache.dtype == DType::bf16) || (!kv16 && k_cache.dtype != DType::f32) || (kv16 && reference_))
+      return Status::error(Code::internal, "attention: K and V caches must both be F32 (or both BF16, BF16 math)");
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     attention_rows(q, k_cache, v_cache, p, p.n_q, out);
@@ -323,8 +329,11 @@ class CpuBackend : public Backend {
     const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
     const float* qp = static_cast<const float*>(q.data);
-    const float* kp = static_cast<const float*>(k_cache.data);
-    const float* vp = static_cast<const float*>(v_cache.data);
+    const bool kv16 = k_cache.dtype == DType::bf16;  // kv_dtype; rope_store_rows checks V matches
+    const float* kp = kv16 ? nullptr : static_cast<const float*>(k_cache.data);
+    const float* vp = kv16 ? nullptr : static_cast<const float*>(v_cache.data);
+    const uint16_t* kp16 = kv16 ? static_cast<const uint16_t*>(k_cache.data) : nullptr;
+    const uint16_t* vp16 = kv16 ? static_cast<const uint16_t*>(v_cache.data) : nullptr;
     const int32_t* clean = p.clean ? static_cast<const int32_t*>(p.clean->data) : nullptr;
     float* op = static_cast<float*>(out.data);
     pool_.parallel_for(tasks, [&](int64_t t) {
@@ -336,8 +345,15 @@ class CpuBackend : public Backend {
       a.heads = std::min(group, p.n_heads - h);
       a.q = qp + (int64_t(b) * seq_rows) * d + h * p.head_dim;
       a.q_stride = d;
-      a.k = kp + int64_t(b) * p.capacity * d + h * p.head_dim;
-      a.v = vp + int64_t(b) * p.capacity * d + h * p.head_dim;
+      const int64_t kv0 = int64_t(b) * p.capacity * d + h * p.head_dim;
+      if (kv16) {
+        a.k = a.v = nullptr;
+        a.k16 = kp16 + kv0;
+        a.v16 = vp16 + kv0;
+      } else {
+        a.k = kp + kv0;
+        a.v = vp + kv0;
+      }
       a.kv_stride = d;
       a.out = op + (int64_t(b) * seq_rows) * d + h * p.head_dim;
       a.out_stride = d;
@@ -433,8 +449,14 @@ class CpuBackend : public Backend {
     const float* src = static_cast<const float*>(qkv.data);
     const int32_t* pos = static_cast<const int32_t*>(positions.data);
     float* qo = static_cast<float*>(q_out.data);
-    float* kc = static_cast<float*>(k_cache.data);
-    float* vc = static_cast<float*>(v_cache.data);
+    // A BF16 cache (kv_dtype) takes each row's K and V rounded to nearest even.
+    const bool kv16 = k_cache.dtype == DType::bf16;
+    if (kv16 != (v_cache.dtype == DType::bf16) || (!kv16 && k_cache.dtype != DType::f32))
+      return Status::error(Code::internal, "rope_qkv_store: K and V caches must both be F32 or both BF16");
+    float* kc = kv16 ? nullptr : static_cast<float*>(k_cache.data);
+    float* vc = kv16 ? nullptr : static_cast<float*>(v_cache.data);
+    uint16_t* kc16 = kv16 ? static_cast<uint16_t*>(k_cache.data) : nullptr;
+    uint16_t* vc16 = kv16 ? static_cast<uint16_t*>(v_cache.data) : nullptr;
     int32_t max_pos = -1;
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t i = 0; i < n; ++i)
@@ -444,6 +466,7 @@ class CpuBackend : public Backend {
     auto task = [&](int64_t t) {
       const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows, i1 = std::min<int64_t>(n, i0 + kRopeRows);
       std::vector<double> angles;  // for positions outside the table
+      std::vector<float> kv_row(kv16 ? size_t(2 * d) : 0);  // a BF16 cache's row before rounding
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t row = b * seq_rows + i, slot = b * capacity + slot0 + i;
         const double* a;
@@ -454,7 +477,15 @@ class CpuBackend : public Backend {
           rope_angles(pos[row], hd, angles.data(), angles.data() + hd / 2);
           a = angles.data();
         }
-        rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kc + slot * d, vc + slot * d);
+        if (!kv16) {
+          rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kc + slot * d, vc + slot * d);
+          continue;
+        }
+        rope_row(src + row * 3 * d, d, n_heads, hd, a, a + hd / 2, qo + row * d, kv_row.data(), kv_row.data() + d);
+        for (int64_t j = 0; j < d; ++j) {
+          kc16[slot * d + j] = f32_to_bf16(kv_row[size_t(j)]);
+          vc16[slot * d + j] = f32_to_bf16(kv_row[size_t(d + j)]);
+        }
       }
     };
     pool_.parallel_for(int64_t(batch) * blocks, task);  // one task (a single step's rows) runs here

@@ -1,6 +1,7 @@
 // kernels_impl.h — generic CPU kernels written with GCC vector extensions (8 floats).
 // Included by kernels_portable.cpp and simd/kernels_avx2.cpp inside different
 // namespaces; the compiler maps v8f to SSE pairs or to AVX2 ymm registers.
+// (Includers include <vector> first: this file is included inside a namespace.)
 // Numerics: fp32 accumulate; exp is a Cody–Waite + degree-6 polynomial (rel err ~2e-7).
 #pragma once
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -19,6 +20,12 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 static inline v8f ld8(const float* p) { v8f v; std::memcpy(&v, p, 32); return v; }
+static inline float bf16_value(uint16_t h) {  // exact: the bits move up 16 places
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 static inline void st8(float* p, v8f v) { std::memcpy(p, &v, 32); }
 static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
 static inline float hsum(v8f v) {
@@ -561,6 +568,30 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
 // (Gemm: a kernel set with its own, wider GEMM passes it; all panels in one call).
 template <void (*Gemm)(const GemmPanelArgs&) = gemm_panel_impl>
 static void attn_rows_impl(const AttnRowsArgs& a) {
+  if (a.k16) {
+    // A BF16 cache: the visible slots of the call's heads widened to F32 (exact), then the
+    // F32 path. (The AVX-512 set reads BF16 directly for few rows, kernels_avx512.cpp.)
+    int max_end = 0;
+    for (int r = a.r0; r < a.r1; ++r) {
+      const int e = attn_key_end(a, a.q_slot0 + r);
+      max_end = e > max_end ? e : max_end;
+    }
+    const int w = a.heads * a.head_dim;
+    thread_local std::vector<float> kf, vf;
+    kf.resize(size_t(max_end) * w + 1);
+    vf.resize(size_t(max_end) * w + 1);
+    for (int s = 0; s < max_end; ++s)
+      for (int j = 0; j < w; ++j) {
+        kf[size_t(s) * w + j] = bf16_value(a.k16[int64_t(s) * a.kv_stride + j]);
+        vf[size_t(s) * w + j] = bf16_value(a.v16[int64_t(s) * a.kv_stride + j]);
+      }
+    AttnRowsArgs f = a;
+    f.k16 = f.v16 = nullptr;
+    f.k = kf.data();
+    f.v = vf.data();
+    f.kv_stride = w;
+    return attn_rows_impl<Gemm>(f);
+  }
   if (a.r1 - a.r0 <= kAttnDirectRows && a.head_dim <= kAttnDirectMaxHd) return attn_rows_direct(a);
   if (a.heads > 1) {  // one head at a time
     for (int h = 0; h < a.heads; ++h) {

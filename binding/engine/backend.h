@@ -121,6 +121,8 @@ class Backend {
   // (optional) Dtype for matrices the model rescales at load (attn_out and mlp.2 times the
   // adaLN gates): a BF16 file's values stop being BF16-exact there. Defaults to weight_dtype().
   virtual DType folded_weight_dtype() const { return weight_dtype(); }
+  // (optional) Dtype of the K/V cache rows (Model::create_cache). Defaults to activation_dtype().
+  virtual DType kv_dtype() const { return activation_dtype(); }
   // Host F32 -> tensor (converted to t.dtype); `count` must equal t.numel().
   virtual Status upload_f32(Tensor& t, const float* host, int64_t count) = 0;
   virtual Status upload_i32(Tensor& t, const int32_t* host, int64_t count) = 0;

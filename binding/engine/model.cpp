@@ -328,7 +328,7 @@ Status Model::create_cache(int batch, int capacity, std::unique_ptr<KVCache>& ou
   c->capacity = capacity;
   c->k.resize(cfg_.n_blocks);
   c->v.resize(cfg_.n_blocks);
-  const DType kv_dtype = be_->activation_dtype();
+  const DType kv_dtype = be_->kv_dtype();
   for (int l = 0; l < cfg_.n_blocks; ++l) {
     Status s = be_->alloc(c->k[l], kv_dtype, int64_t(batch) * capacity, cfg_.hidden_size);
     if (s) s = be_->alloc(c->v[l], kv_dtype, int64_t(batch) * capacity, cfg_.hidden_size);

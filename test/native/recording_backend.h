@@ -25,6 +25,7 @@ class RecordingBackend final : public Backend {
   Status alloc(Tensor& t, DType dt, int64_t r, int64_t c) override { return host_only("alloc", [&] { return in_->alloc(t, dt, r, c); }); }
   void release(Tensor& t) override { in_->release(t); }
   DType activation_dtype() const override { return in_->activation_dtype(); }
+  DType kv_dtype() const override { return in_->kv_dtype(); }
   DType weight_dtype() const override { return in_->weight_dtype(); }
   DType folded_weight_dtype() const override { return in_->folded_weight_dtype(); }
   Status upload_f32(Tensor& t, const float* h, int64_t n) override {

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <vector>
 #include <type_traits>
 
 #include "cpu/kernels.h"
@@ -388,16 +389,32 @@ constexpr int kAttnAheadSlots = ESOLM_ATTN_AHEAD;
 constexpr int kAttnBlock = 32;
 constexpr int kAttnFewRows = 4;  // rows per pass: NV * kAttnFewRows accumulators for O
 
-template <int NV>
-static inline void prefetch_slot(const float* p) {
+// One head's row of a slot: NV lines of F32, NV / 2 of BF16.
+template <int NV, class T>
+static inline void prefetch_slot(const T* p) {
+  constexpr int kLines = (NV * int(sizeof(T)) + 3) / 4;
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) _mm_prefetch(reinterpret_cast<const char*>(p + 16 * j), _MM_HINT_T1);
+  for (int j = 0; j < kLines; ++j) _mm_prefetch(reinterpret_cast<const char*>(p) + 64 * j, _MM_HINT_T1);
 }
 
-// Rows [r0, r0 + R) of a.heads heads, hd = 16 * NV. Scores of head h, row i at
-// a.scratch + (h * R + i) * ld; O accumulates in the output rows block by block.
-template <int NV, int R>
+// 16 K or V values as F32 (BF16 widened exactly: load_row16).
+static inline __m512 load_kv16(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512 load_kv16(const uint16_t* p) { return load_row16(p); }
+
+template <class T> static inline const T* cache_k(const AttnRowsArgs& a);
+template <> inline const float* cache_k<float>(const AttnRowsArgs& a) { return a.k; }
+template <> inline const uint16_t* cache_k<uint16_t>(const AttnRowsArgs& a) { return a.k16; }
+template <class T> static inline const T* cache_v(const AttnRowsArgs& a);
+template <> inline const float* cache_v<float>(const AttnRowsArgs& a) { return a.v; }
+template <> inline const uint16_t* cache_v<uint16_t>(const AttnRowsArgs& a) { return a.v16; }
+
+// Rows [r0, r0 + R) of a.heads heads, hd = 16 * NV, K and V of type T (F32, or a BF16
+// cache). Scores of head h, row i at a.scratch + (h * R + i) * ld; O accumulates in the
+// output rows block by block.
+template <int NV, int R, class T>
 static void attn_few_pass(const AttnRowsArgs& a, int r0) {
+  const T* const kc = cache_k<T>(a);
+  const T* const vc = cache_v<T>(a);
   const float neg = -std::numeric_limits<float>::infinity();
   const int hd = 16 * NV, G = a.heads;
   int end[R], end_max = 0;
@@ -415,10 +432,10 @@ static void attn_few_pass(const AttnRowsArgs& a, int r0) {
         for (int j = 0; j < NV; ++j) q[i][j] = _mm512_loadu_ps(a.q + int64_t(r0 + i) * a.q_stride + h * hd + 16 * j);
       float* sc = a.scratch + int64_t(h) * R * ld;
       for (int s = s0; s < s1; ++s) {
-        const float* k = a.k + int64_t(s) * a.kv_stride + h * hd;
+        const T* k = kc + int64_t(s) * a.kv_stride + h * hd;
         if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(k + kAttnAheadSlots * a.kv_stride);
         __m512 kv[NV];
-        for (int j = 0; j < NV; ++j) kv[j] = _mm512_loadu_ps(k + 16 * j);
+        for (int j = 0; j < NV; ++j) kv[j] = load_kv16(k + 16 * j);
         for (int i = 0; i < R; ++i) {
           __m512 t = _mm512_mul_ps(q[i][0], kv[0]);
           for (int j = 1; j < NV; ++j) t = _mm512_fmadd_ps(q[i][j], kv[j], t);
@@ -446,10 +463,10 @@ static void attn_few_pass(const AttnRowsArgs& a, int r0) {
         for (int j = 0; j < NV; ++j)
           acc[i][j] = s0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(a.out + int64_t(r0 + i) * a.out_stride + h * hd + 16 * j);
       for (int s = s0; s < s1; ++s) {
-        const float* v = a.v + int64_t(s) * a.kv_stride + h * hd;
+        const T* v = vc + int64_t(s) * a.kv_stride + h * hd;
         if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(v + kAttnAheadSlots * a.kv_stride);
         __m512 vv[NV];
-        for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_ps(v + 16 * j);
+        for (int j = 0; j < NV; ++j) vv[j] = load_kv16(v + 16 * j);
         for (int i = 0; i < R; ++i) {
           const float p = sc[i * ld + s];
           if (p == 0.0f) continue;  // masked (or underflowed) slots add nothing
@@ -467,16 +484,22 @@ static void attn_few_pass(const AttnRowsArgs& a, int r0) {
   }
 }
 
-template <int NV>
-static void attn_few_rows(const AttnRowsArgs& a) {
+template <int NV, class T>
+static void attn_few_rows_t(const AttnRowsArgs& a) {
   int r = a.r0;
-  for (; r + kAttnFewRows <= a.r1; r += kAttnFewRows) attn_few_pass<NV, kAttnFewRows>(a, r);
+  for (; r + kAttnFewRows <= a.r1; r += kAttnFewRows) attn_few_pass<NV, kAttnFewRows, T>(a, r);
   switch (a.r1 - r) {
-    case 3: attn_few_pass<NV, 3>(a, r); break;
-    case 2: attn_few_pass<NV, 2>(a, r); break;
-    case 1: attn_few_pass<NV, 1>(a, r); break;
+    case 3: attn_few_pass<NV, 3, T>(a, r); break;
+    case 2: attn_few_pass<NV, 2, T>(a, r); break;
+    case 1: attn_few_pass<NV, 1, T>(a, r); break;
     default: break;
   }
+}
+
+template <int NV>
+static void attn_few_rows(const AttnRowsArgs& a) {
+  if (a.k16) return attn_few_rows_t<NV, uint16_t>(a);
+  attn_few_rows_t<NV, float>(a);
 }
 
 // Few rows with hd in {32, 64, 128} (and at most kAttnMaxGroupHeads heads) read K and V
