@@ -108,7 +108,8 @@ export interface LoadOptions {
    * CPU matrix products: `f32` multiplies F32 activations by the stored weights exactly (in
    * F32); `bf16` rounds the activations to BF16 too and multiplies with AVX512_BF16
    * (`vdpbf16ps`, twice the multiply-adds per instruction): faster where the products are
-   * compute-bound (long forwards, prefill, big batches), at a measured accuracy cost (README).
+   * compute-bound (long forwards, prefill, big batches), at a measured accuracy cost (README);
+   * it also keeps the K/V cache in BF16 (half the bytes the attention reads).
    * `bf16` needs BF16 weights (`weights` `bf16` or `auto`; every matrix is then BF16) and a
    * CPU with AVX512_BF16 (`esolm doctor` says), else ERR_INVALID_ARG. The CUDA backend's
    * products always take BF16 operands. `int8` quantizes the activations to int8 too (per
