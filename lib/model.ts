@@ -115,8 +115,8 @@ export interface LoadOptions {
    * products always take BF16 operands. `int8` quantizes the activations to int8 too (per
    * row, blocks of 32 values with one scale each) and multiplies with AVX512_VNNI
    * (`vpdpbusd`, four times the multiply-adds of an F32 FMA): for 8-bit weights (`weights`
-   * `q8`, or `auto` on a q8 file) on a CPU with AVX512_VNNI, else ERR_INVALID_ARG; its
-   * accuracy cost is in the README. The CUDA backend ignores it. Defaults to `f32`.
+   * `q8`, or `auto` on a q8 file) on a CPU with AVX512_VNNI, else ERR_INVALID_ARG; like
+   * `bf16` it keeps the K/V cache in BF16; its accuracy cost is in the README. The CUDA backend ignores it. Defaults to `f32`.
    */
   math?: 'f32' | 'bf16' | 'int8';
 }

@@ -79,9 +79,9 @@ class CpuBackend : public Backend {
   }
   const char* name() const override { return reference_ ? "cpu-reference" : "cpu"; }
   DType activation_dtype() const override { return DType::f32; }
-  // BF16 math keeps K and V as BF16 (half the bytes its attention reads), rounded as the
-  // linears round their inputs; otherwise F32.
-  DType kv_dtype() const override { return bf16_math_ ? DType::bf16 : DType::f32; }
+  // BF16 and int8 math (opt-in numerics) keep K and V as BF16, half the bytes their
+  // attention reads (BF16 math's linears round their inputs the same way); otherwise F32.
+  DType kv_dtype() const override { return bf16_math_ || int8_math_ ? DType::bf16 : DType::f32; }
   DType weight_dtype() const override { return weights_; }
   // exact_folded: keep gate-scaled matrices F32 so a BF16 file still runs exactly.
   DType folded_weight_dtype() const override { return exact_folded_ ? DType::f32 : weights_; }

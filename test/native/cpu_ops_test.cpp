@@ -428,6 +428,20 @@ static void test_rope_bf16_cache(Backend& fast, Backend& ref, int batch, int n, 
   if (!same) ++failures;
 }
 
+// BF16 and int8 math keep a BF16 K/V cache (half the bytes the attention reads).
+static void test_bf16_kv_cache(Backend& fast, Backend& ref, const char* mode_name) {
+  if (fast.kv_dtype() != DType::bf16) { std::printf("FAIL %s: the K/V cache must be BF16\n", mode_name); ++failures; }
+  test_rope_bf16_cache(fast, ref, 2, 5, 3, 64, 10);
+  test_rope_bf16_cache(fast, ref, 1, 40, 2, 36, 900);  // several row blocks; hd 36: a scalar rope tail
+  for (AttnMode mode : {AttnMode::causal, AttnMode::mixed2, AttnMode::sequential})
+    for (int hd : {64, 32, 48}) {  // 32, 64: the AVX-512 kernel reads BF16; 48: widened to F32 first
+      test_attention_bf16_cache(fast, ref, 2, 12, hd, 3, 100, 103, 130, mode);
+      test_attention_bf16_cache(fast, ref, 1, 3, hd, 8, 60, 68, 70, mode);
+    }
+  test_attention_bf16_cache(fast, ref, 1, 2, 64, 70, 0, 70, 70, AttnMode::causal);  // many rows: packed panels
+  test_attention_bf16_cache(fast, ref, 2, 2, 64, 14, 0, 14, 14, AttnMode::sequential);
+}
+
 static void test_bf16_math(Backend& ref) {
   const CpuBf16MathKernels* m = cpu_bf16_math_kernels();
   const bool listed = cpuinfo_has_avx512_bf16();
@@ -464,17 +478,7 @@ static void test_bf16_math(Backend& ref) {
     test_linear_row_invariance(*fast, DType::bf16, rows, 37, 40);
     test_linear_row_invariance(*fast, DType::bf16, rows, 37, 41);
   }
-  // Its K/V cache is BF16 (half the bytes the attention reads).
-  if (fast->kv_dtype() != DType::bf16) { std::printf("FAIL BF16 math: the K/V cache must be BF16\n"); ++failures; }
-  test_rope_bf16_cache(*fast, ref, 2, 5, 3, 64, 10);
-  test_rope_bf16_cache(*fast, ref, 1, 40, 2, 36, 900);  // several row blocks; hd 36: a scalar rope tail
-  for (AttnMode mode : {AttnMode::causal, AttnMode::mixed2, AttnMode::sequential})
-    for (int hd : {64, 32, 48}) {  // 32, 64: the AVX-512 kernel reads BF16; 48: widened to F32 first
-      test_attention_bf16_cache(*fast, ref, 2, 12, hd, 3, 100, 103, 130, mode);
-      test_attention_bf16_cache(*fast, ref, 1, 3, hd, 8, 60, 68, 70, mode);
-    }
-  test_attention_bf16_cache(*fast, ref, 1, 2, 64, 70, 0, 70, 70, AttnMode::causal);  // many rows: packed panels
-  test_attention_bf16_cache(*fast, ref, 2, 2, 64, 14, 0, 14, 14, AttnMode::sequential);
+  test_bf16_kv_cache(*fast, ref, "BF16 math");
   // ESOLM_CPU_KERNELS forcing a set without pair panels: reported, and linear() refuses.
   setenv("ESOLM_CPU_KERNELS", "avx2", 1);
   const bool refused = cpu_kernels_error() || cpu_bf16_math_error() != nullptr;
@@ -663,6 +667,7 @@ static void test_int8_math(Backend& ref) {
     test_linear_row_invariance(*fast, DType::f32, rows, 70, 300);
   }
   test_int8_upload_and_nan(*fast);
+  test_bf16_kv_cache(*fast, ref, "int8 math");
   // ESOLM_CPU_KERNELS forcing a narrower set: reported, and linear() refuses.
   setenv("ESOLM_CPU_KERNELS", "avx2", 1);
   const bool refused = cpu_kernels_error() || cpu_int8_math_error() != nullptr;
