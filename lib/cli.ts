@@ -296,7 +296,8 @@ async function infoCommand(o: { model?: string; backend: BackendOpt; json?: bool
       tokenizer: model.tokenizer?.name ?? null,
       weights: { file: weightsFileFormat(readModelFolder(model.dir).entries), storage: model.weights },
       parameters: params, weightBytesF32: params * 4,
-      kvBytesPerToken: c.n_blocks * 2 * d * (model.backend === 'cuda' ? 2 : 4),
+      // K and V per token: BF16 on CUDA and under the CPU's BF16 and int8 math, else F32.
+      kvBytesPerToken: c.n_blocks * 2 * d * (model.backend === 'cuda' || (o.math ?? 'f32') !== 'f32' ? 2 : 4),
       process: { rssBytes: process.memoryUsage().rss },
     };
     if (o.json) {

@@ -111,6 +111,13 @@ describe('esolm CLI', () => {
     // int8 math (math: 'int8'): the same
     expect(doc.cpu.int8Math === null ? doc.cpu.int8MathError : doc.cpu.int8Math).toMatch(doc.cpu.int8Math === null ? /AVX512_VNNI|ESOLM_CPU_KERNELS/ : /^avx512vnni$/);
     expect(typeof doc.cuda.usable).toBe('boolean');
+    // K/V bytes per token: F32 on the CPU, BF16 under BF16 math (where it runs)
+    const c = info.config;
+    expect(info.kvBytesPerToken).toBe(c.n_blocks * 2 * c.hidden_size * 4);
+    if (doc.cpu.bf16Math !== null) {
+      const m = JSON.parse(await run('info', '-m', modelDir, '--json', '--backend', 'cpu', '--math', 'bf16'));
+      expect(m.kvBytesPerToken).toBe(c.n_blocks * 2 * c.hidden_size * 2);
+    }
     const bench = JSON.parse(await run('bench', '-m', modelDir, '-n', '16', '--steps', '4', '--json', '--backend', 'cpu'));
     expect(bench.rows.map((r: { method: string }) => r.method)).toEqual(['esolm', 'mdlm', 'ar']);
   });
