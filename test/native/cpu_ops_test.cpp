@@ -164,11 +164,19 @@ static void test_linear_row_invariance(Backend& fast, DType wdt, int rows, int n
   for (Tensor* t : {&af, &wf, &bf, &of}) fast.release(*t);
 }
 
+// bf16_kv: the fast backend's K and V are a BF16 cache (BF16 and int8 math, Backend::kv_dtype),
+// the reference's the same values rounded to BF16, held in F32.
 static void test_attention(Backend& fast, Backend& ref, int batch, int heads, int hd, int n_q, int q_slot0,
-                           int n_kv, int capacity, AttnMode mode) {
+                           int n_kv, int capacity, AttnMode mode, bool bf16_kv = false) {
   const int d = heads * hd;
   auto q = randn(size_t(batch) * n_q * d), k = randn(size_t(batch) * capacity * d),
        v = randn(size_t(batch) * capacity * d);
+  std::vector<float> kr = k, vr = v;
+  if (bf16_kv)
+    for (size_t i = 0; i < k.size(); ++i) {
+      kr[i] = round_to_bf16(k[i]);
+      vr[i] = round_to_bf16(v[i]);
+    }
   std::vector<int32_t> clean(size_t(batch) * capacity);
   for (auto& c : clean) c = (rng() % 3) != 0;
   AttnParams p;
@@ -178,25 +186,30 @@ static void test_attention(Backend& fast, Backend& ref, int batch, int heads, in
   Backend* bes[2] = {&fast, &ref};
   for (int i = 0; i < 2; ++i) {
     Backend& be = *bes[i];
-    Tensor tq = make(be, DType::f32, int64_t(batch) * n_q, d, &q), tk = make(be, DType::f32, int64_t(batch) * capacity, d, &k),
-           tv = make(be, DType::f32, int64_t(batch) * capacity, d, &v), to = make(be, DType::f32, int64_t(batch) * n_q, d, nullptr),
+    const DType kvt = i == 0 && bf16_kv ? DType::bf16 : DType::f32;
+    Tensor tq = make(be, DType::f32, int64_t(batch) * n_q, d, &q),
+           tk = make(be, kvt, int64_t(batch) * capacity, d, i == 0 ? &k : &kr),
+           tv = make(be, kvt, int64_t(batch) * capacity, d, i == 0 ? &v : &vr),
+           to = make(be, DType::f32, int64_t(batch) * n_q, d, nullptr),
            tc = make(be, DType::i32, int64_t(batch) * capacity, 1, nullptr);
     be.upload_i32(tc, clean.data(), int64_t(clean.size()));
     p.clean = &tc;
     be.attention(tq, tk, tv, p, to);
-    be.attention(tq, tk, tv, p, to);
+    if (!be.attention(tq, tk, tv, p, to)) { std::printf("FAIL attention refused\n"); ++failures; }
     outs[i] = get(be, to);
     for (Tensor* t : {&tq, &tk, &tv, &to, &tc}) be.release(*t);
   }
   char name[200];
-  std::snprintf(name, sizeof name, "attention mode=%d b=%d h=%d hd=%d n_q=%d slot0=%d n_kv=%d", int(mode), batch,
-                heads, hd, n_q, q_slot0, n_kv);
+  std::snprintf(name, sizeof name, "attention%s mode=%d b=%d h=%d hd=%d n_q=%d slot0=%d n_kv=%d",
+                bf16_kv ? ", BF16 K/V," : "", int(mode), batch, heads, hd, n_q, q_slot0, n_kv);
   check(name, outs[0], outs[1]);
 }
 
 // The CPU backend's rotary angles come from a cached table: they must equal the
 // reference's (bit for bit), for positions inside and past the first table size.
-static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512);
+// bf16_kv: the fast backend stores into a BF16 cache; its K and V must be the reference's rounded.
+static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512,
+                           bool bf16_kv = false);
 
 // Both of rope_row's paths (AVX-512 where this CPU has it, and the scalar loop).
 static void test_rope(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0) {
@@ -206,7 +219,8 @@ static void test_rope(Backend& fast, Backend& ref, int batch, int n, int heads, 
   rope_rows_allow_avx512(true);
 }
 
-static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512) {
+static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0, bool avx512,
+                           bool bf16_kv) {
   const int d = heads * hd, capacity = n + 3, slot0 = 2;
   auto qkv = randn(size_t(batch) * n * 3 * d);
   std::vector<int32_t> pos(size_t(batch) * n);
@@ -215,10 +229,11 @@ static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int he
   Backend* bes[2] = {&fast, &ref};
   for (int i = 0; i < 2; ++i) {
     Backend& be = *bes[i];
+    const DType kvt = i == 0 && bf16_kv ? DType::bf16 : DType::f32;
     Tensor tx = make(be, DType::f32, int64_t(batch) * n, 3 * d, &qkv), tp = make(be, DType::i32, int64_t(batch) * n, 1, nullptr),
            tq = make(be, DType::f32, int64_t(batch) * n, d, nullptr),
-           tk = make(be, DType::f32, int64_t(batch) * capacity, d, nullptr),
-           tv = make(be, DType::f32, int64_t(batch) * capacity, d, nullptr);
+           tk = make(be, kvt, int64_t(batch) * capacity, d, nullptr),
+           tv = make(be, kvt, int64_t(batch) * capacity, d, nullptr);
     be.upload_i32(tp, pos.data(), int64_t(pos.size()));
     be.rope_qkv_store(tx, tp, batch, n, heads, slot0, capacity, tq, tk, tv);
     outs[i][0] = get(be, tq);
@@ -226,10 +241,14 @@ static void test_rope_once(Backend& fast, Backend& ref, int batch, int n, int he
     outs[i][2] = get(be, tv);
     for (Tensor* t : {&tx, &tp, &tq, &tk, &tv}) be.release(*t);
   }
+  if (bf16_kv)
+    for (int j = 1; j < 3; ++j)
+      for (float& x : outs[1][j]) x = round_to_bf16(x);
   bool same = true;
   for (int j = 0; j < 3; ++j) same = same && outs[0][j] == outs[1][j];
-  std::printf("%s rope_qkv_store b=%d n=%d h=%d hd=%d positions from %d (%s): equal to the reference\n",
-              same ? "ok  " : "FAIL", batch, n, heads, hd, pos0, avx512 ? "AVX-512 where present" : "scalar");
+  std::printf("%s rope_qkv_store%s b=%d n=%d h=%d hd=%d positions from %d (%s): equal to the reference%s\n",
+              same ? "ok  " : "FAIL", bf16_kv ? " into a BF16 cache" : "", batch, n, heads, hd, pos0,
+              avx512 ? "AVX-512 where present" : "scalar", bf16_kv ? "'s rounded" : "");
   if (!same) ++failures;
 }
 
@@ -360,86 +379,18 @@ static void test_linear_bf16_math(Backend& fast, Backend& ref, int rows, int n, 
   for (Tensor* t : {&ar, &wr, &br, &orf, &oex}) ref.release(*t);
 }
 
-// BF16 math's BF16 K/V cache (Backend::kv_dtype): attention over it must equal the
-// reference's over the same values rounded to BF16, held in F32.
-static void test_attention_bf16_cache(Backend& fast, Backend& ref, int batch, int heads, int hd, int n_q, int q_slot0,
-                                      int n_kv, int capacity, AttnMode mode) {
-  const int d = heads * hd;
-  auto q = randn(size_t(batch) * n_q * d), k = randn(size_t(batch) * capacity * d),
-       v = randn(size_t(batch) * capacity * d);
-  std::vector<float> kr(k.size()), vr(v.size());
-  for (size_t i = 0; i < k.size(); ++i) {
-    kr[i] = round_to_bf16(k[i]);
-    vr[i] = round_to_bf16(v[i]);
-  }
-  std::vector<int32_t> clean(size_t(batch) * capacity);
-  for (auto& c : clean) c = (rng() % 3) != 0;
-  AttnParams p;
-  p.batch = batch; p.n_q = n_q; p.q_slot0 = q_slot0; p.n_kv = n_kv; p.n_heads = heads; p.head_dim = hd;
-  p.capacity = capacity; p.mode = mode;
-  std::vector<float> outs[2];
-  for (int i = 0; i < 2; ++i) {
-    Backend& be = i == 0 ? fast : ref;
-    const DType kvt = i == 0 ? DType::bf16 : DType::f32;
-    Tensor tq = make(be, DType::f32, int64_t(batch) * n_q, d, &q),
-           tk = make(be, kvt, int64_t(batch) * capacity, d, i == 0 ? &k : &kr),
-           tv = make(be, kvt, int64_t(batch) * capacity, d, i == 0 ? &v : &vr),
-           to = make(be, DType::f32, int64_t(batch) * n_q, d, nullptr),
-           tc = make(be, DType::i32, int64_t(batch) * capacity, 1, nullptr);
-    be.upload_i32(tc, clean.data(), int64_t(clean.size()));
-    p.clean = &tc;
-    if (!be.attention(tq, tk, tv, p, to)) { std::printf("FAIL attention over a BF16 cache refused\n"); ++failures; }
-    outs[i] = get(be, to);
-    for (Tensor* t : {&tq, &tk, &tv, &to, &tc}) be.release(*t);
-  }
-  char name[200];
-  std::snprintf(name, sizeof name, "attention, BF16 K/V, mode=%d b=%d h=%d hd=%d n_q=%d slot0=%d n_kv=%d", int(mode),
-                batch, heads, hd, n_q, q_slot0, n_kv);
-  check(name, outs[0], outs[1]);
-}
-
-// rope_qkv_store into a BF16 cache: q as into an F32 one, K and V the reference's values
-// rounded to nearest even, bit for bit.
-static void test_rope_bf16_cache(Backend& fast, Backend& ref, int batch, int n, int heads, int hd, int pos0) {
-  const int d = heads * hd, capacity = n + 3, slot0 = 2;
-  auto qkv = randn(size_t(batch) * n * 3 * d);
-  std::vector<int32_t> pos(size_t(batch) * n);
-  for (size_t i = 0; i < pos.size(); ++i) pos[i] = pos0 + int32_t(i * 7 % 5000);
-  std::vector<float> outs[2][3];
-  for (int i = 0; i < 2; ++i) {
-    Backend& be = i == 0 ? fast : ref;
-    const DType kvt = i == 0 ? DType::bf16 : DType::f32;
-    Tensor tx = make(be, DType::f32, int64_t(batch) * n, 3 * d, &qkv), tp = make(be, DType::i32, int64_t(batch) * n, 1, nullptr),
-           tq = make(be, DType::f32, int64_t(batch) * n, d, nullptr),
-           tk = make(be, kvt, int64_t(batch) * capacity, d, nullptr), tv = make(be, kvt, int64_t(batch) * capacity, d, nullptr);
-    be.upload_i32(tp, pos.data(), int64_t(pos.size()));
-    be.rope_qkv_store(tx, tp, batch, n, heads, slot0, capacity, tq, tk, tv);
-    outs[i][0] = get(be, tq);
-    outs[i][1] = get(be, tk);
-    outs[i][2] = get(be, tv);
-    for (Tensor* t : {&tx, &tp, &tq, &tk, &tv}) be.release(*t);
-  }
-  for (int j = 1; j < 3; ++j)
-    for (float& x : outs[1][j]) x = round_to_bf16(x);
-  bool same = true;
-  for (int j = 0; j < 3; ++j) same = same && outs[0][j] == outs[1][j];
-  std::printf("%s rope_qkv_store into a BF16 cache b=%d n=%d h=%d hd=%d: q equal, K and V the reference's rounded\n",
-              same ? "ok  " : "FAIL", batch, n, heads, hd);
-  if (!same) ++failures;
-}
-
 // BF16 and int8 math keep a BF16 K/V cache (half the bytes the attention reads).
 static void test_bf16_kv_cache(Backend& fast, Backend& ref, const char* mode_name) {
   if (fast.kv_dtype() != DType::bf16) { std::printf("FAIL %s: the K/V cache must be BF16\n", mode_name); ++failures; }
-  test_rope_bf16_cache(fast, ref, 2, 5, 3, 64, 10);
-  test_rope_bf16_cache(fast, ref, 1, 40, 2, 36, 900);  // several row blocks; hd 36: a scalar rope tail
+  test_rope_once(fast, ref, 2, 5, 3, 64, 10, true, true);
+  test_rope_once(fast, ref, 1, 40, 2, 36, 900, true, true);  // several row blocks; hd 36: a scalar rope tail
   for (AttnMode mode : {AttnMode::causal, AttnMode::mixed2, AttnMode::sequential})
     for (int hd : {64, 32, 48}) {  // 32, 64: the AVX-512 kernel reads BF16; 48: widened to F32 first
-      test_attention_bf16_cache(fast, ref, 2, 12, hd, 3, 100, 103, 130, mode);
-      test_attention_bf16_cache(fast, ref, 1, 3, hd, 8, 60, 68, 70, mode);
+      test_attention(fast, ref, 2, 12, hd, 3, 100, 103, 130, mode, true);
+      test_attention(fast, ref, 1, 3, hd, 8, 60, 68, 70, mode, true);
     }
-  test_attention_bf16_cache(fast, ref, 1, 2, 64, 70, 0, 70, 70, AttnMode::causal);  // many rows: packed panels
-  test_attention_bf16_cache(fast, ref, 2, 2, 64, 14, 0, 14, 14, AttnMode::sequential);
+  test_attention(fast, ref, 1, 2, 64, 70, 0, 70, 70, AttnMode::causal, true);  // many rows: packed panels
+  test_attention(fast, ref, 2, 2, 64, 14, 0, 14, 14, AttnMode::sequential, true);
 }
 
 static void test_bf16_math(Backend& ref) {
