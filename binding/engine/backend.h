@@ -236,6 +236,7 @@ void sample_rows_host(const float* logits, int64_t rows, int vocab, const Sample
 // int8_math (with q8): the 8-bit matrices packed for AVX512_VNNI and linear() quantizes its
 // activations to int8 (cpu/kernels.h, "int8 math"): opt-in, as it changes numerics. Check
 // cpu_int8_math_error() first: without the instruction set, linear() fails with invalid_arg.
+// Both math modes keep the K/V cache in BF16 (kv_dtype).
 std::unique_ptr<Backend> create_cpu_backend(int n_threads /* 0 = all cores */,
                                             DType weights = DType::f32, bool exact_folded = true,
                                             bool q8 = false, bool bf16_math = false,

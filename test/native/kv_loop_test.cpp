@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "cpu/loop_ops.h"
+#include "cpu/ops_reference.h"
 #include "engine/generate.h"
 #include "engine/kv_loop.h"
 #include "recording_backend.h"
@@ -267,6 +268,26 @@ int main() {
   test_generations(vs);
   test_cancel(vs[2]);
   test_plan_validation(vs[1]);
+  // BF16 math where this CPU has it: its BF16 K/V cache through the loop's batched rope and
+  // attention, against the host loop on the same backend.
+  if (!cpu_bf16_math_error()) {
+    std::unique_ptr<Backend> cpu16 = create_cpu_backend(0, DType::f32, true, false, /*bf16_math=*/true);
+    CHECK(cpu16->kv_dtype() == DType::bf16, "BF16 math: the K/V cache is BF16");
+    Variant ws[3] = {{"host loop, BF16 math", nullptr, nullptr}, {"kv loop, BF16 math", nullptr, nullptr},
+                     {"kv loop recorded, BF16 math", nullptr, nullptr}};
+    ws[0].be.reset(new test::RecordingBackend(cpu16.get(), false, false));
+    ws[1].be.reset(new test::RecordingBackend(cpu16.get(), true, false));
+    ws[2].be.reset(new test::RecordingBackend(cpu16.get(), true, true));
+    for (auto& w : ws) {
+      Status s = Model::create(cfg, test::random_weights(cfg, 7), w.be.get(), w.model);
+      CHECK(s, "Model::create (%s): %s", w.name, s.message.c_str());
+      if (!s) return 1;
+    }
+    std::printf("-- BF16 math (BF16 K/V cache)\n");
+    test_generations(ws);
+  } else {
+    std::printf("skip BF16 math: %s\n", cpu_bf16_math_error());
+  }
   std::printf("kv_loop_test: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
 }
