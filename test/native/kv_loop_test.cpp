@@ -252,18 +252,25 @@ void test_loop_ops() {
 
 }  // namespace
 
+// The three variants on one CPU backend: host loop, KV loop, KV loop recorded; false if a
+// model could not be created.
+static bool make_variants(Backend* cpu, const ModelConfig& cfg, Variant (&vs)[3]) {
+  vs[0].be.reset(new test::RecordingBackend(cpu, false, false));
+  vs[1].be.reset(new test::RecordingBackend(cpu, true, false));
+  vs[2].be.reset(new test::RecordingBackend(cpu, true, true));
+  for (auto& v : vs) {
+    Status s = Model::create(cfg, test::random_weights(cfg, 7), v.be.get(), v.model);
+    CHECK(s, "Model::create (%s): %s", v.name, s.message.c_str());
+    if (!s) return false;
+  }
+  return true;
+}
+
 int main() {
   const ModelConfig cfg = test::tiny_config();
   std::unique_ptr<Backend> cpu = create_cpu_backend(0);
   Variant vs[3] = {{"host loop", nullptr, nullptr}, {"kv loop", nullptr, nullptr}, {"kv loop recorded", nullptr, nullptr}};
-  vs[0].be.reset(new test::RecordingBackend(cpu.get(), false, false));
-  vs[1].be.reset(new test::RecordingBackend(cpu.get(), true, false));
-  vs[2].be.reset(new test::RecordingBackend(cpu.get(), true, true));
-  for (auto& v : vs) {
-    Status s = Model::create(cfg, test::random_weights(cfg, 7), v.be.get(), v.model);
-    CHECK(s, "Model::create (%s): %s", v.name, s.message.c_str());
-    if (!s) return 1;
-  }
+  if (!make_variants(cpu.get(), cfg, vs)) return 1;
   test_loop_ops();
   test_generations(vs);
   test_cancel(vs[2]);
@@ -275,14 +282,7 @@ int main() {
     CHECK(cpu16->kv_dtype() == DType::bf16, "BF16 math: the K/V cache is BF16");
     Variant ws[3] = {{"host loop, BF16 math", nullptr, nullptr}, {"kv loop, BF16 math", nullptr, nullptr},
                      {"kv loop recorded, BF16 math", nullptr, nullptr}};
-    ws[0].be.reset(new test::RecordingBackend(cpu16.get(), false, false));
-    ws[1].be.reset(new test::RecordingBackend(cpu16.get(), true, false));
-    ws[2].be.reset(new test::RecordingBackend(cpu16.get(), true, true));
-    for (auto& w : ws) {
-      Status s = Model::create(cfg, test::random_weights(cfg, 7), w.be.get(), w.model);
-      CHECK(s, "Model::create (%s): %s", w.name, s.message.c_str());
-      if (!s) return 1;
-    }
+    if (!make_variants(cpu16.get(), cfg, ws)) return 1;
     std::printf("-- BF16 math (BF16 K/V cache)\n");
     test_generations(ws);
   } else {
