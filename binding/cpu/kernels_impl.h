@@ -31,6 +31,9 @@ static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
 static inline float hsum(v8f v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
+typedef float v4f __attribute__((vector_size(16)));
+static inline v4f lo4(v8f v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3); }
+static inline v4f hi4(v8f v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7); }
 
 // 16 floats (two ymm in the AVX2 build, one zmm in the AVX-512 one): for the long
 // elementwise passes (softmax, GELU); every lane is computed as in the 8-wide versions.
@@ -442,6 +445,16 @@ static inline void direct_dot4(const float* q, const float* k0, int64_t stride, 
     c1 += qd * ld8(k1 + d);
     c2 += qd * ld8(k2 + d);
     c3 += qd * ld8(k3 + d);
+  }
+  if (hd8 == hd) {  // the four hsums at once, each in hsum's order (a 4x4 transpose)
+    const v4f a0 = lo4(c0) + hi4(c0), a1 = lo4(c1) + hi4(c1), a2 = lo4(c2) + hi4(c2), a3 = lo4(c3) + hi4(c3);
+    const v4f x01 = __builtin_shufflevector(a0, a1, 0, 4, 1, 5), y01 = __builtin_shufflevector(a0, a1, 2, 6, 3, 7);
+    const v4f x23 = __builtin_shufflevector(a2, a3, 0, 4, 1, 5), y23 = __builtin_shufflevector(a2, a3, 2, 6, 3, 7);
+    const v4f r0 = __builtin_shufflevector(x01, x23, 0, 1, 4, 5), r1 = __builtin_shufflevector(x01, x23, 2, 3, 6, 7);
+    const v4f r2 = __builtin_shufflevector(y01, y23, 0, 1, 4, 5), r3 = __builtin_shufflevector(y01, y23, 2, 3, 6, 7);
+    const v4f t = ((r0 + r1) + (r2 + r3)) * scale;  // lane j: hsum(c_j) * scale
+    std::memcpy(out, &t, 16);
+    return;
   }
   float t0 = hsum(c0), t1 = hsum(c1), t2 = hsum(c2), t3 = hsum(c3);
   for (int d = hd8; d < hd; ++d) {
