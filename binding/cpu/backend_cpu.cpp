@@ -307,7 +307,7 @@ class CpuBackend : public Backend {
                    const AttnParams& p, Tensor& out) override {
     const bool kv16 = k_cache.dtype == DType::bf16;
     if (kv16 != (v_cache.dtype == DType::bf16) || (!kv16 && k_cache.dtype != DType::f32) || (kv16 && reference_))
-      return Status::error(Code::internal, "attention: K and V caches must both be F32 (or both BF16, BF16 math)");
+      return Status::error(Code::internal, "attention: K and V caches must both be F32 (or, under BF16 and int8 math, both BF16)");
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     attention_rows(q, k_cache, v_cache, p, p.n_q, out);
