@@ -298,6 +298,7 @@ class CpuBackend : public Backend {
   Status rope_qkv_store(const Tensor& qkv, const Tensor& positions, int batch, int n, int n_heads,
                         int slot0, int capacity, Tensor& q_out, Tensor& k_cache,
                         Tensor& v_cache) override {
+    ESOLM_TRY(check_kv_dtypes(k_cache, v_cache));
     if (reference_)
       return rope_qkv_store_reference(qkv, positions, batch, n, n_heads, slot0, capacity, q_out, k_cache, v_cache);
     return rope_store_rows(qkv, positions, batch, n, n, n_heads, slot0, capacity, q_out, k_cache, v_cache);
@@ -305,12 +306,20 @@ class CpuBackend : public Backend {
 
   Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                    const AttnParams& p, Tensor& out) override {
-    const bool kv16 = k_cache.dtype == DType::bf16;
-    if (kv16 != (v_cache.dtype == DType::bf16) || (!kv16 && k_cache.dtype != DType::f32) || (kv16 && reference_))
-      return Status::error(Code::internal, "attention: K and V caches must both be F32 (or, under BF16 and int8 math, both BF16)");
+    ESOLM_TRY(check_kv_dtypes(k_cache, v_cache));
     if (p.loop_state) return attention_loop(q, k_cache, v_cache, p, out);
     if (reference_) return attention_reference(q, k_cache, v_cache, p, out);
     attention_rows(q, k_cache, v_cache, p, p.n_q, out);
+    return Status::ok();
+  }
+
+  // K and V caches: both F32, or both BF16 where kv_dtype() says so (BF16 and int8 math;
+  // never the reference, whose ops read F32).
+  Status check_kv_dtypes(const Tensor& k_cache, const Tensor& v_cache) const {
+    const DType want = kv_dtype();
+    if (k_cache.dtype != want || v_cache.dtype != want)
+      return Status::error(Code::internal, want == DType::bf16 ? "K and V caches must both be BF16 (BF16 or int8 math)"
+                                                               : "K and V caches must both be F32");
     return Status::ok();
   }
 
@@ -329,7 +338,7 @@ class CpuBackend : public Backend {
     const int64_t tasks = int64_t(p.batch) * groups;
     const size_t scratch_floats = kernels_.attn_scratch_floats(p.n_kv, p.head_dim);
     const float* qp = static_cast<const float*>(q.data);
-    const bool kv16 = k_cache.dtype == DType::bf16;  // kv_dtype; rope_store_rows checks V matches
+    const bool kv16 = k_cache.dtype == DType::bf16;  // kv_dtype (attention() checked both)
     const float* kp = kv16 ? nullptr : static_cast<const float*>(k_cache.data);
     const float* vp = kv16 ? nullptr : static_cast<const float*>(v_cache.data);
     const uint16_t* kp16 = kv16 ? static_cast<const uint16_t*>(k_cache.data) : nullptr;
@@ -397,6 +406,7 @@ class CpuBackend : public Backend {
         q_out.rows < int64_t(batch) * n_pad || k_cache.rows < int64_t(batch) * capacity ||
         v_cache.rows < int64_t(batch) * capacity)
       return Status::error(Code::invalid_arg, "rope_qkv_store_loop: shapes");
+    ESOLM_TRY(check_kv_dtypes(k_cache, v_cache));
     if (reference_) {  // sequence by sequence: the window rows of sequence b start at row b * n_pad
       for (int b = 0; b < batch; ++b) {
         Tensor qv = row_slice(q_out, int64_t(b) * n_pad, n_pad);
@@ -449,10 +459,9 @@ class CpuBackend : public Backend {
     const float* src = static_cast<const float*>(qkv.data);
     const int32_t* pos = static_cast<const int32_t*>(positions.data);
     float* qo = static_cast<float*>(q_out.data);
-    // A BF16 cache (kv_dtype) takes each row's K and V rounded to nearest even.
+    // A BF16 cache (kv_dtype; the callers checked both) takes each row's K and V rounded to
+    // nearest even.
     const bool kv16 = k_cache.dtype == DType::bf16;
-    if (kv16 != (v_cache.dtype == DType::bf16) || (!kv16 && k_cache.dtype != DType::f32))
-      return Status::error(Code::internal, "rope_qkv_store: K and V caches must both be F32 or both BF16");
     float* kc = kv16 ? nullptr : static_cast<float*>(k_cache.data);
     float* vc = kv16 ? nullptr : static_cast<float*>(v_cache.data);
     uint16_t* kc16 = kv16 ? static_cast<uint16_t*>(k_cache.data) : nullptr;
@@ -466,7 +475,8 @@ class CpuBackend : public Backend {
     auto task = [&](int64_t t) {
       const int64_t b = t / blocks, i0 = (t % blocks) * kRopeRows, i1 = std::min<int64_t>(n, i0 + kRopeRows);
       std::vector<double> angles;  // for positions outside the table
-      std::vector<float> kv_row(kv16 ? size_t(2 * d) : 0);  // a BF16 cache's row before rounding
+      thread_local std::vector<float> kv_row;  // a BF16 cache's row before rounding (this thread's)
+      if (kv16) kv_row.resize(size_t(2 * d));
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t row = b * seq_rows + i, slot = b * capacity + slot0 + i;
         const double* a;

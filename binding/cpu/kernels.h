@@ -69,7 +69,7 @@ struct AttnRowsArgs {
   float scale;
   float* scratch;      // CpuKernels::attn_scratch_floats(n_kv, head_dim) floats
   int heads = 1;       // 1 ..= kAttnMaxGroupHeads
-  // A BF16 cache (BF16 math, Backend::kv_dtype): K and V as BF16 values, used instead of k
+  // A BF16 cache (BF16 and int8 math, Backend::kv_dtype): K and V as BF16 values, used instead of k
   // and v when set (the same offsets and strides, in values); widened to F32 exactly.
   const uint16_t* k16 = nullptr;
   const uint16_t* v16 = nullptr;

@@ -250,17 +250,12 @@ static void gemm_panel_typed(const GemmPanelArgs& g, const W* panel) {
   }
 }
 
-// One panel; `stream`: few rows, prefetching the panel.
-static void gemm_one_panel(const GemmPanelArgs& g, bool stream) {
-  if (stream) {
-    if (g.panel_bf16) gemm_panel_typed<true>(g, g.panel_bf16);
-    else if (g.panel_q8) gemm_panel_typed<true>(g, g.panel_q8);
-    else gemm_panel_typed<true>(g, g.panel);
-  } else {
-    if (g.panel_bf16) gemm_panel_typed<false>(g, g.panel_bf16);
-    else if (g.panel_q8) gemm_panel_typed<false>(g, g.panel_q8);
-    else gemm_panel_typed<false>(g, g.panel);
-  }
+// One panel; Stream: few rows, prefetching the panel.
+template <bool Stream>
+static void gemm_one_panel(const GemmPanelArgs& g) {
+  if (g.panel_bf16) gemm_panel_typed<Stream>(g, g.panel_bf16);
+  else if (g.panel_q8) gemm_panel_typed<Stream>(g, g.panel_q8);
+  else gemm_panel_typed<Stream>(g, g.panel);
 }
 
 // Panel p of a call of several, as a one-panel call.
@@ -359,7 +354,10 @@ static void gemm_panel_impl(const GemmPanelArgs& g) {
       else gemm_pair_few(h0, h1, h0.panel, h1.panel, g.panel_stride);
     }
   }
-  for (; p < g.n_panels; ++p) gemm_one_panel(one_panel_args(g, p), few);  // the rest one after the other
+  for (; p < g.n_panels; ++p) {  // the rest one after the other
+    if (few) gemm_one_panel<true>(one_panel_args(g, p));
+    else gemm_one_panel<false>(one_panel_args(g, p));
+  }
 }
 
 // Key slot `s` visible from query slot `qs`? (modes: see backend.h AttnMode)
@@ -582,8 +580,9 @@ static void attn_rows_direct(const AttnRowsArgs& a) {
 template <void (*Gemm)(const GemmPanelArgs&) = gemm_panel_impl>
 static void attn_rows_impl(const AttnRowsArgs& a) {
   if (a.k16) {
-    // A BF16 cache: the visible slots of the call's heads widened to F32 (exact), then the
-    // F32 path. (The AVX-512 set reads BF16 directly for few rows, kernels_avx512.cpp.)
+    // A BF16 cache (BF16 and int8 math): the visible slots of the call's heads widened to
+    // F32 (exact), then the F32 path. (The AVX-512 set reads BF16 directly for few rows with
+    // hd 32, 64 or 128, kernels_avx512.cpp.)
     int max_end = 0;
     for (int r = a.r0; r < a.r1; ++r) {
       const int e = attn_key_end(a, a.q_slot0 + r);

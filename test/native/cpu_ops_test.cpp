@@ -382,6 +382,16 @@ static void test_linear_bf16_math(Backend& fast, Backend& ref, int rows, int n, 
 // BF16 and int8 math keep a BF16 K/V cache (half the bytes the attention reads).
 static void test_bf16_kv_cache(Backend& fast, Backend& ref, const char* mode_name) {
   if (fast.kv_dtype() != DType::bf16) { std::printf("FAIL %s: the K/V cache must be BF16\n", mode_name); ++failures; }
+  {  // caches of another dtype than kv_dtype(): refused, not misread
+    Tensor q = make(fast, DType::f32, 1, 64, nullptr), k = make(fast, DType::f32, 4, 64, nullptr),
+           v = make(fast, DType::f32, 4, 64, nullptr), o = make(fast, DType::f32, 1, 64, nullptr);
+    AttnParams p;
+    p.n_q = 1; p.q_slot0 = 3; p.n_kv = 4; p.n_heads = 1; p.head_dim = 64; p.capacity = 4;
+    const bool refused = !fast.attention(q, k, v, p, o);
+    std::printf("%s %s: attention over F32 caches refused\n", refused ? "ok  " : "FAIL", mode_name);
+    if (!refused) ++failures;
+    for (Tensor* t : {&q, &k, &v, &o}) fast.release(*t);
+  }
   test_rope_once(fast, ref, 2, 5, 3, 64, 10, true, true);
   test_rope_once(fast, ref, 1, 40, 2, 36, 900, true, true);  // several row blocks; hd 36: a scalar rope tail
   for (AttnMode mode : {AttnMode::causal, AttnMode::mixed2, AttnMode::sequential})
