@@ -5,7 +5,8 @@
 // and the rate that implies, with the machine's streaming read bandwidth measured first.
 // Build: cmake -S . -B build-native -DESOLM_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release
 //        cmake --build build-native --target cpu_step_profile
-// Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--math f32|int8 (int8: with q8)]
+// Usage: build-native/cpu_step_profile [--weights f32|bf16|q8] [--math f32|bf16|int8 (bf16: with
+//        bf16 weights and AVX512_BF16; int8: with q8 and AVX512_VNNI)]
 //        [--length 1024] [--steps 1024]
 //        [--batch 1] [--threads 0] [--head-std 0.036] [--attn-layers 12]
 //        [--micro (last: the ops alone at the step shapes)]
@@ -178,10 +179,10 @@ struct ReadFloats {
 
 // The step's ops alone at the small model's shapes: each linear (weights streamed once per
 // call) and the attention of a few rows over 512 cached slots, as GB/s against the floor.
-int micro(const std::string& weights, bool int8_math, int threads, const CpuFloors& floors, int attn_layers) {
+int micro(const std::string& weights, const std::string& math, int threads, const CpuFloors& floors, int attn_layers) {
   const bool q8 = weights == "q8";
-  std::unique_ptr<Backend> be =
-      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8, false, int8_math);
+  std::unique_ptr<Backend> be = create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16",
+                                                   q8, math == "bf16", math == "int8");
   const double eb = q8 ? 1 : weights == "bf16" ? 2 : 4;
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 0.05f);
@@ -301,17 +302,20 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
   // Attention: 12 heads x 64, `n` query rows after 512 committed slots, as in a step, over
   // the K/V of 12 layers in turn (38 MB read: from memory, not from cache, as in a
   // generation). --attn-layers 1 keeps one layer's 3 MB in cache: the kernel's compute alone.
+  // K and V in the backend's cache dtype (BF16 under BF16 and int8 math), as a generation.
   const int heads = 12, hd = 64, d = heads * hd, cap = 1024, layers = attn_layers;
+  const DType kv = be->kv_dtype();
+  const int kv_bytes = kv == DType::bf16 ? 2 : 4;
   std::vector<Tensor> k(static_cast<size_t>(layers)), v(static_cast<size_t>(layers));
   Tensor q, o;
   fill(q, DType::f32, 16, d);
   for (int l = 0; l < layers; ++l) {
-    fill(k[l], DType::f32, cap, d);
-    fill(v[l], DType::f32, cap, d);
+    fill(k[l], kv, cap, d);
+    fill(v[l], kv, cap, d);
   }
   be->alloc(o, DType::f32, 16, d);
   // Paired with a streaming read of as many bytes right before it (as the step sweep).
-  const int64_t n_read = int64_t(2) * 513 * d * layers;
+  const int64_t n_read = int64_t(2) * 513 * d * layers * kv_bytes / 4;
   ReadFloats rbuf(n_read);
   std::printf("%-28s %5s %9s %8s %8s %s\n", ("attention (c = 512, " + std::to_string(layers) + " layers)").c_str(), "rows",
               "ms/layer", "GB/s", "of read", "time / streaming read, median of 9 pairs");
@@ -328,7 +332,13 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
     Tensor qv = q, ov = o;
     qv.rows = ov.rows = n;
     auto run = [&] {
-      for (int l = 0; l < layers; ++l) be->attention(qv, k[l], v[l], p, ov);
+      for (int l = 0; l < layers; ++l) {
+        const Status st = be->attention(qv, k[l], v[l], p, ov);
+        if (!st) {
+          std::fprintf(stderr, "attention: %s\n", st.message.c_str());
+          std::exit(1);
+        }
+      }
     };
     const double ms = best_ms(7, run) / layers;
     std::vector<double> ratios;
@@ -340,7 +350,7 @@ int micro(const std::string& weights, bool int8_math, int threads, const CpuFloo
       ratios.push_back(best_ms(1, run) / t_read);
     }
     std::sort(ratios.begin(), ratios.end());
-    const double gbps = 2.0 * (512 + n) * d * 4 / (ms * 1e6);
+    const double gbps = 2.0 * (512 + n) * d * kv_bytes / (ms * 1e6);
     std::printf("%-28s %5d %9.3f %8.1f %7.0f%% %.2f\n", "12 heads x 64", n, ms, gbps, 100.0 * gbps / floors.read_gbps,
                 ratios[4]);
   }
@@ -362,10 +372,18 @@ int main(int argc, char** argv) {
   const int steps = std::atoi(arg(argc, argv, "--steps", "1024"));
   const int batch = std::atoi(arg(argc, argv, "--batch", "1"));
   const int threads = std::atoi(arg(argc, argv, "--threads", "0"));
-  const bool int8_math = std::strcmp(arg(argc, argv, "--math", "f32"), "int8") == 0;
+  const std::string math = arg(argc, argv, "--math", "f32");
   const double head_std = std::atof(arg(argc, argv, "--head-std", "0.036084"));
-  if (int8_math && (weights != "q8" || cpu_int8_math_error())) {
+  if (math != "f32" && math != "bf16" && math != "int8") {
+    std::fprintf(stderr, "--math: f32, bf16 or int8\n");
+    return 1;
+  }
+  if (math == "int8" && (weights != "q8" || cpu_int8_math_error())) {
     std::fprintf(stderr, "--math int8: needs --weights q8 and AVX512_VNNI\n");
+    return 1;
+  }
+  if (math == "bf16" && (weights != "bf16" || cpu_bf16_math_error())) {
+    std::fprintf(stderr, "--math bf16: needs --weights bf16 and AVX512_BF16\n");
     return 1;
   }
 
@@ -379,7 +397,7 @@ int main(int argc, char** argv) {
               floors.threads, floors.read_gbps, floors.fma_gflops);
 
   const int attn_layers = std::max(1, std::atoi(arg(argc, argv, "--attn-layers", "12")));
-  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, int8_math, threads, floors, attn_layers);
+  if (argc > 1 && std::strcmp(argv[argc - 1], "--micro") == 0) return micro(weights, math, threads, floors, attn_layers);
 
   ModelConfig cfg = test::tiny_config();
   cfg.hidden_size = 768;
@@ -390,8 +408,8 @@ int main(int argc, char** argv) {
   cfg.mask_index = 50257;
   cfg.length = 1024;
   const bool q8 = weights == "q8";
-  std::unique_ptr<Backend> cpu =
-      create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32, weights != "bf16", q8, false, int8_math);
+  std::unique_ptr<Backend> cpu = create_cpu_backend(threads, weights == "bf16" ? DType::bf16 : DType::f32,
+                                                    weights != "bf16", q8, math == "bf16", math == "int8");
   TimingBackend be(cpu.get());
   be.weight_elem_bytes_ = q8 ? 1 : weights == "bf16" ? 2 : 4;
   std::unique_ptr<Model> model;
@@ -436,7 +454,7 @@ int main(int argc, char** argv) {
   }
   std::printf("Eso-LM (B), weights %s%s, L = %d, T = %d, batch %d: %.0f ms, NFE %d (%.2f ms per NFE); "
               "bytes %.2f GB -> bandwidth floor %.0f ms (%.0f%% of floor)\n",
-              weights.c_str(), int8_math ? " + int8 math" : "", length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
+              weights.c_str(), math == "f32" ? "" : (" + " + math + " math").c_str(), length, steps, batch, wall, r.nfe, wall / r.nfe, bytes / 1e9,
               bytes / (floors.read_gbps * 1e6), 100.0 * bytes / (floors.read_gbps * 1e6) / wall);
   std::printf("%-34s %9s %8s %7s %9s %7s %9s %9s %9s\n", "op", "ms", "calls", "share", "GB read", "GB/s", "mean us",
               "median us", "p99 us");

@@ -4,8 +4,10 @@
 // Row pipeline: (1) scaled logits x = logit / T in float64 and their max m; (2) one exp
 // pass e = exp(x - m) that also fills a histogram of (m - x) in 1/8-nat bins; (3) the
 // histogram's cumulative mass names the one bin holding the nucleus boundary, and a
-// 3-way quickselect over that bin's tokens finds the exact boundary value. Expected O(V),
-// no sort. Scratch buffers are thread_local, so a warm thread allocates nothing.
+// 3-way quickselect over that bin's tokens finds the exact boundary value; (4) the kept
+// ids (x >= boundary) are listed only when the Gumbel pass reads a list: a dense row (a
+// quarter of the vocabulary or more kept) is scored in token order from x instead.
+// Expected O(V), no sort. Scratch buffers are thread_local, so a warm thread allocates nothing.
 #include "sampler.h"
 
 #include <algorithm>
@@ -70,9 +72,13 @@ struct Nucleus {
   double max = -kInf;       // max scaled logit over non-mask tokens
   const double* x = nullptr;
   bool all = false;         // kept = every non-mask token (no list is built)
-  const int32_t* kept = nullptr;  // ascending ids, when !all
+  const int32_t* kept = nullptr;  // ascending ids, when !all (null when the list was skipped)
   int n_kept = 0;
   int vocab = 0, mask = -1;
+
+  // A quarter of the vocabulary or more kept: the dense AVX-512 Gumbel pass (a Philox block
+  // per token pair, x read in order) then costs less than gathering the kept ones.
+  bool dense() const { return kind == normal && int64_t(n_kept) * 4 >= vocab; }
 
   template <class F>
   void for_each(F f) const {
@@ -286,26 +292,21 @@ __attribute__((target("avx512f,avx512dq"))) int exp_and_histogram_avx512(const d
   return t;
 }
 
-// Pass 3 of nucleus() 16 tokens at a time from t = 0: kept ids (bin <= b*, not the mask)
-// appended in ascending order by a register compress (a compress straight to memory is
-// microcoded and slow on Zen 4), boundary candidates (bin == b*) in ascending order;
-// returns the first token left.
-__attribute__((target("avx512f,avx512dq"))) int keep_pass_avx512(const uint8_t* bin, const double* x, const double* e,
-                                                                   int vocab, int bstar, int mask, int32_t* kept,
-                                                                   int& n, Cand* cand, int& nc) {
-  const __m512i vb = _mm512_set1_epi32(bstar), step = _mm512_set1_epi32(16);
+// The kept list of nucleus() 16 tokens at a time from t = 0: ids with x >= thr, not the
+// mask, appended in ascending order by a register compress (a compress straight to memory
+// is microcoded and slow on Zen 4); returns the first token left.
+__attribute__((target("avx512f,avx512dq"))) int kept_list_avx512(const double* x, int vocab, double thr, int mask,
+                                                                   int32_t* kept, int& n) {
+  const __m512d vt = _mm512_set1_pd(thr);
+  const __m512i step = _mm512_set1_epi32(16);
   __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   int t = 0;
   for (; t + 16 <= vocab; t += 16, ids = _mm512_add_epi32(ids, step)) {
-    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bin + t)));
-    __mmask16 keep = _mm512_cmple_epu32_mask(b, vb);
+    __mmask16 keep = __mmask16(_mm512_cmp_pd_mask(_mm512_loadu_pd(x + t), vt, _CMP_GE_OQ) |
+                               (unsigned(_mm512_cmp_pd_mask(_mm512_loadu_pd(x + t + 8), vt, _CMP_GE_OQ)) << 8));
     if (mask >= t && mask < t + 16) keep &= __mmask16(~(1u << (mask - t)));
     _mm512_storeu_si512(kept + n, _mm512_maskz_compress_epi32(keep, ids));  // n + 16 <= t + 16 <= vocab
     n += __builtin_popcount(keep);
-    for (unsigned on = keep & _mm512_cmpeq_epu32_mask(b, vb); on; on &= on - 1) {
-      const int j = t + __builtin_ctz(on);
-      cand[nc++] = Cand{x[j], e[j]};
-    }
   }
   return t;
 }
@@ -383,8 +384,9 @@ double select_boundary(Cand* c, int n, double above, double budget) {
   return best;
 }
 
-// The nucleus filter. need_list: build the kept list even when nothing is filtered.
-Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need_list) {
+// The nucleus filter. need_list: build the kept list even when nothing is filtered;
+// dense_skips_list: no list for a dense() row (the dense Gumbel pass does not read one).
+Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need_list, bool dense_skips_list = false) {
   Nucleus nu;
   if (vocab <= 0) return nu;
   Scratch& s = scratch();
@@ -468,32 +470,49 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
     h += bin_mass[b];
   }
 
-  // Pass 3: tokens of bins < b* are kept; tokens of bin b* are boundary candidates.
+  // Pass 3: tokens of bins < b* are kept, tokens of bin b* are the boundary candidates
+  // (ascending ids: select_boundary's sums depend on their order).
   Cand* cand = s.cand.data();
-  int n = 0, nc = 0;
-  // Branch-free: in a flat row kept and cut tokens alternate at random, and the branches
-  // mispredicted about half the time (this loop was a third of the filter's time).
-  int t0 = 0;
-#if ESOLM_SAMPLER_AVX512
-  if (sampler_avx512()) t0 = keep_pass_avx512(bin, x, e, vocab, bstar, mask, kept, n, cand, nc);
+  int nc = 0;
+  {
+    int t = 0;
+#if defined(__SSE2__)
+    const __m128i vb = _mm_set1_epi8(char(uint8_t(bstar)));
+    for (; t + 16 <= vocab; t += 16) {
+      unsigned on = unsigned(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bin + t)), vb)));
+      if (mask >= t && mask < t + 16) on &= ~(1u << (mask - t));
+      for (; on; on &= on - 1) {
+        const int j = t + __builtin_ctz(on);
+        cand[nc++] = Cand{x[j], e[j]};
+      }
+    }
 #endif
-  for (int t = t0; t < vocab; ++t) {
-    const int keep = int(bin[t] <= bstar) & int(t != mask);
-    kept[n] = t;
-    n += keep;
-    cand[nc] = Cand{x[t], e[t]};
-    nc += keep & int(bin[t] == bstar);
+    for (; t < vocab; ++t)
+      if (bin[t] == bstar && t != mask) cand[nc++] = Cand{x[t], e[t]};
   }
   const double thr = select_boundary(cand, nc, hstar, budget);
 
-  // Keep every token at or above the boundary value: ties at the boundary are all kept.
+  // Kept: x >= thr, every token tied at the boundary included. bin() is monotone in x and
+  // thr is a value of bin b*, so these are the tokens of bins < b* and those of b* at or
+  // above thr: their count is known without a pass over the row.
   int k = 0;
-  for (int i = 0; i < n; ++i) {
-    int t = kept[i];
-    if (x[t] >= thr) kept[k++] = t;
-  }
+  for (int b = 0; b < bstar; ++b) k += bin_count[b];
+  for (int i = 0; i < nc; ++i) k += int(cand[i].x >= thr);
   nu.threshold = thr;
   nu.n_kept = k;
+  if (!need_list && dense_skips_list && nu.dense()) {  // the caller reads x and the threshold only
+    nu.kept = nullptr;
+    return nu;
+  }
+  int n = 0, t0 = 0;
+#if ESOLM_SAMPLER_AVX512
+  if (sampler_avx512()) t0 = kept_list_avx512(x, vocab, thr, mask, kept, n);
+#endif
+  for (int t = t0; t < vocab; ++t) {  // branch-free: kept and cut tokens can alternate at random
+    kept[n] = t;
+    n += int(x[t] >= thr) & int(t != mask);
+  }
+  nu.n_kept = n;  // equals k; the list's own count is what its readers walk
   return nu;
 }
 
@@ -824,14 +843,17 @@ int32_t greedy_row(const float* logits, int vocab, int mask) {
 template <class Noise>
 int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise& noise) {
   if (p.greedy || !valid_temperature(p.temperature)) return greedy_row(logits, vocab, p.mask_index);
-  Nucleus nu = nucleus(logits, vocab, p, false);
+#if ESOLM_SAMPLER_AVX512
+  const bool dense_pass = std::is_same_v<Noise, PhiloxNoise> && sampler_avx512();
+#else
+  const bool dense_pass = false;
+#endif
+  Nucleus nu = nucleus(logits, vocab, p, false, dense_pass);
   if (nu.kind == Nucleus::empty) return -1;
 #if ESOLM_SAMPLER_AVX512
   if constexpr (std::is_same_v<Noise, PhiloxNoise>) {
     if (sampler_avx512()) {
-      // Dense: a quarter of the vocabulary or more kept (a Philox block per pair then costs
-      // less than gathering the kept ones' x and bounds).
-      if (nu.kind == Nucleus::normal && int64_t(nu.n_kept) * 4 >= vocab) return philox_argmax_dense_avx512(nu, noise);
+      if (nu.dense()) return philox_argmax_dense_avx512(nu, noise);
       return philox_argmax_avx512(nu, nu.kind == Nucleus::normal ? nu.x : nullptr, noise);
     }
   }

@@ -408,6 +408,33 @@ template <class T> static inline const T* cache_v(const AttnRowsArgs& a);
 template <> inline const float* cache_v<float>(const AttnRowsArgs& a) { return a.v; }
 template <> inline const uint16_t* cache_v<uint16_t>(const AttnRowsArgs& a) { return a.v16; }
 
+// The q.k partial sums of R rows against one slot's K row (hd = 16 * NV): one 16-lane
+// vector per row, a multiply then FMAs along hd.
+template <int NV, int R, class T>
+static inline void qk_partials(const __m512 (&q)[R][NV], const T* k, __m512 (&t)[R]) {
+  __m512 kv[NV];
+  for (int j = 0; j < NV; ++j) kv[j] = load_kv16(k + 16 * j);
+  for (int i = 0; i < R; ++i) {
+    t[i] = _mm512_mul_ps(q[i][0], kv[0]);
+    for (int j = 1; j < NV; ++j) t[i] = _mm512_fmadd_ps(q[i][j], kv[j], t[i]);
+  }
+}
+
+// _mm512_reduce_add_ps of four vectors at once, the same tree (so the same bits): its
+// first step (hi 256 + lo 256) for slots a, b by reduce_pairs, the rest by reduce_fours on
+// two such pairs; returns the four sums in slot order. One horizontal sum per slot spent
+// ~8 shuffles and adds on each row's score; this spends ~2.5 (the attention of 2-4 rows
+// over a cache-resident BF16 K/V ran 12-19% faster, Zen 5).
+static inline __m512 reduce_pairs(__m512 a, __m512 b) {  // [a: hi + lo halves | b: the same]
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0xEE), _mm512_shuffle_f32x4(a, b, 0x44));
+}
+static inline __m128 reduce_fours(__m512 ab, __m512 cd) {
+  const __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0xDD), _mm512_shuffle_f32x4(ab, cd, 0x88));  // hi 128 + lo 128
+  const __m512 y = _mm512_add_ps(x, _mm512_permute_ps(x, 0x4E));  // lanes [0] + [2], [1] + [3]
+  const __m512 z = _mm512_add_ps(y, _mm512_permute_ps(y, 0xB1));  // then [0] + [1]
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), z));
+}
+
 // Rows [r0, r0 + R) of a.heads heads, hd = 16 * NV, K and V of type T (F32, or a BF16
 // cache). Scores of head h, row i at a.scratch + (h * R + i) * ld; O accumulates in the
 // output rows block by block.
@@ -431,16 +458,32 @@ static void attn_few_pass(const AttnRowsArgs& a, int r0) {
       for (int i = 0; i < R; ++i)
         for (int j = 0; j < NV; ++j) q[i][j] = _mm512_loadu_ps(a.q + int64_t(r0 + i) * a.q_stride + h * hd + 16 * j);
       float* sc = a.scratch + int64_t(h) * R * ld;
-      for (int s = s0; s < s1; ++s) {
-        const T* k = kc + int64_t(s) * a.kv_stride + h * hd;
+      const T* kh = kc + h * hd;
+      auto partials = [&](int s, __m512 (&t)[R]) {
+        const T* k = kh + int64_t(s) * a.kv_stride;
         if (s + kAttnAheadSlots < end_max) prefetch_slot<NV>(k + kAttnAheadSlots * a.kv_stride);
-        __m512 kv[NV];
-        for (int j = 0; j < NV; ++j) kv[j] = load_kv16(k + 16 * j);
-        for (int i = 0; i < R; ++i) {
-          __m512 t = _mm512_mul_ps(q[i][0], kv[0]);
-          for (int j = 1; j < NV; ++j) t = _mm512_fmadd_ps(q[i][j], kv[j], t);
-          sc[i * ld + s] = s < end[i] ? _mm512_reduce_add_ps(t) * a.scale : neg;
+        qk_partials<NV, R>(q, k, t);
+      };
+      int s = s0;
+      for (; s + 4 <= s1; s += 4) {  // four slots' sums at once (reduce_pairs, reduce_fours)
+        __m512 pair[2][R];
+        for (int half = 0; half < 2; ++half) {
+          __m512 t0[R], t1[R];
+          partials(s + 2 * half, t0);
+          partials(s + 2 * half + 1, t1);
+          for (int i = 0; i < R; ++i) pair[half][i] = reduce_pairs(t0[i], t1[i]);
         }
+        const __m128i slots = _mm_add_epi32(_mm_set1_epi32(s), _mm_setr_epi32(0, 1, 2, 3));
+        for (int i = 0; i < R; ++i) {
+          const __m128 dots = _mm_mul_ps(reduce_fours(pair[0][i], pair[1][i]), _mm_set1_ps(a.scale));
+          const __mmask8 visible = _mm_cmplt_epi32_mask(slots, _mm_set1_epi32(end[i]));
+          _mm_storeu_ps(sc + i * ld + s, _mm_mask_blend_ps(visible, _mm_set1_ps(neg), dots));
+        }
+      }
+      for (; s < s1; ++s) {
+        __m512 t[R];
+        partials(s, t);
+        for (int i = 0; i < R; ++i) sc[i * ld + s] = s < end[i] ? _mm512_reduce_add_ps(t[i]) * a.scale : neg;
       }
     }
   }
