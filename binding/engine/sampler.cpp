@@ -23,8 +23,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+// x86-64 with GCC or Clang: AVX-512 and AVX2 forms of the row passes, chosen at run time.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ESOLM_SAMPLER_AVX512 1
+#define ESOLM_SAMPLER_X86 1
 #include <immintrin.h>
 #endif
 
@@ -95,16 +96,22 @@ inline bool valid_temperature(double t) { return t > 0 && t < kInf; }
 
 // ---- vector kernels (SSE2 where available; the scalar path does the same arithmetic) ----
 
-#if ESOLM_SAMPLER_AVX512
-// AVX-512 forms of the two passes over a row (scale_range, exp_and_histogram): the same
-// float64 operations per token, in the same order, as the SSE2 and scalar forms (this file
-// is built with -ffp-contract=off, so no multiply-add is fused), hence the same bits;
-// chosen at run time. They handle a row's bulk and return where the others go on.
-std::atomic<bool> g_allow_avx512{true};  // sampler_allow_avx512 (tests)
+#if ESOLM_SAMPLER_X86
+// AVX-512 and AVX2 forms of the passes over a row (scale_range, exp_and_histogram, the
+// dense Gumbel pass): the same float64 operations per token, in the same order, as the
+// SSE2 and scalar forms (this file is built with -ffp-contract=off, so no multiply-add is
+// fused), hence the same bits; chosen at run time. They handle a row's bulk and return
+// where the others go on.
+std::atomic<int> g_widest{int(SamplerPasses::avx512)};  // sampler_limit_passes (tests)
 
 bool sampler_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return ok && g_allow_avx512.load(std::memory_order_relaxed);
+  return ok && g_widest.load(std::memory_order_relaxed) == int(SamplerPasses::avx512);
+}
+// The AVX2 forms, where the AVX-512 ones are not taken (an AVX2-only CPU, or a test's limit).
+bool sampler_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok && !sampler_avx512() && g_widest.load(std::memory_order_relaxed) <= int(SamplerPasses::avx2);
 }
 
 // x[t] = logit[t] / temp (NaN -> -inf) for t in [lo, end) 16 at a time; m = max(m, those x).
@@ -132,6 +139,33 @@ __attribute__((target("avx512f,avx512dq"))) int scale_range_avx512(const float* 
   return t;
 }
 
+// scale_range_avx512's loop 8 at a time.
+__attribute__((target("avx2"))) int scale_range_avx2(const float* logits, double* x, int lo, int hi, double temp,
+                                                      double& m) {
+  const __m256d ninf = _mm256_set1_pd(-kInf), vt = _mm256_set1_pd(temp);
+  const bool div = temp != 1.0;
+  __m256d vm = ninf;
+  int t = lo;
+  for (; t + 8 <= hi; t += 8) {
+    const __m256 f = _mm256_loadu_ps(logits + t);
+    __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+    a = _mm256_blendv_pd(a, ninf, _mm256_cmp_pd(a, a, _CMP_UNORD_Q));
+    b = _mm256_blendv_pd(b, ninf, _mm256_cmp_pd(b, b, _CMP_UNORD_Q));
+    if (div) {
+      a = _mm256_div_pd(a, vt);
+      b = _mm256_div_pd(b, vt);
+    }
+    _mm256_storeu_pd(x + t, a);
+    _mm256_storeu_pd(x + t + 4, b);
+    vm = _mm256_max_pd(vm, _mm256_max_pd(a, b));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, vm);
+  m = std::max(m, std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3])));
+  return t;
+}
+
 #endif
 
 // x[t] = logit[t] / temperature in float64 (NaN -> -inf); returns the max over [lo, hi).
@@ -139,8 +173,9 @@ double scale_range(const float* logits, double* x, int lo, int hi, double temp) 
   double m = -kInf;
   int t = lo;
   const bool div = temp != 1.0;
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
   if (sampler_avx512()) t = scale_range_avx512(logits, x, lo, hi, temp, m);
+  else if (sampler_avx2()) t = scale_range_avx2(logits, x, lo, hi, temp, m);
 #endif
 #if defined(__SSE2__)
   const __m128d ninf = _mm_set1_pd(-kInf), vt = _mm_set1_pd(temp);
@@ -241,7 +276,7 @@ inline __m128d exp_nonpos_pd(__m128d d) {
 }
 #endif
 
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
 // exp_nonpos_pd (above), 8 lanes.
 __attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512d exp_nonpos_pd8(__m512d d) {
   const __m512d lo = _mm512_set1_pd(kExpMin), shifter = _mm512_set1_pd(kShifter);
@@ -292,6 +327,56 @@ __attribute__((target("avx512f,avx512dq"))) int exp_and_histogram_avx512(const d
   return t;
 }
 
+// exp_nonpos_pd (above), 4 lanes.
+__attribute__((target("avx2"), always_inline)) inline __m256d exp_nonpos_pd4(__m256d d) {
+  const __m256d lo = _mm256_set1_pd(kExpMin), shifter = _mm256_set1_pd(kShifter);
+  const __m256d keep = _mm256_cmp_pd(d, lo, _CMP_GE_OQ);  // false for d < -708 (and -inf)
+  d = _mm256_max_pd(d, lo);
+  __m256d kd = _mm256_add_pd(_mm256_mul_pd(d, _mm256_set1_pd(kLog2e)), shifter);
+  const __m256i ki = _mm256_castpd_si256(kd);
+  kd = _mm256_sub_pd(kd, shifter);
+  const __m256d r = _mm256_sub_pd(_mm256_sub_pd(d, _mm256_mul_pd(kd, _mm256_set1_pd(kLn2Hi))),
+                                  _mm256_mul_pd(kd, _mm256_set1_pd(kLn2Lo)));
+  __m256d lin[7];  // lin[j] = c_2j + c_2j+1 r
+  for (int j = 0; j < 7; ++j)
+    lin[j] = _mm256_add_pd(_mm256_set1_pd(kInvFact[2 * j]), _mm256_mul_pd(_mm256_set1_pd(kInvFact[2 * j + 1]), r));
+  const __m256d r2 = _mm256_mul_pd(r, r), r4 = _mm256_mul_pd(r2, r2), r8 = _mm256_mul_pd(r4, r4);
+  const __m256d s0 = _mm256_add_pd(lin[0], _mm256_mul_pd(lin[1], r2));
+  const __m256d s1 = _mm256_add_pd(lin[2], _mm256_mul_pd(lin[3], r2));
+  const __m256d s2 = _mm256_add_pd(lin[4], _mm256_mul_pd(lin[5], r2));
+  const __m256d s3 = lin[6];
+  const __m256d p = _mm256_add_pd(_mm256_add_pd(s0, _mm256_mul_pd(s1, r4)),
+                                  _mm256_mul_pd(_mm256_add_pd(s2, _mm256_mul_pd(s3, r4)), r8));
+  const __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(ki, _mm256_set1_epi64x(1023)), 52);
+  return _mm256_and_pd(_mm256_mul_pd(p, _mm256_castsi256_pd(bits)), keep);
+}
+
+__attribute__((target("avx2"))) void store_exp_nonpos_pd4(const double* d, double* e) {
+  _mm256_storeu_pd(e, exp_nonpos_pd4(_mm256_loadu_pd(d)));
+}
+
+// exp_and_histogram_avx512's loop 4 tokens at a time (token t in copy t & 3).
+__attribute__((target("avx2"))) int exp_and_histogram_avx2(const double* x, double m, int vocab, double* e,
+                                                            uint8_t* bin, double (*mass)[kBins], int (*count)[kBins]) {
+  const __m256d vm = _mm256_set1_pd(m), scale = _mm256_set1_pd(-kBinsPerNat), top = _mm256_set1_pd(double(kBins - 1));
+  int t = 0;
+  for (; t + 4 <= vocab; t += 4) {
+    const __m256d d = _mm256_sub_pd(_mm256_loadu_pd(x + t), vm);
+    const __m256d ev = exp_nonpos_pd4(d);
+    _mm256_storeu_pd(e + t, ev);
+    alignas(16) int32_t b[4];
+    alignas(32) double es[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(b), _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_mul_pd(d, scale), top)));
+    _mm256_store_pd(es, ev);
+    for (int j = 0; j < 4; ++j) {
+      bin[t + j] = uint8_t(b[j]);
+      mass[j][b[j]] += es[j];
+      ++count[j][b[j]];
+    }
+  }
+  return t;
+}
+
 // The kept list of nucleus() 16 tokens at a time from t = 0: ids with x >= thr, not the
 // mask, appended in ascending order by a register compress (a compress straight to memory
 // is microcoded and slow on Zen 4); returns the first token left.
@@ -317,8 +402,9 @@ __attribute__((target("avx512f,avx512dq"))) int kept_list_avx512(const double* x
 void exp_and_histogram(const double* x, double m, int vocab, double* e, uint8_t* bin,
                        double (*mass)[kBins], int (*count)[kBins]) {
   int t = 0;
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
   if (sampler_avx512()) t = exp_and_histogram_avx512(x, m, vocab, e, bin, mass, count);
+  else if (sampler_avx2()) t = exp_and_histogram_avx2(x, m, vocab, e, bin, mass, count);
 #endif
 #if defined(__SSE2__)
   const __m128d vm = _mm_set1_pd(m), scale = _mm_set1_pd(-kBinsPerNat),
@@ -505,7 +591,7 @@ Nucleus nucleus(const float* logits, int vocab, const SampleParams& p, bool need
     return nu;
   }
   int n = 0, t0 = 0;
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
   if (sampler_avx512()) t0 = kept_list_avx512(x, vocab, thr, mask, kept, n);
 #endif
   for (int t = t0; t < vocab; ++t) {  // branch-free: kept and cut tokens can alternate at random
@@ -595,7 +681,7 @@ struct Best {
   }
 };
 
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
 // The first t with x[t] == m, 8 at a time; where the scalar scan goes on when none of the
 // whole blocks has it.
 __attribute__((target("avx512f,avx512dq"))) int first_at_max_avx512(const double* x, int vocab, double m) {
@@ -603,6 +689,15 @@ __attribute__((target("avx512f,avx512dq"))) int first_at_max_avx512(const double
   int t = 0;
   for (; t + 8 <= vocab; t += 8)
     if (const __mmask8 at = _mm512_cmp_pd_mask(_mm512_loadu_pd(x + t), vm, _CMP_EQ_OQ)) return t + __builtin_ctz(at);
+  return t;
+}
+
+// first_at_max_avx512, 4 at a time.
+__attribute__((target("avx2"))) int first_at_max_avx2(const double* x, int vocab, double m) {
+  const __m256d vm = _mm256_set1_pd(m);
+  int t = 0;
+  for (; t + 4 <= vocab; t += 4)
+    if (const int at = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(x + t), vm, _CMP_EQ_OQ))) return t + __builtin_ctz(at);
   return t;
 }
 #endif
@@ -615,8 +710,9 @@ int32_t first_scored(const Nucleus& nu) {
     // The max is finite here and every token at it is kept (bin 0; the mask's x is -inf):
     // the first kept token at the max is the first token at the max.
     int t = 0;
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
     if (sampler_avx512()) t = first_at_max_avx512(nu.x, nu.vocab, nu.max);
+    else if (sampler_avx2()) t = first_at_max_avx2(nu.x, nu.vocab, nu.max);
 #endif
     for (; t < nu.vocab; ++t)
       if (nu.x[t] == nu.max) return t;
@@ -642,7 +738,7 @@ int32_t gumbel_argmax(const Nucleus& nu, Base base, Noise& noise) {
   return best.token;
 }
 
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
 // Philox4x32-10 (philox.h) on 16 counters at once, with the same 32-bit operations, so the
 // same words. The products of 32-bit lanes come from two 32x32->64 multiplies (even lanes,
 // then odd lanes shifted down); hi/lo are picked back into 32-bit lanes by blends.
@@ -825,6 +921,139 @@ __attribute__((target("avx512f,avx512dq"))) int32_t philox_argmax_avx512(const N
 }
 #endif
 
+#if ESOLM_SAMPLER_X86
+// philox16 on 8 counters (the same 32-bit operations, so the same words).
+__attribute__((target("avx2"), always_inline)) inline void philox8(__m256i& c0, __m256i& c1, __m256i& c2, __m256i& c3,
+                                                                    uint32_t k0, uint32_t k1) {
+  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53u), m1 = _mm256_set1_epi64x(0xCD9E8D57u);
+  for (int i = 0; i < 10; ++i) {
+    const __m256i e0 = _mm256_mul_epu32(c0, m0), o0 = _mm256_mul_epu32(_mm256_srli_epi64(c0, 32), m0);
+    const __m256i e1 = _mm256_mul_epu32(c2, m1), o1 = _mm256_mul_epu32(_mm256_srli_epi64(c2, 32), m1);
+    const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(e0, 32), o0, 0xAA);  // odd lanes from the second
+    const __m256i lo0 = _mm256_blend_epi32(e0, _mm256_slli_epi64(o0, 32), 0xAA);
+    const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(e1, 32), o1, 0xAA);
+    const __m256i lo1 = _mm256_blend_epi32(e1, _mm256_slli_epi64(o1, 32), 0xAA);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(int(k0)));
+    c1 = lo1;
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(int(k1)));
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// Four 64-bit integers below 2^52 as doubles, exactly: their bits under 2^52's exponent.
+__attribute__((target("avx2"), always_inline)) inline __m256d u64_to_pd4(__m256i v) {
+  const __m256d two52 = _mm256_set1_pd(4503599627370496.0);
+  return _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(v, _mm256_castpd_si256(two52))), two52);
+}
+
+// philox_u53 on 4 (hi, lo) word pairs. AVX2 has no unsigned 64-bit min or conversion: the
+// cap is a compare (bits can exceed it only as 2^53 - 1), and double(bits) is the exact sum
+// of its two 32-bit halves, each converted by the 2^52 trick.
+__attribute__((target("avx2"), always_inline)) inline __m256d philox_u53_pd4(__m128i hi, __m128i lo) {
+  __m256i bits = _mm256_xor_si256(_mm256_slli_epi64(_mm256_cvtepu32_epi64(hi), 21),
+                                  _mm256_srli_epi64(_mm256_cvtepu32_epi64(lo), 11));
+  bits = _mm256_and_si256(bits, _mm256_set1_epi64x((int64_t(1) << 53) - 1));
+  bits = _mm256_blendv_epi8(bits, _mm256_set1_epi64x((int64_t(1) << 53) - 2),
+                            _mm256_cmpeq_epi64(bits, _mm256_set1_epi64x((int64_t(1) << 53) - 1)));
+  const __m256d whole = _mm256_add_pd(_mm256_mul_pd(u64_to_pd4(_mm256_srli_epi64(bits, 32)), _mm256_set1_pd(4294967296.0)),
+                                      u64_to_pd4(_mm256_and_si256(bits, _mm256_set1_epi64x(0xFFFFFFFF))));
+  return _mm256_mul_pd(_mm256_add_pd(whole, _mm256_set1_pd(0.5)), _mm256_set1_pd(1.0 / 9007199254740992.0));
+}
+
+// The uniforms of tokens t0 .. t0 + 15 (t0 even): one Philox block per pair t0 / 2 + lane,
+// words 0, 1 for the even token, 2, 3 for the odd (as PhiloxNoise::uniform). ug[0] and
+// ug[1]: the even tokens of pairs 0-3 and 4-7; ug[2] and ug[3]: their odd tokens.
+__attribute__((target("avx2"), always_inline)) inline void block_uniforms_avx2(int t0, uint64_t seed, const DrawKey& key,
+                                                                                __m256d (&ug)[4]) {
+  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(t0 >> 1), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i c1 = _mm256_set1_epi32(int(key.position)), c2 = _mm256_set1_epi32(int(key.round));
+  __m256i c3 = _mm256_set1_epi32(int(key.sequence));
+  philox8(c0, c1, c2, c3, uint32_t(seed), uint32_t(seed >> 32));
+  ug[0] = philox_u53_pd4(_mm256_castsi256_si128(c0), _mm256_castsi256_si128(c1));
+  ug[1] = philox_u53_pd4(_mm256_extracti128_si256(c0, 1), _mm256_extracti128_si256(c1, 1));
+  ug[2] = philox_u53_pd4(_mm256_castsi256_si128(c2), _mm256_castsi256_si128(c3));
+  ug[3] = philox_u53_pd4(_mm256_extracti128_si256(c2, 1), _mm256_extracti128_si256(c3, 1));
+}
+
+__attribute__((target("avx2"))) double block_uniform_for_test(int32_t token, uint64_t seed, const DrawKey& key) {
+  __m256d ug[4];
+  const int j = token & 15;
+  block_uniforms_avx2(token - j, seed, key, ug);
+  alignas(32) double u[4];
+  _mm256_store_pd(u, ug[2 * (j & 1) + ((j >> 1) >= 4)]);
+  return u[(j >> 1) & 3];
+}
+
+// philox_argmax_dense_avx512 16 tokens (8 Philox blocks) at a time: kept = x >= threshold
+// and not -inf, a whole block skipped or pre-filtered against the bound of its largest x,
+// the survivors scored one by one by offer_uniform (the scalar test and noise), so the
+// same token as the scalar pass.
+__attribute__((target("avx2"))) int32_t philox_argmax_dense_avx2(const Nucleus& nu, PhiloxNoise& noise) {
+  Best best;
+  const double* x = nu.x;
+  const int32_t top = first_scored(nu);
+  if (top >= 0) best.offer_uniform(top, x[top], noise.uniform(top));
+  const double thr = nu.all ? -kInf : nu.threshold;
+  const __m256d vthr = _mm256_set1_pd(thr), ninf = _mm256_set1_pd(-kInf);
+  const double* bounds = PhiloxNoise::u_bounds();
+  alignas(32) double ue[8], uo[8];  // uniforms of the even and the odd token of each pair
+  for (int t0 = 0; t0 < nu.vocab; t0 += 16) {
+    unsigned kept = 0;
+    double xmax = -kInf;
+    if (t0 + 16 <= nu.vocab) {
+      __m256d vmax = ninf;
+      for (int q = 0; q < 4; ++q) {
+        const __m256d xs = _mm256_loadu_pd(x + t0 + 4 * q);
+        const __m256d k = _mm256_and_pd(_mm256_cmp_pd(xs, vthr, _CMP_GE_OQ), _mm256_cmp_pd(xs, ninf, _CMP_NEQ_OQ));
+        kept |= unsigned(_mm256_movemask_pd(k)) << (4 * q);
+        vmax = _mm256_max_pd(vmax, _mm256_blendv_pd(ninf, xs, k));
+      }
+      alignas(32) double lanes[4];
+      _mm256_store_pd(lanes, vmax);
+      xmax = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+    } else {
+      for (int t = t0; t < nu.vocab; ++t)
+        if (x[t] >= thr && x[t] != -kInf) {
+          kept |= 1u << (t - t0);
+          xmax = std::max(xmax, x[t]);
+        }
+    }
+    for (const int32_t t : {top, nu.mask})  // scored first / never kept
+      if (t >= t0 && t < t0 + 16) kept &= ~(1u << (t - t0));
+    if (!kept) continue;
+    double bound = 0;  // below every uniform: nothing pre-filtered
+    if (best.token >= 0) {
+      const double gap_min = best.score - xmax;
+      if (gap_min > kGumbelMax) continue;  // no token here can win
+      if (gap_min >= 2.0 / kGapSteps) bound = bounds[int(gap_min * kGapSteps) - 1];
+    }
+    __m256d ug[4];
+    block_uniforms_avx2(t0, noise.seed, noise.key, ug);
+    // Pair k's even token is bit 2k of `kept`, its odd token bit 2k + 1.
+    const __m256d vb = _mm256_set1_pd(bound);
+    unsigned may_win = 0;
+    for (int g = 0; g < 4; ++g) {
+      const unsigned above = unsigned(_mm256_movemask_pd(_mm256_cmp_pd(ug[g], vb, _CMP_GE_OQ)));
+      for (int k = 0; k < 4; ++k)
+        if (above >> k & 1u) may_win |= 1u << (2 * (4 * (g & 1) + k) + (g >> 1));
+    }
+    kept &= may_win;
+    if (!kept) continue;
+    _mm256_store_pd(ue, ug[0]);
+    _mm256_store_pd(ue + 4, ug[1]);
+    _mm256_store_pd(uo, ug[2]);
+    _mm256_store_pd(uo + 4, ug[3]);
+    for (unsigned on = kept; on; on &= on - 1) {
+      const int j = __builtin_ctz(on);
+      best.offer_uniform(t0 + j, x[t0 + j], (j & 1) ? uo[j >> 1] : ue[j >> 1]);
+    }
+  }
+  return best.token;
+}
+#endif
+
 int32_t greedy_row(const float* logits, int vocab, int mask) {
   int32_t best = -1;
   double bv = -kInf;
@@ -843,19 +1072,20 @@ int32_t greedy_row(const float* logits, int vocab, int mask) {
 template <class Noise>
 int32_t sample_impl(const float* logits, int vocab, const SampleParams& p, Noise& noise) {
   if (p.greedy || !valid_temperature(p.temperature)) return greedy_row(logits, vocab, p.mask_index);
-#if ESOLM_SAMPLER_AVX512
-  const bool dense_pass = std::is_same_v<Noise, PhiloxNoise> && sampler_avx512();
+#if ESOLM_SAMPLER_X86
+  const bool dense_pass = std::is_same_v<Noise, PhiloxNoise> && (sampler_avx512() || sampler_avx2());
 #else
   const bool dense_pass = false;
 #endif
   Nucleus nu = nucleus(logits, vocab, p, false, dense_pass);
   if (nu.kind == Nucleus::empty) return -1;
-#if ESOLM_SAMPLER_AVX512
+#if ESOLM_SAMPLER_X86
   if constexpr (std::is_same_v<Noise, PhiloxNoise>) {
     if (sampler_avx512()) {
       if (nu.dense()) return philox_argmax_dense_avx512(nu, noise);
       return philox_argmax_avx512(nu, nu.kind == Nucleus::normal ? nu.x : nullptr, noise);
     }
+    if (sampler_avx2() && nu.dense()) return philox_argmax_dense_avx2(nu, noise);
   }
 #endif
   if (nu.kind != Nucleus::normal)  // uniform over the kept set
@@ -884,21 +1114,29 @@ int32_t sample_row_with_uniforms(const float* logits, int vocab, const SamplePar
   return sample_impl(logits, vocab, p, noise);
 }
 
-void sampler_allow_avx512(bool allow) {
-#if ESOLM_SAMPLER_AVX512
-  g_allow_avx512.store(allow);
+void sampler_limit_passes(SamplerPasses widest) {
+#if ESOLM_SAMPLER_X86
+  g_widest.store(int(widest));
 #else
-  (void)allow;
+  (void)widest;
 #endif
 }
 
-void sampler_exp_for_test(const double* d, double* e, int n, bool avx512) {
-  int i = 0;
-#if ESOLM_SAMPLER_AVX512
-  if (avx512 && sampler_avx512())
-    for (; i + 8 <= n; i += 8) store_exp_nonpos_pd8(d + i, e + i);
+SamplerPasses sampler_widest_passes() {
+#if ESOLM_SAMPLER_X86
+  return sampler_avx512() ? SamplerPasses::avx512 : sampler_avx2() ? SamplerPasses::avx2 : SamplerPasses::sse2;
 #else
-  (void)avx512;
+  return SamplerPasses::sse2;
+#endif
+}
+
+void sampler_exp_for_test(const double* d, double* e, int n) {
+  int i = 0;
+#if ESOLM_SAMPLER_X86
+  if (sampler_avx512())
+    for (; i + 8 <= n; i += 8) store_exp_nonpos_pd8(d + i, e + i);
+  else if (sampler_avx2())
+    for (; i + 4 <= n; i += 4) store_exp_nonpos_pd4(d + i, e + i);
 #endif
 #if defined(__SSE2__)
   for (; i + 2 <= n; i += 2) _mm_storeu_pd(e + i, exp_nonpos_pd(_mm_loadu_pd(d + i)));
@@ -906,8 +1144,12 @@ void sampler_exp_for_test(const double* d, double* e, int n, bool avx512) {
   for (; i < n; ++i) e[i] = exp_nonpos(d[i]);
 }
 
-bool sampler_uniforms_avx512_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u) {
-#if ESOLM_SAMPLER_AVX512
+bool sampler_uniforms_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u) {
+#if ESOLM_SAMPLER_X86
+  if (sampler_avx2()) {
+    for (int i = 0; i < n; ++i) u[i] = block_uniform_for_test(tokens[i], seed, key);
+    return true;
+  }
   if (!sampler_avx512()) return false;
   for (int i = 0; i < n; i += 16) {
     int32_t ids[16] = {};

@@ -57,15 +57,18 @@ int32_t sample_row_mdlm(const float* logits, int vocab, const SampleParams& p, d
                         const DrawKey& key);
 bool mdlm_stays_masked(uint64_t seed, const DrawKey& key, double r);
 
-// For tests (test/native/sampler_test.cpp): the row passes run AVX-512 where the CPU has it
-// and SSE2 / scalar code otherwise, and must give the same bits either way.
-// sampler_allow_avx512(false) makes this process use the SSE2 / scalar passes only.
-void sampler_allow_avx512(bool allow);
-// e[i] = the nucleus pass's exp(d[i]) for d[i] <= 0, on the AVX-512 path (avx512 = true,
-// where the CPU has it) or the SSE2 / scalar one.
-void sampler_exp_for_test(const double* d, double* e, int n, bool avx512);
-// u[i] = draw_uniform(seed, key, tokens[i]) as the Gumbel pass draws it: 16 tokens at a
-// time on the AVX-512 path (false when this CPU has none), else nothing is written.
-bool sampler_uniforms_avx512_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u);
+// For tests (test/native/sampler_test.cpp): the row passes run AVX-512 where the CPU has it,
+// else AVX2, else SSE2 / scalar code, and must give the same bits on every path.
+// sampler_limit_passes(w) makes this process use no wider passes than w (the CPU's widest
+// by default); sampler_widest_passes() says which ones it now takes.
+enum class SamplerPasses { avx512, avx2, sse2 };
+void sampler_limit_passes(SamplerPasses widest);
+SamplerPasses sampler_widest_passes();
+// e[i] = the nucleus pass's exp(d[i]) for d[i] <= 0, on the passes now taken.
+void sampler_exp_for_test(const double* d, double* e, int n);
+// u[i] = draw_uniform(seed, key, tokens[i]) as the vector Gumbel passes now taken draw it:
+// AVX-512 16 ids at a time, AVX2 from the dense pass's block of 16 consecutive tokens that
+// holds each id; false (nothing written) on the SSE2 / scalar passes.
+bool sampler_uniforms_for_test(uint64_t seed, const DrawKey& key, const int32_t* tokens, int n, double* u);
 
 }  // namespace esolm

@@ -579,10 +579,27 @@ static void test_mdlm() {
   CHECK(agree == 2000, "greedy and sampled mdlm share the stay decision: %ld/2000", agree);
 }
 
-// The AVX-512 row passes (where this CPU has them) against the SSE2 / scalar ones: the
-// same exp bits over the whole d <= 0 range and its edges, and the same threshold, kept
+static const char* passes_name(SamplerPasses w) {
+  return w == SamplerPasses::avx512 ? "AVX-512" : w == SamplerPasses::avx2 ? "AVX2" : "SSE2/scalar";
+}
+
+// The vector pass sets this CPU runs besides SSE2 / scalar (AVX-512, AVX2), each taken by
+// limiting the sampler to it; the others are named as not run.
+static std::vector<SamplerPasses> wide_passes() {
+  std::vector<SamplerPasses> out;
+  for (SamplerPasses w : {SamplerPasses::avx512, SamplerPasses::avx2}) {
+    sampler_limit_passes(w);
+    if (sampler_widest_passes() == w) out.push_back(w);
+    else std::printf("  (no %s on this CPU: its sampler passes are not run)\n", passes_name(w));
+  }
+  sampler_limit_passes(SamplerPasses::avx512);
+  return out;
+}
+
+// The AVX-512 and AVX2 row passes (where this CPU has them) against the SSE2 / scalar ones:
+// the same exp bits over the whole d <= 0 range and its edges, and the same threshold, kept
 // set and token on rows of every shape (odd lengths, masks, temperatures, NaN, +-inf, +-0).
-static void test_avx512_passes_match() {
+static void test_vector_passes_match() {
   std::mt19937_64 rng(11);
   std::vector<double> d;
   std::uniform_real_distribution<double> wide(-800.0, 0.0), narrow(-1.0, 0.0);
@@ -591,13 +608,19 @@ static void test_avx512_passes_match() {
                    -708.0, -708.0000000000001, -745.2, -1e308, -kInf, std::nextafter(0.0, -1.0)})
     d.push_back(v);
   std::vector<double> e_wide(d.size()), e_narrow(d.size());
-  sampler_exp_for_test(d.data(), e_wide.data(), int(d.size()), true);
-  sampler_exp_for_test(d.data(), e_narrow.data(), int(d.size()), false);
-  int exp_mismatch = 0;
-  for (size_t i = 0; i < d.size(); ++i)
-    exp_mismatch += std::memcmp(&e_wide[i], &e_narrow[i], sizeof(double)) != 0;
-  CHECK(exp_mismatch == 0, "AVX-512 exp differs from SSE2/scalar exp on %d of %zu inputs", exp_mismatch, d.size());
+  sampler_limit_passes(SamplerPasses::sse2);
+  sampler_exp_for_test(d.data(), e_narrow.data(), int(d.size()));
   CHECK(e_narrow[20000] == 1.0 && e_narrow[20011] == 0.0, "exp(0) = %g, exp(-inf) = %g", e_narrow[20000], e_narrow[20011]);
+  const std::vector<SamplerPasses> sets = wide_passes();
+  for (SamplerPasses w : sets) {
+    sampler_limit_passes(w);
+    sampler_exp_for_test(d.data(), e_wide.data(), int(d.size()));
+    int exp_mismatch = 0;
+    for (size_t i = 0; i < d.size(); ++i)
+      exp_mismatch += std::memcmp(&e_wide[i], &e_narrow[i], sizeof(double)) != 0;
+    CHECK(exp_mismatch == 0, "%s exp differs from SSE2/scalar exp on %d of %zu inputs", passes_name(w), exp_mismatch,
+          d.size());
+  }
 
   int row_mismatch = 0, rows = 0;
   const float finf = std::numeric_limits<float>::infinity();
@@ -618,49 +641,57 @@ static void test_avx512_passes_match() {
           p.mask_index = mask;
           p.seed = 5;
           std::vector<int32_t> kept_wide, kept_narrow;
-          sampler_allow_avx512(true);
-          const double thr_wide = top_p_threshold(row.data(), V, p, &kept_wide);
-          const int32_t tok_wide = sample_row(row.data(), V, p, DrawKey{1, uint32_t(V), 0});
-          sampler_allow_avx512(false);
+          sampler_limit_passes(SamplerPasses::sse2);
           const double thr_narrow = top_p_threshold(row.data(), V, p, &kept_narrow);
           const int32_t tok_narrow = sample_row(row.data(), V, p, DrawKey{1, uint32_t(V), 0});
-          sampler_allow_avx512(true);
-          ++rows;
-          const bool same = std::memcmp(&thr_wide, &thr_narrow, sizeof(double)) == 0 && kept_wide == kept_narrow &&
-                            tok_wide == tok_narrow;
-          if (!same && row_mismatch++ < 3)
-            std::printf("  AVX-512 row passes differ: V=%d %s temp=%g mask=%d (thr %.17g vs %.17g, kept %zu vs %zu, token %d vs %d)\n",
-                        V, dist_name(dist), temp, mask, thr_wide, thr_narrow, kept_wide.size(), kept_narrow.size(), tok_wide, tok_narrow);
+          for (SamplerPasses w : sets) {
+            sampler_limit_passes(w);
+            const double thr_wide = top_p_threshold(row.data(), V, p, &kept_wide);
+            const int32_t tok_wide = sample_row(row.data(), V, p, DrawKey{1, uint32_t(V), 0});
+            ++rows;
+            const bool same = std::memcmp(&thr_wide, &thr_narrow, sizeof(double)) == 0 && kept_wide == kept_narrow &&
+                              tok_wide == tok_narrow;
+            if (!same && row_mismatch++ < 3)
+              std::printf("  %s row passes differ: V=%d %s temp=%g mask=%d (thr %.17g vs %.17g, kept %zu vs %zu, token %d vs %d)\n",
+                          passes_name(w), V, dist_name(dist), temp, mask, thr_wide, thr_narrow, kept_wide.size(),
+                          kept_narrow.size(), tok_wide, tok_narrow);
+          }
         }
       }
     }
   }
-  CHECK(row_mismatch == 0, "AVX-512 row passes differ from SSE2/scalar on %d of %d rows", row_mismatch, rows);
+  sampler_limit_passes(SamplerPasses::avx512);
+  CHECK(row_mismatch == 0, "vector row passes differ from SSE2/scalar on %d of %d row comparisons", row_mismatch, rows);
 }
 
-// The AVX-512 Gumbel pass: Philox words of 16 tokens at once, and a whole block of tokens
-// tested for pruning against the best it started with, must draw exactly what the scalar
-// pass draws, and pick the same token.
-static void test_avx512_gumbel_pass_matches() {
+// The vector Gumbel passes: Philox words of 16 tokens at once (AVX-512: any ids; AVX2: the
+// dense pass's blocks of 16 consecutive tokens), and a whole block of tokens tested for
+// pruning against the best it started with, must draw exactly what the scalar pass draws,
+// and pick the same token.
+static void test_vector_gumbel_passes_match() {
   std::mt19937_64 rng(23);
   std::vector<int32_t> ids;
   for (int32_t t : {0, 1, 2, 3, 15, 16, 17, 50257, 0x7FFFFFFE, 0x7FFFFFFF}) ids.push_back(t);
   while (ids.size() < 1000) ids.push_back(int32_t(rng() & 0x7FFFFFFF));
-  int word_mismatch = 0, draws = 0;
-  std::vector<double> u(ids.size());
-  for (int rep = 0; rep < 40; ++rep) {
-    const uint64_t seed = rep == 0 ? 0 : rep == 1 ? ~uint64_t(0) : rng();
-    const DrawKey key{uint32_t(rng()), uint32_t(rng()), uint32_t(rep % 3 == 0 ? 0 : rng())};
-    if (!sampler_uniforms_avx512_for_test(seed, key, ids.data(), int(ids.size()), u.data())) {
-      std::printf("  (no AVX-512: the vector Gumbel pass is not run on this CPU)\n");
-      return;
+  const std::vector<SamplerPasses> sets = wide_passes();
+  for (SamplerPasses w : sets) {
+    sampler_limit_passes(w);
+    int word_mismatch = 0, draws = 0;
+    std::vector<double> u(ids.size());
+    for (int rep = 0; rep < 40; ++rep) {
+      const uint64_t seed = rep == 0 ? 0 : rep == 1 ? ~uint64_t(0) : rng();
+      const DrawKey key{uint32_t(rng()), uint32_t(rng()), uint32_t(rep % 3 == 0 ? 0 : rng())};
+      CHECK(sampler_uniforms_for_test(seed, key, ids.data(), int(ids.size()), u.data()), "%s uniforms not drawn",
+            passes_name(w));
+      for (size_t i = 0; i < ids.size(); ++i, ++draws) {
+        const double want = draw_uniform(seed, key.sequence, key.position, key.round, uint32_t(ids[i]));
+        word_mismatch += std::memcmp(&want, &u[i], sizeof(double)) != 0;
+      }
     }
-    for (size_t i = 0; i < ids.size(); ++i, ++draws) {
-      const double want = draw_uniform(seed, key.sequence, key.position, key.round, uint32_t(ids[i]));
-      word_mismatch += std::memcmp(&want, &u[i], sizeof(double)) != 0;
-    }
+    CHECK(word_mismatch == 0, "%s Philox uniforms differ from draw_uniform on %d of %d draws", passes_name(w),
+          word_mismatch, draws);
   }
-  CHECK(word_mismatch == 0, "AVX-512 Philox uniforms differ from draw_uniform on %d of %d draws", word_mismatch, draws);
+  sampler_limit_passes(SamplerPasses::avx512);
 
   // Tokens: flat rows (most of the vocabulary kept: the block test matters most), peaky
   // rows, rows of exact ties (the lowest id must win), degenerate rows, top_p = 1 (no list).
@@ -690,21 +721,23 @@ static void test_avx512_gumbel_pass_matches() {
           for (int k = 0; k < (V > 1000 ? 12 : 40); ++k) {
             p.seed = rng();
             const DrawKey key{uint32_t(k), uint32_t(rng() % 4096), 0};
-            sampler_allow_avx512(true);
-            const int32_t wide = sample_row(row.data(), V, p, key);
-            sampler_allow_avx512(false);
+            sampler_limit_passes(SamplerPasses::sse2);
             const int32_t narrow = sample_row(row.data(), V, p, key);
-            sampler_allow_avx512(true);
-            ++rows;
-            if (wide != narrow && token_mismatch++ < 3)
-              std::printf("  AVX-512 Gumbel pass differs: V=%d kind %d top_p=%g mask=%d key %d: token %d vs %d\n", V,
-                          kind, top_p, mask, k, wide, narrow);
+            for (SamplerPasses w : sets) {
+              sampler_limit_passes(w);
+              const int32_t wide = sample_row(row.data(), V, p, key);
+              ++rows;
+              if (wide != narrow && token_mismatch++ < 3)
+                std::printf("  %s Gumbel pass differs: V=%d kind %d top_p=%g mask=%d key %d: token %d vs %d\n",
+                            passes_name(w), V, kind, top_p, mask, k, wide, narrow);
+            }
           }
         }
       }
     }
   }
-  CHECK(token_mismatch == 0, "AVX-512 Gumbel pass picks another token than the scalar pass on %d of %d rows",
+  sampler_limit_passes(SamplerPasses::avx512);
+  CHECK(token_mismatch == 0, "vector Gumbel passes pick another token than the scalar pass on %d of %d rows",
         token_mismatch, rows);
 }
 
@@ -747,8 +780,8 @@ int main() {
   test_philox_equivalence_and_purity();
   test_sample_row_statistics();
   test_mdlm();
-  test_avx512_passes_match();
-  test_avx512_gumbel_pass_matches();
+  test_vector_passes_match();
+  test_vector_gumbel_passes_match();
   timing();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("sampler_test: %d passed, %d failed (%.2f s)\n", g_pass, g_fail, s);
