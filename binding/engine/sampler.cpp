@@ -77,8 +77,8 @@ struct Nucleus {
   int n_kept = 0;
   int vocab = 0, mask = -1;
 
-  // A quarter of the vocabulary or more kept: the dense AVX-512 Gumbel pass (a Philox block
-  // per token pair, x read in order) then costs less than gathering the kept ones.
+  // A quarter of the vocabulary or more kept: the dense Gumbel pass (AVX-512 or AVX2: a Philox
+  // block per token pair, x read in order) then costs less than gathering the kept ones.
   bool dense() const { return kind == normal && int64_t(n_kept) * 4 >= vocab; }
 
   template <class F>

@@ -423,8 +423,8 @@ static inline void qk_partials(const __m512 (&q)[R][NV], const T* k, __m512 (&t)
 // _mm512_reduce_add_ps of four vectors at once, the same tree (so the same bits): its
 // first step (hi 256 + lo 256) for slots a, b by reduce_pairs, the rest by reduce_fours on
 // two such pairs; returns the four sums in slot order. One horizontal sum per slot spent
-// ~8 shuffles and adds on each row's score; this spends ~2.5 (the attention of 2-4 rows
-// over a cache-resident BF16 K/V ran 12-19% faster, Zen 5).
+// ~8 shuffles and adds on each row's score; this spends ~2.5 (in generations over a BF16
+// K/V, the attention of 2-4 rows 8-28% faster per call, Zen 5: bench/results, 2026-12-03 late).
 static inline __m512 reduce_pairs(__m512 a, __m512 b) {  // [a: hi + lo halves | b: the same]
   return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0xEE), _mm512_shuffle_f32x4(a, b, 0x44));
 }
